@@ -1,0 +1,262 @@
+"""Datasets as one uint8 tensor each: decoded once, cached, and kept resident for training.
+
+Why uint8: a CIFAR split is 150 MB as uint8 and 600 MB as float32; keeping bytes on the
+device and normalising per batch is faster than loading preprocessed floats (airbench).
+The test split is read only by an explicit ``load_split(source, "test")`` call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Iterable, Iterator, Literal
+
+import torch
+
+from nas.errors import NasError
+
+CACHE_VERSION = 1  # bump when the cached layout changes, so stale caches are not read
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+BUILTIN = {
+    # name: (torchvision class, extracted folder, train files, test files, label key, meta file, names key)
+    "cifar10": ("CIFAR10", "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"],
+                "labels", "batches.meta", "label_names"),
+    "cifar100": ("CIFAR100", "cifar-100-python", ["train"], ["test"], "fine_labels", "meta", "fine_label_names"),
+}
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """A whole split in memory: images uint8 (N, C, H, W), labels int64 (N,), class names by index."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def take(self, index: torch.Tensor) -> ImageSet:
+        """The images at `index` (a 1-D int64 tensor), same classes."""
+        return ImageSet(self.images[index], self.labels[index], self.classes)
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("NAS_CACHE") or Path.home() / ".cache" / "nas")
+
+
+def load_split(source: str, split: Literal["train", "test"], cache_dir: Path | None = None) -> ImageSet:
+    """Load one split of `source`: "cifar10", "cifar100", an ImageFolder directory, or a .tar.gz of one.
+
+    Decoding happens once; later loads read a uint8 cache keyed by the source's content.
+    """
+    if split not in ("train", "test"):
+        raise NasError(f"split={split!r} must be 'train' or 'test'")
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    if source in BUILTIN:
+        return _load_builtin(source, split, cache)
+    path = Path(source).expanduser()
+    if path.is_dir():
+        key = _directory_key(path, split)
+        return _cached(cache, key, split, lambda: _decode_folder(_iter_directory(path, split), f"{path}/{split}"))
+    if path.is_file() and path.name.endswith((".tar.gz", ".tgz")):
+        key = _file_sha256(path)
+        return _cached(cache, key, split, lambda: _decode_folder(_iter_tar(path, split), f"{path}:{split}"))
+    raise NasError(
+        f"data source {source!r} is not 'cifar10', 'cifar100', a directory with train/ and test/ in ImageFolder "
+        f"layout, or a .tar.gz of one; pass e.g. --data /work/shared/data/cifar10-jpeg.tar.gz"
+    )
+
+
+def split_validation(train: ImageSet, val_size: int, seed: int = 0) -> tuple[ImageSet, ImageSet]:
+    """Split off a stratified validation set; deterministic in `seed`, disjoint, order kept."""
+    if not 0 < val_size < len(train):
+        raise NasError(f"val_size={val_size} must be between 1 and {len(train) - 1} (the training split has "
+                       f"{len(train)} images); pick a smaller validation size")
+    val_index = _stratified_index(train.labels, val_size, seed)
+    keep = torch.ones(len(train), dtype=torch.bool)
+    keep[val_index] = False
+    return train.take(keep.nonzero().squeeze(1)), train.take(val_index)
+
+
+def stratified_subset(s: ImageSet, n: int, seed: int = 0) -> ImageSet:
+    """`n` images with class proportions kept (largest remainder), deterministic in `seed`."""
+    if not 0 < n <= len(s):
+        raise NasError(f"subset size {n} must be between 1 and {len(s)} (the set's size); lower it")
+    if n == len(s):
+        return s
+    return s.take(_stratified_index(s.labels, n, seed))
+
+
+def _stratified_index(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """Sorted indices of `n` items drawn per class in proportion to class sizes."""
+    counts = torch.bincount(labels).tolist()
+    total = sum(counts)
+    quotas = [c * n / total for c in counts]
+    take = [int(q) for q in quotas]
+    # largest remainder, ties broken by class index, so the allocation is exact and deterministic
+    for c in sorted(range(len(counts)), key=lambda c: (-(quotas[c] - take[c]), c))[: n - sum(take)]:
+        take[c] += 1
+    gen = torch.Generator().manual_seed(seed)
+    picked = []
+    for c, k in enumerate(take):
+        members = (labels == c).nonzero().squeeze(1)
+        picked.append(members[torch.randperm(len(members), generator=gen)[:k]])
+    return torch.cat(picked).sort().values
+
+
+# ---------------------------------------------------------------------------------------------
+# cache
+
+
+def _cached(cache: Path, key: str, split: str, decode) -> ImageSet:
+    """Read `<cache>/<key>-<split>.pt` if present; else decode and write it atomically."""
+    path = cache / f"v{CACHE_VERSION}-{key[:32]}-{split}.pt"
+    if path.exists():
+        blob = torch.load(path, weights_only=True)
+        return ImageSet(blob["images"], blob["labels"], tuple(blob["classes"]))
+    s = decode()
+    _atomic_save({"images": s.images, "labels": s.labels, "classes": list(s.classes)}, path)
+    return s
+
+
+def _atomic_save(obj: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _directory_key(root: Path, split: str) -> str:
+    """Hash of relative paths, sizes and mtimes under root/split: cheap, and changes when files do."""
+    top = root / split
+    if not top.is_dir():
+        raise NasError(f"{root} has no {split}/ folder; the ImageFolder layout is {root}/{split}/<class>/<image>")
+    h = hashlib.sha256(str(root.resolve()).encode())
+    for p in sorted(top.rglob("*")):
+        if p.is_file():
+            st = p.stat()
+            h.update(f"{p.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# ImageFolder layout, from a directory or a .tar.gz
+
+
+def _iter_directory(root: Path, split: str) -> Iterator[tuple[str, str, bytes]]:
+    """(class, file name, bytes) for every image under root/split/<class>/."""
+    for p in sorted((root / split).glob("*/*")):
+        if p.suffix.lower() in IMAGE_SUFFIXES:
+            yield p.parent.name, p.name, p.read_bytes()
+
+
+def _iter_tar(path: Path, split: str) -> Iterator[tuple[str, str, bytes]]:
+    """Images of one split inside an archive (any top folder); other members are never extracted."""
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            for member in tar:
+                parts = PurePosixPath(member.name).parts
+                if (member.isfile() and len(parts) >= 3 and parts[-3] == split
+                        and PurePosixPath(member.name).suffix.lower() in IMAGE_SUFFIXES):
+                    yield parts[-2], parts[-1], tar.extractfile(member).read()
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise NasError(f"cannot read archive {path}: {e}; check the file is a complete .tar.gz") from None
+
+
+def _decode_folder(items: Iterable[tuple[str, str, bytes]], where: str) -> ImageSet:
+    from torchvision.io import ImageReadMode, decode_image
+
+    records = sorted(items)  # (class, name): ImageFolder's order, independent of archive order
+    if not records:
+        raise NasError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {where}/<class>/; check the layout")
+    classes = tuple(sorted({c for c, _, _ in records}))
+    index = {c: i for i, c in enumerate(classes)}
+    images = []
+    for c, name, data in records:
+        try:
+            img = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+        except RuntimeError as e:
+            raise NasError(f"cannot decode {where}/{c}/{name}: {e}; remove or re-encode the file") from None
+        if images and img.shape != images[0].shape:
+            raise NasError(f"{where}/{c}/{name} is {tuple(img.shape[1:])} pixels but earlier images are "
+                           f"{tuple(images[0].shape[1:])}; resize the dataset to one size first")
+        images.append(img)
+    labels = torch.tensor([index[c] for c, _, _ in records], dtype=torch.int64)
+    return ImageSet(torch.stack(images), labels, classes)
+
+
+# ---------------------------------------------------------------------------------------------
+# CIFAR-10 / CIFAR-100 in the official python format
+
+
+def _load_builtin(name: str, split: str, cache: Path) -> ImageSet:
+    cls_name, folder, train_files, test_files, label_key, meta_file, names_key = BUILTIN[name]
+    root = cache / "torchvision"
+    base = root / folder
+    files = train_files if split == "train" else test_files
+    if not all((base / f).is_file() for f in [*files, meta_file]):
+        _download(cls_name, root, name)
+    return read_cifar_python(base, files, label_key, meta_file, names_key)
+
+
+def _download(cls_name: str, root: Path, name: str) -> None:
+    import torchvision
+
+    try:
+        getattr(torchvision.datasets, cls_name)(root=str(root), train=True, download=True)
+    except Exception as e:  # urllib/ssl/socket errors all mean: no copy and no network
+        raise NasError(
+            f"could not download {name} into {root} ({type(e).__name__}: {e}); this machine may be offline. "
+            f"Point --data at a local copy instead: an ImageFolder directory with train/ and test/, or a .tar.gz "
+            f"of one (e.g. --data /work/shared/data/cifar10-jpeg.tar.gz), or place the official python-format "
+            f"files in {root}"
+        ) from None
+
+
+def read_cifar_python(base: Path, files: list[str], label_key: str, meta_file: str, names_key: str) -> ImageSet:
+    """Read the official pickled CIFAR batches (these are pickles: only read files you trust)."""
+    import numpy as np
+
+    data, labels = [], []
+    for f in files:
+        batch = _unpickle(base / f)
+        data.append(np.asarray(_get(batch, "data"), dtype=np.uint8).reshape(-1, 3, 32, 32))
+        labels.extend(_get(batch, label_key))
+    names = [n.decode() if isinstance(n, bytes) else n for n in _get(_unpickle(base / meta_file), names_key)]
+    images = torch.from_numpy(np.concatenate(data))
+    return ImageSet(images.contiguous(), torch.tensor(labels, dtype=torch.int64), tuple(names))
+
+
+def _unpickle(path: Path) -> dict:
+    with open(path, "rb") as f:
+        return pickle.load(f, encoding="latin1")
+
+
+def _get(d: dict, key: str):
+    """Python-2 pickles have str keys under latin1; files written from Python 3 may have bytes keys."""
+    return d[key] if key in d else d[key.encode()]
+
+
+__all__ = ["ImageSet", "default_cache_dir", "load_split", "split_validation", "stratified_subset",
+           "read_cifar_python"]

@@ -1,0 +1,122 @@
+"""The training recipe: every knob the reference reports turned, validated once, here.
+
+Defaults are the reports' full recipe (seed-designs.md): SGD 0.1 momentum 0.9, weight decay
+5e-4, batch 128, cosine over 200 epochs, crop 32 with 4-pixel padding, horizontal flip.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from nas.errors import NasError
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "adagrad", "adamax", "adadelta")
+SCHEDULES = ("cosine", "onecycle", "step", "plateau", "constant")
+INITS = ("kaiming", "xavier")
+PAD_MODES = ("zeros", "reflect")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to train one candidate; frozen so a search trial cannot drift from what it logged."""
+
+    epochs: int = 200
+    batch_size: int = 128  # images per optimiser step
+    optimizer: str = "sgd"  # sgd adam adamw adagrad adamax adadelta
+    lr: float = 0.1  # peak learning rate (after warm-up)
+    momentum: float = 0.9  # SGD momentum; beta1 for adam, adamw, adamax; unused by adagrad, adadelta
+    nesterov: bool = False  # SGD only
+    weight_decay: float = 5e-4  # L2 on every parameter, as the reports did
+    schedule: str = "cosine"  # cosine onecycle step plateau constant
+    warmup_epochs: float = 0.0  # linear warm-up from 0 to lr, then the schedule
+    label_smoothing: float = 0.0
+    grad_clip: float = 0.0  # max gradient norm; 0 = off
+    lookahead: bool = False  # Lookahead(k=5, alpha=0.5) around the optimiser
+    init: str = "kaiming"  # kaiming xavier; applied by nas.model.build_model
+    crop_padding: int = 4  # pixels padded on each side before the random crop; 0 = no crop
+    pad_mode: str = "zeros"  # zeros reflect
+    flip: bool = True  # random horizontal flip, p = 0.5
+    rotation: float = 0.0  # max degrees of random rotation; 0 = off
+    cutout: int = 0  # side of the square erased per image, pixels; 0 = off
+    precision: str = "auto"  # auto fp32 bf16 fp16; auto = bf16 (or fp16) on CUDA, fp32 on CPU
+    channels_last: bool = True
+    compile: bool = False  # torch.compile the model
+    seed: int = 0
+    train_subset: int = 0  # train on a stratified subset of this many images; 0 = all
+    evals_per_epoch: int = 1  # >1 gives sub-epoch validation points for pruning on CPU
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            _check_type(f.name, getattr(self, f.name), f.type)
+        _require(self.epochs >= 1, "epochs", self.epochs, "must be >= 1")
+        _require(self.batch_size >= 2, "batch_size", self.batch_size, "must be >= 2 (BatchNorm needs 2 images)")
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _require(math.isfinite(self.lr) and self.lr > 0, "lr", self.lr, "must be finite and > 0")
+        _require(0 <= self.momentum < 1, "momentum", self.momentum, "must be in [0, 1)")
+        if self.nesterov:
+            _require(self.optimizer == "sgd", "nesterov", self.nesterov,
+                     f"applies only to optimizer 'sgd' (got optimizer={self.optimizer!r}); set nesterov false")
+            _require(self.momentum > 0, "nesterov", self.nesterov, "needs momentum > 0; set momentum, e.g. 0.9")
+        _require(math.isfinite(self.weight_decay) and self.weight_decay >= 0, "weight_decay", self.weight_decay,
+                 "must be finite and >= 0")
+        _choice("schedule", self.schedule, SCHEDULES)
+        _require(0 <= self.warmup_epochs < self.epochs, "warmup_epochs", self.warmup_epochs,
+                 f"must be >= 0 and < epochs ({self.epochs})")
+        _require(0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "must be in [0, 1)")
+        _require(math.isfinite(self.grad_clip) and self.grad_clip >= 0, "grad_clip", self.grad_clip,
+                 "must be >= 0 (0 turns clipping off)")
+        _choice("init", self.init, INITS)
+        _require(0 <= self.crop_padding <= 16, "crop_padding", self.crop_padding, "must be in [0, 16] pixels")
+        _choice("pad_mode", self.pad_mode, PAD_MODES)
+        _require(0 <= self.rotation <= 180, "rotation", self.rotation, "must be in [0, 180] degrees")
+        _require(self.cutout >= 0, "cutout", self.cutout, "must be >= 0 pixels (0 turns cutout off)")
+        _choice("precision", self.precision, PRECISIONS)
+        _require(self.seed >= 0, "seed", self.seed, "must be >= 0")
+        _require(self.train_subset >= 0, "train_subset", self.train_subset, "must be >= 0 (0 = whole split)")
+        _require(self.evals_per_epoch >= 1, "evals_per_epoch", self.evals_per_epoch, "must be >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of every field, for YAML/JSON next to results."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Recipe:
+        """Inverse of to_dict; rejects unknown keys so a typo never silently uses a default."""
+        valid = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(valid))
+        if unknown:
+            raise NasError(f"unknown recipe key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(valid)}")
+        types = {f.name: f.type for f in dataclasses.fields(cls)}
+        return cls(**{k: _coerce(k, v, types[k]) for k, v in data.items()})
+
+
+def _coerce(name: str, value: Any, annotation: str) -> Any:
+    """Accept what YAML/JSON produce for a float field: ints, and strings such as '5e-4' (YAML 1.1)."""
+    if annotation == "float" and not isinstance(value, bool):
+        if isinstance(value, int):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                raise NasError(f"recipe field {name}={value!r} must be a number, e.g. {name}: 0.1") from None
+    return value
+
+
+def _check_type(name: str, value: Any, annotation: str) -> None:
+    expected = {"int": int, "float": (int, float), "bool": bool, "str": str}[annotation]
+    if isinstance(value, bool) and annotation != "bool" or not isinstance(value, expected):
+        raise NasError(f"recipe field {name}={value!r} must be of type {annotation}")
+
+
+def _require(ok: bool, name: str, value: Any, rule: str) -> None:
+    if not ok:
+        raise NasError(f"recipe field {name}={value!r} {rule}")
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    _require(value in choices, name, value, f"must be one of: {', '.join(choices)}")
