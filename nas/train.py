@@ -1,0 +1,439 @@
+"""The training engine: one function that trains one model under one Recipe, fast and reproducibly.
+
+Design follows airbench: the whole uint8 dataset sits on the device; each batch is gathered,
+augmented and normalised in a few batched ops; channels_last; autocast where it pays; the
+learning rate is set per step from a pure function of the step (so resume is exact).
+Deliberately free of Optuna: the search passes `on_eval`, which may raise to prune.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nas.augment import Augment, ChannelStats, augment_batch, channel_stats, normalize
+from nas.data import ImageSet, stratified_subset
+from nas.errors import NasError
+from nas.recipe import Recipe
+
+LOOKAHEAD_K = 5  # fast steps per slow update (Zhang et al. 2019 defaults)
+LOOKAHEAD_ALPHA = 0.5
+CHECKPOINT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class EvalPoint:
+    epoch: float  # epochs completed, fractional with evals_per_epoch > 1
+    train_loss: float  # mean training loss since the previous point
+    val_loss: float  # nan when training without a validation set
+    val_acc: float  # fraction in [0, 1]; nan without a validation set
+    seconds: float  # wall time since training started
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Outcome of train(). With status "nonfinite" the loss diverged: val_acc is 0.0 and
+    train_loss_sum is inf, so no NaN ever reaches a caller's objective; check `status`."""
+
+    status: str  # "ok" | "nonfinite"
+    history: tuple[EvalPoint, ...]
+    val_acc: float  # at the last evaluation point
+    seconds: float  # wall time of the whole call, evaluations included
+    images_per_s: float  # training images per second, evaluations excluded
+    images_seen: int
+    train_loss_sum: float  # sum over epochs of the epoch's mean training loss (ranking signal)
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """'auto' -> cuda when torch sees a GPU, else cpu. Asking for an absent device is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise NasError(f"device {name!r} is not a torch device name; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise NasError(f"device {name!r} was requested but torch sees no CUDA GPU; use --device cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise NasError(f"device {name!r} does not exist: {torch.cuda.device_count()} GPU(s) visible; "
+                           f"use cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    elif device.type != "cpu":
+        raise NasError(f"device {name!r} is not supported; use auto, cpu, cuda or cuda:N")
+    return device
+
+
+# ---------------------------------------------------------------------------------------------
+# precision, optimiser, schedule
+
+
+def resolve_precision(precision: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
+    """(autocast dtype or None for fp32, whether a GradScaler is needed)."""
+    if precision == "auto":
+        if device.type != "cuda":
+            return None, False
+        # CUDA-only path: bf16 keeps fp32's range so it needs no loss scaling
+        return (torch.bfloat16, False) if torch.cuda.is_bf16_supported() else (torch.float16, True)
+    if precision == "fp32":
+        return None, False
+    if precision == "bf16":
+        return torch.bfloat16, False
+    if device.type != "cuda":
+        raise NasError(f"precision='fp16' needs a CUDA device, but training runs on {device}; "
+                       f"use precision bf16 or fp32 on CPU")
+    return torch.float16, True  # CUDA-only path
+
+
+class Lookahead:
+    """Lookahead (Zhang et al. 2019): every k steps, slow += alpha * (fast - slow); fast = slow.
+
+    Duck-types an optimizer (param_groups, step, zero_grad, state_dict) so GradScaler can
+    drive it: a step the scaler skips is not counted.
+    """
+
+    def __init__(self, base: torch.optim.Optimizer, k: int = LOOKAHEAD_K, alpha: float = LOOKAHEAD_ALPHA) -> None:
+        self.base, self.k, self.alpha, self.steps = base, k, alpha, 0
+        self.slow = [p.detach().clone() for g in base.param_groups for p in g["params"]]
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return self.base.param_groups
+
+    @property
+    def state(self):
+        return self.base.state
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.base.zero_grad(set_to_none=set_to_none)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = self.base.step(closure)
+        self.steps += 1
+        if self.steps % self.k == 0:
+            fast = [p for g in self.base.param_groups for p in g["params"]]
+            torch._foreach_lerp_(self.slow, fast, self.alpha)  # slow += alpha * (fast - slow)
+            torch._foreach_copy_(fast, self.slow)
+        return loss
+
+    def state_dict(self) -> dict:
+        return {"base": self.base.state_dict(), "slow": [s.clone() for s in self.slow], "steps": self.steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.base.load_state_dict(state["base"])
+        for s, saved in zip(self.slow, state["slow"]):
+            s.copy_(saved)
+        self.steps = state["steps"]
+
+
+def make_optimizer(model: nn.Module, r: Recipe) -> torch.optim.Optimizer | Lookahead:
+    params = [p for p in model.parameters() if p.requires_grad]
+    betas = (r.momentum, 0.999)  # `momentum` is beta1 for the Adam family
+    opt = {
+        "sgd": lambda: torch.optim.SGD(params, r.lr, momentum=r.momentum, nesterov=r.nesterov,
+                                       weight_decay=r.weight_decay),
+        "adam": lambda: torch.optim.Adam(params, r.lr, betas=betas, weight_decay=r.weight_decay),
+        "adamw": lambda: torch.optim.AdamW(params, r.lr, betas=betas, weight_decay=r.weight_decay),
+        "adamax": lambda: torch.optim.Adamax(params, r.lr, betas=betas, weight_decay=r.weight_decay),
+        "adagrad": lambda: torch.optim.Adagrad(params, r.lr, weight_decay=r.weight_decay),
+        "adadelta": lambda: torch.optim.Adadelta(params, r.lr, weight_decay=r.weight_decay),
+    }[r.optimizer]()
+    return Lookahead(opt) if r.lookahead else opt
+
+
+class LrSchedule:
+    """Multiplier of the peak lr at each step: linear warm-up, then the recipe's schedule.
+
+    A pure function of the step except for 'plateau', whose small state is checkpointed.
+    """
+
+    PLATEAU_FACTOR = 0.1
+    ONECYCLE_PCT, ONECYCLE_DIV, ONECYCLE_FINAL_DIV = 0.3, 25.0, 1e4  # torch OneCycleLR defaults
+
+    def __init__(self, r: Recipe, steps_per_epoch: int) -> None:
+        self.kind = r.schedule
+        self.total = r.epochs * steps_per_epoch
+        self.warmup = round(r.warmup_epochs * steps_per_epoch)
+        # ReduceLROnPlateau's patience of 10 epochs at 200 epochs, scaled to shorter runs
+        self.patience = max(1, r.epochs // 20) * r.evals_per_epoch
+        self.scale, self.best, self.bad = 1.0, math.inf, 0
+
+    def factor(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        t = (step - self.warmup) / max(1, self.total - self.warmup)  # in [0, 1)
+        if self.kind == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * t))
+        if self.kind == "onecycle":
+            lo, end, p = 1 / self.ONECYCLE_DIV, 1 / (self.ONECYCLE_DIV * self.ONECYCLE_FINAL_DIV), self.ONECYCLE_PCT
+            if t < p:
+                return lo + (1 - lo) * (1 - math.cos(math.pi * t / p)) / 2
+            return end + (1 - end) * (1 + math.cos(math.pi * (t - p) / (1 - p))) / 2
+        if self.kind == "step":
+            return 0.1 ** ((t >= 0.5) + (t >= 0.75))
+        if self.kind == "plateau":
+            return self.scale
+        return 1.0  # constant
+
+    def observe(self, loss: float) -> None:
+        """Feed an evaluation loss; 'plateau' cuts the lr after `patience` points without a 0.01% gain."""
+        if self.kind != "plateau":
+            return
+        if loss < self.best * (1 - 1e-4):
+            self.best, self.bad = loss, 0
+        else:
+            self.bad += 1
+            if self.bad > self.patience:
+                self.scale, self.bad = self.scale * self.PLATEAU_FACTOR, 0
+
+    def state_dict(self) -> dict:
+        return {"scale": self.scale, "best": self.best, "bad": self.bad}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.scale, self.best, self.bad = state["scale"], state["best"], state["bad"]
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: ImageSet, device: torch.device, batch_size: int = 1024, tta: bool = False,
+             *, stats: ChannelStats | None = None, amp_dtype: torch.dtype | None = None
+             ) -> tuple[float, float, list[float]]:
+    """(accuracy, mean cross-entropy, per-class accuracy) on `data`; tta averages with the mirror image.
+
+    `stats` must be the training set's statistics (`channel_stats(train_set)`); the default
+    computes them from `data`, which is exact for CIFAR-10 (published constants) only.
+    """
+    stats = stats or channel_stats(data)
+    was_training = model.training
+    model.eval()
+    n_classes = len(data.classes)
+    correct = torch.zeros(n_classes, dtype=torch.float64, device=device)
+    seen = torch.zeros(n_classes, dtype=torch.float64, device=device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    ctx = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
+    try:
+        for start in range(0, len(data), batch_size):
+            x = data.images[start:start + batch_size].to(device, non_blocking=True)
+            y = data.labels[start:start + batch_size].to(device, non_blocking=True)
+            x = normalize(x, stats).contiguous(memory_format=torch.channels_last)
+            with ctx:
+                logits = model(x).float()
+                if tta:
+                    logits = (logits + model(x.flip(3)).float()) / 2
+            loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
+            correct += torch.bincount(y[logits.argmax(1) == y], minlength=n_classes)
+            seen += torch.bincount(y, minlength=n_classes)
+    finally:
+        model.train(was_training)
+    per_class = (correct / seen).tolist()  # nan for a class absent from `data`
+    return float(correct.sum() / seen.sum()), float(loss_sum) / len(data), per_class
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+
+
+def train(model: nn.Module, recipe: Recipe, train_set: ImageSet, val_set: ImageSet | None, device: torch.device,
+          on_eval: Callable[[EvalPoint], None] | None = None, checkpoint_dir: Path | None = None,
+          progress: bool = False) -> TrainResult:
+    """Train `model` in place on `train_set` and validate on `val_set` at every evaluation point.
+
+    `on_eval` may raise (e.g. optuna.TrialPruned); the exception propagates unchanged. With
+    `checkpoint_dir`, state is saved after every epoch and a run there resumes from the latest.
+    """
+    started = time.perf_counter()
+    r = recipe
+    stats = channel_stats(train_set)  # from the full training split, before any subset
+    if r.train_subset:
+        if r.train_subset > len(train_set):
+            raise NasError(f"train_subset={r.train_subset} exceeds the {len(train_set)} training images; "
+                           f"lower it, or use 0 for the whole split")
+        train_set = stratified_subset(train_set, r.train_subset, r.seed)
+    if len(train_set) < r.batch_size:
+        raise NasError(f"batch_size={r.batch_size} is larger than the {len(train_set)} training images; "
+                       f"lower batch_size or train on more images")
+    amp_dtype, use_scaler = resolve_precision(r.precision, device)
+
+    torch.manual_seed(r.seed)  # for any randomness inside the model (dropout)
+    model.to(device)
+    if r.channels_last:
+        model.to(memory_format=torch.channels_last)
+    net = torch.compile(model) if r.compile else model
+    opt = make_optimizer(model, r)
+    steps_per_epoch = len(train_set) // r.batch_size  # the incomplete last batch is dropped; order changes
+    schedule = LrSchedule(r, steps_per_epoch)
+    scaler = torch.amp.GradScaler("cuda") if use_scaler else None  # CUDA-only path
+    gen = torch.Generator(device=device).manual_seed(r.seed)  # data order and augmentation
+    aug = Augment.from_recipe(r)
+    ends = sorted({round(k * steps_per_epoch / r.evals_per_epoch) for k in range(1, r.evals_per_epoch + 1)})
+
+    images = train_set.images.to(device, non_blocking=True)  # uint8, resident
+    labels = train_set.labels.to(device, non_blocking=True)
+    val = None if val_set is None else ImageSet(val_set.images.to(device), val_set.labels.to(device),
+                                                val_set.classes)
+    # the first conv takes the batch in the autocast dtype directly, halving augmentation traffic
+    batch_dtype = amp_dtype if device.type == "cuda" and amp_dtype else torch.float32
+    autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else nullcontext
+
+    st = _State()
+    if checkpoint_dir is not None:
+        _resume(Path(checkpoint_dir), r, model, opt, schedule, scaler, gen, st)
+
+    bar = _progress_bar() if progress else None
+    with bar or nullcontext():
+        task = bar.add_task("training", total=r.epochs * steps_per_epoch,
+                            completed=st.epoch * steps_per_epoch) if bar else None
+        for epoch in range(st.epoch, r.epochs):
+            t_epoch = time.perf_counter()
+            order = torch.randperm(len(train_set), generator=gen, device=device)
+            window_loss, window_steps, epoch_loss = torch.zeros((), device=device), 0, 0.0
+            for step in range(steps_per_epoch):
+                index = order[step * r.batch_size:(step + 1) * r.batch_size]
+                x = augment_batch(images[index], aug, stats, gen, batch_dtype)
+                y = labels[index]
+                for g in opt.param_groups:
+                    g["lr"] = r.lr * schedule.factor(epoch * steps_per_epoch + step)
+                with autocast():
+                    loss = F.cross_entropy(net(x), y, label_smoothing=r.label_smoothing)
+                opt.zero_grad(set_to_none=True)
+                if scaler is not None:  # CUDA-only path (fp16)
+                    scaler.scale(loss).backward()
+                    if r.grad_clip:
+                        scaler.unscale_(opt)
+                        nn.utils.clip_grad_norm_(model.parameters(), r.grad_clip)
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    if r.grad_clip:
+                        nn.utils.clip_grad_norm_(model.parameters(), r.grad_clip)
+                    opt.step()
+                window_loss += loss.detach().float()
+                window_steps += 1
+                st.images_seen += r.batch_size
+                if bar:
+                    bar.advance(task)
+                at_eval = step + 1 in ends
+                # CPU: the loss is already computed, so checking it each step is free; on CUDA
+                # a check forces a sync, so check every 32 steps and at evaluation points
+                if at_eval or device.type == "cpu" or step % 32 == 31:
+                    if not math.isfinite(float(window_loss)):
+                        st.train_seconds += time.perf_counter() - t_epoch
+                        return _result("nonfinite", st, started)
+                if not at_eval:
+                    continue
+                mean_loss = float(window_loss) / window_steps
+                epoch_loss += mean_loss * window_steps / steps_per_epoch
+                st.train_seconds += time.perf_counter() - t_epoch
+                if val is not None:
+                    val_acc, val_loss, _ = evaluate(net, val, device, stats=stats, amp_dtype=amp_dtype)
+                else:
+                    val_acc = val_loss = math.nan
+                t_epoch = time.perf_counter()
+                point = EvalPoint(epoch + (step + 1) / steps_per_epoch, mean_loss, val_loss, val_acc,
+                                  time.perf_counter() - started + st.prior_seconds)
+                st.history.append(point)
+                schedule.observe(val_loss if val is not None else mean_loss)
+                if bar:
+                    bar.update(task, description=f"epoch {point.epoch:.2f} loss {mean_loss:.3f} "
+                                                 f"val {val_acc:.2%}")
+                window_loss, window_steps = torch.zeros((), device=device), 0
+                if on_eval is not None:
+                    on_eval(point)  # may raise to prune: nothing below needs cleaning up
+            st.train_seconds += time.perf_counter() - t_epoch
+            st.loss_sum += epoch_loss
+            st.epoch = epoch + 1
+            if checkpoint_dir is not None:
+                _save(Path(checkpoint_dir), r, model, opt, schedule, scaler, gen, st, started)
+    return _result("ok", st, started)
+
+
+@dataclass
+class _State:
+    """Everything the loop accumulates that a checkpoint must carry."""
+
+    epoch: int = 0
+    images_seen: int = 0
+    loss_sum: float = 0.0
+    train_seconds: float = 0.0
+    prior_seconds: float = 0.0  # wall time spent before a resume
+    history: list[EvalPoint] = dataclasses.field(default_factory=list)
+
+
+def _result(status: str, st: _State, started: float) -> TrainResult:
+    seconds = time.perf_counter() - started + st.prior_seconds
+    ips = st.images_seen / st.train_seconds if st.train_seconds > 0 else 0.0
+    if status != "ok":
+        return TrainResult(status, tuple(st.history), 0.0, seconds, ips, st.images_seen, math.inf)
+    val_acc = st.history[-1].val_acc if st.history else math.nan
+    return TrainResult(status, tuple(st.history), val_acc, seconds, ips, st.images_seen, st.loss_sum)
+
+
+def _progress_bar():
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    # stderr, so `--json` output on stdout stays one clean object
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=Console(stderr=True), transient=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoints: saved after every epoch; a resumed CPU run ends with bit-identical weights
+
+
+def _save(directory: Path, r: Recipe, model: nn.Module, opt, schedule: LrSchedule, scaler, gen: torch.Generator,
+          st: _State, started: float) -> None:
+    from nas.checkpoint import capture_rng, save_checkpoint
+
+    state = {
+        "version": CHECKPOINT_VERSION,
+        "recipe": r.to_dict(),
+        "epoch": st.epoch,
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "schedule": schedule.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "generator": gen.get_state(),
+        "rng": capture_rng(),
+        "images_seen": st.images_seen,
+        "loss_sum": st.loss_sum,
+        "train_seconds": st.train_seconds,
+        "seconds": time.perf_counter() - started + st.prior_seconds,
+        "history": [dataclasses.astuple(p) for p in st.history],
+    }
+    save_checkpoint(state, directory, st.epoch)
+
+
+def _resume(directory: Path, r: Recipe, model: nn.Module, opt, schedule: LrSchedule, scaler, gen: torch.Generator,
+            st: _State) -> None:
+    from nas.checkpoint import load_latest_checkpoint, restore_rng
+
+    state = load_latest_checkpoint(directory)
+    if state is None:
+        return
+    if state.get("version") != CHECKPOINT_VERSION or state.get("recipe") != r.to_dict():
+        raise NasError(f"the checkpoint in {directory} was written by a different recipe or engine version; "
+                       f"resume with the same recipe, or use an empty checkpoint directory")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    if scaler is not None and state["scaler"] is not None:
+        scaler.load_state_dict(state["scaler"])  # CUDA-only path
+    gen.set_state(state["generator"])
+    restore_rng(state["rng"])
+    st.epoch, st.images_seen, st.loss_sum = state["epoch"], state["images_seen"], state["loss_sum"]
+    st.train_seconds, st.prior_seconds = state["train_seconds"], state["seconds"]
+    st.history = [EvalPoint(*p) for p in state["history"]]
