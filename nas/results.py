@@ -1,0 +1,224 @@
+"""Search results as plain tables: trials, Pareto front, leaderboard, rank correlation.
+
+Computing is kept apart from drawing (as in Optuna's visualization package): everything
+here is pandas/NumPy, tested without plotly; `nas.report` only draws these tables.
+
+What the search stores per trial (and this module reads): user_attrs `arch` (dict),
+`arch_id`, `params`, `macs`, `recipe` (dict), `val_curve` ([[epoch, val_acc], ...]),
+`outcome` (one of OUTCOMES), `reason`; the constraint `params_over_budget`
+(params - budget, feasible when <= 0); objective value = final validation accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+from optuna.trial import FrozenTrial, TrialState
+
+from nas.checkpoint import write_text_atomic
+from nas.errors import NasError
+
+OUTCOMES = ("complete", "over_budget", "pruned", "nonfinite", "duplicate", "oom", "error")
+BUDGET_CONSTRAINT = "params_over_budget"
+ARCH_KNOBS = (
+    "blocks", "channels", "kernels", "skip_kernels", "pool", "block",
+    "se_ratio", "groups", "dropout", "num_classes", "input_size", "in_channels",
+)  # fmt: skip
+# Knobs flattened to text ("2-2-2-2", "global"); read back as text so "2" stays "2".
+TEXT_KNOBS = ("blocks", "channels", "kernels", "skip_kernels", "pool")
+BASE_COLUMNS = (
+    "number", "state", "outcome", "reason", "val_acc", "params", "macs",
+    "over_budget_by", "arch_id", "duration_s", "datetime_start",
+)  # fmt: skip
+CURVE_PREFIX = "val_acc_ep"  # one column per reported epoch: val_acc_ep1, val_acc_ep2, ...
+RECIPE_PREFIX = "recipe."
+SAMPLED_PREFIX = "sampled."  # trial.params as the sampler drew them
+
+
+# ------------------------------------------------------------------------------ trial table
+
+
+def _knob_text(name: str, value: Any) -> Any:
+    """Readable, CSV-stable form of one architecture knob."""
+    if isinstance(value, (list, tuple)):
+        return "-".join(str(v) for v in value)
+    if name == "pool":
+        return "global" if value is None else str(value)
+    return value
+
+
+def _flatten(prefix: str, mapping: dict[str, Any]) -> dict[str, Any]:
+    """Nested dicts become dotted columns (recipe.optimizer.lr); lists become a-b-c."""
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(f"{prefix}{key}.", value))
+        else:
+            flat[f"{prefix}{key}"] = _knob_text(key, value) if isinstance(value, (list, tuple)) else value
+    return flat
+
+
+def _curve(trial: FrozenTrial) -> dict[int, float]:
+    """Validation accuracy per epoch: the stored val_curve, else what was reported to Optuna."""
+    stored = trial.user_attrs.get("val_curve")
+    if stored:
+        return {int(epoch): float(acc) for epoch, acc in stored}
+    return {int(step): float(acc) for step, acc in trial.intermediate_values.items()}
+
+
+def _trial_row(trial: FrozenTrial) -> dict[str, Any]:
+    attrs = trial.user_attrs
+    arch = attrs.get("arch") or {}
+    return {
+        "number": trial.number,
+        "state": trial.state.name,
+        "outcome": attrs.get("outcome"),
+        "reason": attrs.get("reason") or None,
+        "val_acc": trial.value if trial.state == TrialState.COMPLETE else None,
+        "params": attrs.get("params"),
+        "macs": attrs.get("macs"),
+        "over_budget_by": trial.constraints.get(BUDGET_CONSTRAINT),
+        "arch_id": attrs.get("arch_id"),
+        "duration_s": trial.duration.total_seconds() if trial.duration is not None else None,
+        "datetime_start": trial.datetime_start,
+        **{knob: _knob_text(knob, arch[knob]) if knob in arch else None for knob in ARCH_KNOBS},
+        **{key: _knob_text(key, value) for key, value in arch.items() if key not in ARCH_KNOBS},
+        "arch_json": json.dumps(arch, sort_keys=True) if arch else None,
+        **_flatten(RECIPE_PREFIX, attrs.get("recipe") or {}),
+        **{f"{SAMPLED_PREFIX}{name}": value for name, value in trial.params.items()},
+        **{f"{CURVE_PREFIX}{epoch}": acc for epoch, acc in sorted(_curve(trial).items())},
+    }
+
+
+def _ordered(columns: Sequence[str]) -> list[str]:
+    """Base columns first, curve columns last in epoch order, the rest as first seen."""
+    curve = sorted((c for c in columns if c.startswith(CURVE_PREFIX)), key=lambda c: int(c[len(CURVE_PREFIX) :]))
+    rest = [c for c in columns if c not in BASE_COLUMNS and c not in curve]
+    return [*BASE_COLUMNS, *rest, *curve]
+
+
+def trials_frame(study: optuna.Study) -> pd.DataFrame:
+    """One row per trial of a single-objective `nas` study, every architecture knob readable."""
+    if len(study.directions) != 1:
+        raise NasError(
+            f"study {study.study_name!r} has {len(study.directions)} objectives; "
+            "nas studies maximise one (validation accuracy): pass a study created by `nas search`"
+        )
+    frame = pd.DataFrame([_trial_row(t) for t in study.get_trials(deepcopy=False)])
+    frame = frame.reindex(columns=_ordered(list(frame.columns)))
+    frame["val_acc"] = frame["val_acc"].astype(float)
+    return frame
+
+
+def write_trials_csv(frame: pd.DataFrame, path: Path) -> Path:
+    """CSV of `trials_frame`, written atomically so a reader never sees half a table."""
+    return write_text_atomic(frame.to_csv(index=False), Path(path))
+
+
+def read_trials_csv(path: Path) -> pd.DataFrame:
+    """Inverse of `write_trials_csv`: knob text stays text, datetime_start is parsed."""
+    path = Path(path)
+    if not path.is_file():
+        raise NasError(f"trials table {path} does not exist; write it with `nas results` first")
+    frame = pd.read_csv(path, dtype={k: str for k in TEXT_KNOBS}, parse_dates=["datetime_start"])
+    return frame.reindex(columns=_ordered(list(frame.columns)))
+
+
+# --------------------------------------------------------------------- selections of trials
+
+
+def finished_in_budget(frame: pd.DataFrame) -> pd.Series:
+    """Mask of trials that trained to the end within the budget: the only fair comparison.
+
+    Duplicates (outcome "duplicate") are excluded so one architecture counts once.
+    """
+    return (
+        (frame["state"] == TrialState.COMPLETE.name)
+        & (frame["outcome"] == "complete")
+        & np.isfinite(frame["val_acc"].astype(float))
+        & frame["params"].notna()
+        & ~(frame["over_budget_by"].astype(float) > 0)
+    )
+
+
+def pareto_front(frame: pd.DataFrame) -> pd.DataFrame:
+    """Non-dominated finished in-budget trials (max val_acc, min params), by params ascending.
+
+    A row is dominated when another has params <= and val_acc >= with one strictly better;
+    exact ties are all kept. One sweep over parameter counts: O(n log n).
+    """
+    done = frame[finished_in_budget(frame)]
+    keep: list[Any] = []
+    best = -math.inf  # best val_acc among strictly smaller models
+    for _, group in done.groupby("params", sort=True):
+        top = group["val_acc"].max()
+        if top > best:
+            keep.extend(group.index[group["val_acc"] == top])
+            best = top
+    return done.loc[keep]
+
+
+def leaderboard(frame: pd.DataFrame, top: int = 10) -> pd.DataFrame:
+    """Best `top` finished in-budget trials; ties go to the smaller model, then the earlier trial."""
+    if top < 1:
+        raise NasError(f"leaderboard size must be >= 1, but got top={top}")
+    done = frame[finished_in_budget(frame)]
+    board = done.sort_values(["val_acc", "params", "number"], ascending=[False, True, True]).head(top)
+    board = board.reset_index(drop=True)
+    board.insert(0, "rank", range(1, len(board) + 1))
+    return board
+
+
+def best_so_far(frame: pd.DataFrame) -> pd.DataFrame:
+    """Finished in-budget trials by number with the running best val_acc (optimisation history)."""
+    done = frame[finished_in_budget(frame)].sort_values("number")
+    return done[["number", "val_acc"]].assign(best=done["val_acc"].cummax()).reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------- rank correlation
+
+
+def _kendall_tau_b(a: np.ndarray, b: np.ndarray) -> float:
+    """Kendall's tau-b (tie-corrected), one row of pairs at a time: O(n^2) time, O(n) memory."""
+    concordance = tied_a = tied_b = 0.0
+    n = len(a)
+    for i in range(n - 1):
+        sa = np.sign(a[i + 1 :] - a[i])
+        sb = np.sign(b[i + 1 :] - b[i])
+        concordance += float((sa * sb).sum())
+        tied_a += float((sa == 0).sum())
+        tied_b += float((sb == 0).sum())
+    pairs = n * (n - 1) / 2
+    denominator = math.sqrt((pairs - tied_a) * (pairs - tied_b))
+    return concordance / denominator if denominator else math.nan
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of average ranks (ties share their mean rank)."""
+    ra = pd.Series(a).rank(method="average").to_numpy()
+    rb = pd.Series(b).rank(method="average").to_numpy()
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    denominator = math.sqrt(float((ra**2).sum() * (rb**2).sum()))
+    return float((ra * rb).sum()) / denominator if denominator else math.nan
+
+
+def rank_correlation(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
+    """(Kendall tau-b, Spearman rho) of paired scores; NaN when one side is constant.
+
+    Written here because pandas delegates both to SciPy, which `nas` does not depend on.
+    """
+    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if a.ndim != 1 or a.shape != b.shape:
+        raise NasError(f"rank correlation needs two equally long 1-D sequences, but got shapes {a.shape} and {b.shape}")
+    if len(a) < 2:
+        raise NasError(f"rank correlation needs at least 2 pairs, but got {len(a)}")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise NasError("rank correlation needs finite scores, but got NaN or inf: drop unfinished candidates first")
+    return _kendall_tau_b(a, b), _spearman(a, b)
