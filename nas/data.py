@@ -8,6 +8,7 @@ The test split is read only by an explicit ``load_split(source, "test")`` call.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import pickle
 import tarfile
@@ -185,7 +186,9 @@ def _iter_tar(path: Path, split: str) -> Iterator[tuple[str, str, bytes]]:
 
 
 def _decode_folder(items: Iterable[tuple[str, str, bytes]], where: str) -> ImageSet:
-    from torchvision.io import ImageReadMode, decode_image
+    # Pillow, not torchvision.io: the latter's decoders are deprecated since torchvision 0.29
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
 
     records = sorted(items)  # (class, name): ImageFolder's order, independent of archive order
     if not records:
@@ -193,17 +196,18 @@ def _decode_folder(items: Iterable[tuple[str, str, bytes]], where: str) -> Image
     classes = tuple(sorted({c for c, _, _ in records}))
     index = {c: i for i, c in enumerate(classes)}
     images = []
-    for c, name, data in records:
+    for c, name, blob in records:
         try:
-            img = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
-        except RuntimeError as e:
+            with Image.open(io.BytesIO(blob)) as img:
+                array = np.asarray(img.convert("RGB"))  # (H, W, C) uint8
+        except (UnidentifiedImageError, OSError) as e:
             raise NasError(f"cannot decode {where}/{c}/{name}: {e}; remove or re-encode the file") from None
-        if images and img.shape != images[0].shape:
-            raise NasError(f"{where}/{c}/{name} is {tuple(img.shape[1:])} pixels but earlier images are "
-                           f"{tuple(images[0].shape[1:])}; resize the dataset to one size first")
-        images.append(img)
+        if images and array.shape != images[0].shape:
+            raise NasError(f"{where}/{c}/{name} is {array.shape[:2]} pixels but earlier images are "
+                           f"{images[0].shape[:2]}; resize the dataset to one size first")
+        images.append(array)
     labels = torch.tensor([index[c] for c, _, _ in records], dtype=torch.int64)
-    return ImageSet(torch.stack(images), labels, classes)
+    return ImageSet(torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(), labels, classes)
 
 
 # ---------------------------------------------------------------------------------------------

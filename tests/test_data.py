@@ -1,0 +1,175 @@
+"""nas.data: loading, the content-keyed cache, splits. Real CIFAR-10 images, a few hundred of them."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import nas.data as data
+from nas.data import ImageSet, load_split, split_validation, stratified_subset
+from nas.errors import NasError
+
+ARCHIVE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10-jpeg.tar.gz"
+if not ARCHIVE.exists():
+    ARCHIVE = Path("/work/shared/data/cifar10-jpeg.tar.gz")
+PER_CLASS = {"train": 30, "test": 10}
+
+
+def small_cifar_folder(dest: Path) -> Path:
+    """Copy the first few images per class and split out of the real archive into an ImageFolder tree."""
+    if not ARCHIVE.exists():
+        pytest.skip(f"real CIFAR-10 archive not found at {ARCHIVE}: see shared/data/README.md")
+    counts: dict[tuple[str, str], int] = {}
+    with tarfile.open(ARCHIVE, "r:gz") as tar:
+        for m in tar:
+            parts = Path(m.name).parts
+            if not m.isfile() or len(parts) < 4:
+                continue
+            split, cls = parts[-3], parts[-2]
+            if counts.get((split, cls), 0) >= PER_CLASS[split]:
+                continue
+            counts[(split, cls)] = counts.get((split, cls), 0) + 1
+            out = dest / split / cls / parts[-1]
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(tar.extractfile(m).read())
+            if len(counts) == 20 and all(counts[k] >= PER_CLASS[k[0]] for k in counts):
+                break
+    return dest
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    return small_cifar_folder(tmp_path_factory.mktemp("cifar") / "cifar10-small")
+
+
+@pytest.fixture
+def cache(tmp_path) -> Path:
+    return tmp_path / "cache"
+
+
+def test_directory_loads_as_uint8_in_imagefolder_order(folder, cache):
+    s = load_split(str(folder), "train", cache)
+    assert s.images.dtype == torch.uint8 and s.images.shape == (300, 3, 32, 32)
+    assert s.labels.dtype == torch.int64 and s.labels.bincount().tolist() == [30] * 10
+    assert s.classes[0] == "airplane" and s.classes[-1] == "truck" and len(s.classes) == 10
+    assert torch.equal(s.labels, s.labels.sort().values)  # class-major, like ImageFolder
+
+
+def test_archive_and_directory_give_identical_sets(folder, cache, tmp_path):
+    archive = tmp_path / "small.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname="some-top-folder")
+    a, b = load_split(str(archive), "test", cache), load_split(str(folder), "test", cache)
+    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels) and a.classes == b.classes
+    assert len(a) == 100
+
+
+def test_second_load_reads_the_cache_without_decoding(folder, cache, monkeypatch):
+    first = load_split(str(folder), "train", cache)
+    assert len(list(cache.glob("*-train.pt"))) == 1
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded again instead of reading the cache")
+
+    monkeypatch.setattr(data, "_decode_folder", no_decoding)
+    second = load_split(str(folder), "train", cache)
+    assert torch.equal(first.images, second.images) and first.classes == second.classes
+
+
+def test_changing_a_file_invalidates_the_directory_cache(folder, cache, tmp_path):
+    copy = shutil.copytree(folder, tmp_path / "copy")
+    load_split(str(copy), "train", cache)
+    victim = next((copy / "train" / "cat").iterdir())
+    victim.unlink()
+    assert len(load_split(str(copy), "train", cache)) == 299
+
+
+def test_loading_train_never_touches_test_images(folder, cache, tmp_path):
+    copy = shutil.copytree(folder, tmp_path / "copy")
+    for p in (copy / "test").rglob("*.jpg"):
+        p.write_bytes(b"not a jpeg")  # decoding any of these would raise
+    archive = tmp_path / "poisoned.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(copy, arcname="cifar")
+    assert len(load_split(str(archive), "train", cache)) == 300
+    with pytest.raises(NasError, match="cannot decode"):
+        load_split(str(archive), "test", cache)
+
+
+def test_unknown_source_and_split_are_user_errors(cache, tmp_path):
+    with pytest.raises(NasError, match="--data"):
+        load_split(str(tmp_path / "nowhere"), "train", cache)
+    with pytest.raises(NasError, match="'train' or 'test'"):
+        load_split("cifar10", "val", cache)  # type: ignore[arg-type]
+
+
+def test_builtin_offline_names_the_local_alternative(cache, monkeypatch):
+    import torchvision
+
+    def offline(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
+    with pytest.raises(NasError, match="--data"):
+        load_split("cifar10", "train", cache)
+
+
+def test_cifar100_official_python_format_is_read(cache):
+    """No CIFAR-100 copy here: write tiny files in the official pickled format and read them."""
+    base = cache / "torchvision" / "cifar-100-python"
+    base.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 12), ("test", 4)):
+        blob = {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), "fine_labels": list(range(n)),
+                "coarse_labels": [0] * n}
+        (base / split).write_bytes(pickle.dumps(blob))
+    names = [f"class{i:03d}" for i in range(100)]
+    (base / "meta").write_bytes(pickle.dumps({b"fine_label_names": [n.encode() for n in names]}))
+    s = load_split("cifar100", "train", cache)
+    assert s.images.shape == (12, 3, 32, 32) and s.labels.tolist() == list(range(12)) and s.classes == tuple(names)
+    raw = pickle.loads((base / "train").read_bytes())["data"]
+    assert torch.equal(s.images[3].reshape(-1), torch.from_numpy(raw[3]))  # official order: R plane, G, B
+
+
+def indexed_set(counts: list[int]) -> ImageSet:
+    """A set whose image i holds the number i, so membership can be read back."""
+    n = sum(counts)
+    labels = torch.cat([torch.full((c,), k) for k, c in enumerate(counts)])
+    ids = torch.arange(n)
+    images = torch.stack([ids // 256, ids % 256, torch.zeros(n, dtype=torch.int64)], 1).to(torch.uint8)
+    return ImageSet(images[:, :, None, None].expand(n, 3, 2, 2).contiguous(), labels, tuple("abc"[: len(counts)]))
+
+
+def ids(s: ImageSet) -> set[int]:
+    return set((s.images[:, 0, 0, 0].long() * 256 + s.images[:, 1, 0, 0].long()).tolist())
+
+
+def test_validation_split_is_disjoint_stratified_and_deterministic():
+    s = indexed_set([500, 300, 200])
+    train, val = split_validation(s, 100, seed=3)
+    assert len(val) == 100 and len(train) == 900
+    assert ids(train).isdisjoint(ids(val)) and ids(train) | ids(val) == set(range(1000))
+    assert val.labels.bincount().tolist() == [50, 30, 20]
+    again_train, again_val = split_validation(s, 100, seed=3)
+    assert ids(again_val) == ids(val) and ids(again_train) == ids(train)
+    assert ids(split_validation(s, 100, seed=4)[1]) != ids(val)
+
+
+def test_stratified_subset_keeps_proportions_exactly():
+    s = indexed_set([7, 5, 3])
+    sub = stratified_subset(s, 6, seed=0)
+    assert len(sub) == 6 and sorted(sub.labels.bincount().tolist()) == [1, 2, 3]
+    assert ids(sub) <= ids(s)
+    assert stratified_subset(s, 15) is s
+
+
+@pytest.mark.parametrize("size", [0, 15, -1])
+def test_impossible_split_sizes_are_user_errors(size):
+    with pytest.raises(NasError, match="val_size"):
+        split_validation(indexed_set([10, 5]), size)
