@@ -131,7 +131,7 @@ def augment_batch(images: torch.Tensor, aug: Augment, stats: ChannelStats, gen: 
     x = normalize(x, stats, dtype)
     if aug.cutout:
         x = cutout(x, aug.cutout, gen)  # after normalising: the square becomes the mean colour
-    return x
+    return x.contiguous(memory_format=torch.channels_last)  # no-op unless rotation ran
 
 
 def _randint(high: int, n: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
