@@ -1,0 +1,8 @@
+"""nas: neural architecture search for ResNet image classifiers under a parameter budget."""
+
+from nas.arch import Arch
+from nas.counting import count_macs, count_params
+from nas.errors import NasError
+from nas.model import build_model
+
+__all__ = ["Arch", "NasError", "build_model", "count_macs", "count_params"]

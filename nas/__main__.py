@@ -1,0 +1,3 @@
+from nas.cli import app
+
+app(prog_name="nas")

@@ -1,0 +1,358 @@
+"""Search-space files: load, validate every field at once, and turn chosen values into an `Arch`.
+
+A space file is YAML (read with `safe_load`) naming the choices for each ResNet knob:
+
+    layers: [3, 4]                  # N
+    blocks: [1, 2, 3]               # B_i: one list for every layer, or a list of lists per layer
+    channels: [[32, 64], [64, 128], [128, 256], [256, 512]]
+    kernels: [3, 5]                 # F_i
+    skip_kernels: [1, 3]            # K_i (layer 1 always has an identity shortcut)
+    pool: [global, 2]               # P
+    block: [basic, bottleneck]
+    se_ratio: [0, 16]
+    train:                          # optional: Recipe fields, fixed / choices / ranges
+      lr: {low: 0.02, high: 0.4, log: true}
+      optimizer: [sgd, adamw]
+
+This module knows nothing of Optuna: it exposes knobs (`Choice`, `Range`) that the search
+turns into suggestions, and `Space.arch(values)` that turns the suggestions into an `Arch`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from nas.arch import BLOCK_TYPES, Arch
+from nas.errors import NasError
+from nas.numbers import parse_float, parse_int
+
+PER_LAYER = ("blocks", "channels", "kernels", "skip_kernels")
+GLOBAL = ("pool", "block", "se_ratio", "groups", "dropout")
+SCALARS = {"num_classes": 10, "input_size": 32, "in_channels": 3}
+DEFAULTS: dict[str, list[Any]] = {"kernels": [3], "skip_kernels": [1], "pool": ["global"], "block": ["basic"],
+                                  "se_ratio": [0], "groups": [1], "dropout": [0.0]}
+KEYS = ("name", "description", "layers", *PER_LAYER, *GLOBAL, *SCALARS, "train")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A categorical knob."""
+
+    name: str
+    values: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Range:
+    """A numeric knob sampled between low and high (log-uniformly when log)."""
+
+    name: str
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+
+
+Knob = Union[Choice, Range]
+
+
+@dataclass(frozen=True)
+class Space:
+    name: str
+    layers: tuple[int, ...]
+    blocks: tuple[tuple[int, ...], ...]  # per layer, length max(layers)
+    channels: tuple[tuple[int, ...], ...]
+    kernels: tuple[tuple[int, ...], ...]
+    skip_kernels: tuple[tuple[int, ...], ...]
+    pool: tuple[int | None, ...]  # None = global
+    block: tuple[str, ...]
+    se_ratio: tuple[int, ...]
+    groups: tuple[int, ...]
+    dropout: tuple[float, ...]
+    train: tuple[Knob, ...] = ()
+    num_classes: int = 10
+    input_size: int = 32
+    in_channels: int = 3
+
+    # -- knobs, in the order the search suggests them ----------------------------------------
+    def arch_knobs(self, n: int) -> list[Choice]:
+        """Knobs of an N-layer candidate. Layer 1's skip kernel is never used, so never sampled."""
+        knobs = [Choice(g, getattr(self, g)) for g in GLOBAL]
+        for i in range(n):
+            for name in PER_LAYER:
+                if name == "skip_kernels" and not Arch.skip_used(i):
+                    continue
+                knobs.append(Choice(f"{name}_{i + 1}", getattr(self, name)[i]))
+        return knobs
+
+    def arch(self, values: dict[str, Any]) -> Arch:
+        """The candidate for chosen knob values (`layers` plus arch_knobs(N)); raises NasError
+        when the combination is impossible (e.g. a pool larger than the last feature map)."""
+        n = values["layers"]
+        per_layer = {name: tuple(values[f"{name}_{i + 1}"] if name != "skip_kernels" or Arch.skip_used(i) else 1
+                                 for i in range(n)) for name in PER_LAYER}
+        return Arch(**per_layer, **{g: values[g] for g in GLOBAL}, **self.fixed_arch_fields())
+
+    def fixed_arch_fields(self) -> dict[str, int]:
+        return {"num_classes": self.num_classes, "input_size": self.input_size, "in_channels": self.in_channels}
+
+    def contains(self, arch: Arch) -> bool:
+        """Whether a search over this space can propose `arch` (used to check the seed designs)."""
+        global_pool = arch.pool_size == arch.feature_sizes[-1]
+        if arch.num_layers not in self.layers or not (arch.pool in self.pool or (global_pool and None in self.pool)):
+            return False
+        if any(getattr(arch, g) not in getattr(self, g) for g in GLOBAL if g != "pool"):
+            return False
+        for name in PER_LAYER:
+            for i, v in enumerate(getattr(arch, name)):
+                if (name != "skip_kernels" or Arch.skip_used(i)) and v not in getattr(self, name)[i]:
+                    return False
+        return all(getattr(arch, k) == v for k, v in self.fixed_arch_fields().items())
+
+    @property
+    def max_layers(self) -> int:
+        return max(self.layers)
+
+
+# -- loading ---------------------------------------------------------------------------------
+class _Problems(list):
+    def add(self, key: str, value: Any, rule: str) -> None:
+        self.append(f"{key}: {value!r} {rule}")
+
+
+def _listify(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _ints(p: _Problems, key: str, raw: Any, rule: str, ok) -> tuple[int, ...]:
+    out = []
+    items = _listify(raw)
+    if not items:
+        p.add(key, raw, "is empty: give at least one choice")
+    for v in items:
+        try:
+            iv = parse_int(v, key)
+        except NasError:
+            p.add(key, v, f"is not an integer: {rule}")
+            continue
+        if not ok(iv):
+            p.add(key, v, f"is invalid: {rule}")
+        out.append(iv)
+    if len(set(out)) != len(out):
+        p.add(key, raw, "repeats a choice: list each choice once")
+    return tuple(out)
+
+
+_RULES = {
+    "blocks": ("must be >= 1", lambda v: v >= 1),
+    "channels": ("must be >= 1", lambda v: v >= 1),
+    "kernels": ("kernel sizes must be odd and >= 1", lambda v: v >= 1 and v % 2 == 1),
+    "skip_kernels": ("kernel sizes must be odd and >= 1", lambda v: v >= 1 and v % 2 == 1),
+}
+
+
+def _per_layer(p: _Problems, key: str, raw: Any, n_max: int) -> tuple[tuple[int, ...], ...]:
+    rule, ok = _RULES[key]
+    items = _listify(raw)
+    if items and all(isinstance(x, list) for x in items):
+        if len(items) != n_max:
+            p.add(key, raw, f"gives {len(items)} per-layer lists but up to {n_max} layers are searched: give one list per layer, or one flat list for all")
+        lists = [_ints(p, f"{key}[{i}]", x, rule, ok) for i, x in enumerate(items)]
+        return tuple(lists + [lists[-1] if lists else (1,)] * (n_max - len(lists)))
+    if any(isinstance(x, (list, dict)) for x in items):
+        p.add(key, raw, "mixes lists and values: give one flat list, or one list per layer")
+        return ((1,),) * n_max
+    return (_ints(p, key, items, rule, ok),) * n_max
+
+
+def _train_knobs(p: _Problems, raw: Any) -> tuple[Knob, ...]:
+    from nas.recipe import Recipe  # the recipe defines which training knobs exist
+
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        p.add("train", raw, "must be a mapping of Recipe fields to values, choices or ranges")
+        return ()
+    fields = {f.name: f for f in dataclasses.fields(Recipe)}
+    knobs: list[Knob] = []
+    for key, value in raw.items():
+        where = f"train.{key}"
+        if key not in fields:
+            p.add(where, key, f"is not a training setting: valid ones are {', '.join(sorted(fields))}")
+            continue
+        kind = type(getattr(Recipe(), key))
+        if isinstance(value, dict):
+            extra = set(value) - {"low", "high", "log"}
+            if extra or not {"low", "high"} <= set(value):
+                p.add(where, value, "a range needs exactly 'low', 'high' and optionally 'log: true'")
+                continue
+            if kind not in (int, float):
+                p.add(where, value, f"is a range but {key} takes {kind.__name__} values: list the choices instead")
+                continue
+            try:
+                low, high = parse_float(value["low"], f"{where}.low"), parse_float(value["high"], f"{where}.high")
+            except NasError as e:
+                p.append(str(e))
+                continue
+            log = value.get("log", False)
+            if not isinstance(log, bool):
+                p.add(f"{where}.log", log, "must be true or false")
+            elif not low < high or (log and low <= 0):
+                p.add(where, value, "needs low < high (and low > 0 with log: true)")
+            else:
+                knobs.append(Range(key, low, high, log, kind is int))
+            continue
+        choices = []
+        for v in _listify(value):
+            try:
+                choices.append(_coerce(v, kind, where))
+            except NasError as e:
+                p.append(str(e))
+        if not choices:
+            p.add(where, value, "is empty: give at least one value")
+            continue
+        try:  # every choice must make a valid recipe
+            for c in choices:
+                Recipe(**{key: c})
+        except NasError as e:
+            p.append(f"{where}: {e}")
+            continue
+        knobs.append(Choice(key, tuple(choices)))
+    return tuple(knobs)
+
+
+def _coerce(value: Any, kind: type, where: str) -> Any:
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise NasError(f"{where}: {value!r} must be true or false")
+        return value
+    if kind is int:
+        return parse_int(value, where)
+    if kind is float:
+        return parse_float(value, where)
+    if not isinstance(value, str):
+        raise NasError(f"{where}: {value!r} must be text")
+    return value
+
+
+def parse_space(data: Any, name: str = "space") -> Space:
+    """Validate a space mapping; every problem is reported at once, each naming key, value and rule."""
+    if not isinstance(data, dict):
+        raise NasError(f"{name}: the file must be a YAML mapping of knobs (layers, blocks, channels, ...), got {type(data).__name__}")
+    p = _Problems()
+    for key in data:
+        if key not in KEYS:
+            p.add(str(key), data[key], f"is not a space field: valid fields are {', '.join(KEYS)}")
+    for key in ("layers", "blocks", "channels"):
+        if key not in data:
+            p.append(f"{key}: missing: every space names the choices for layers, blocks and channels")
+    layers = _ints(p, "layers", data.get("layers", [1]), "the number of residual layers must be >= 1", lambda v: v >= 1)
+    n_max = max(layers, default=1)
+    per_layer = {k: _per_layer(p, k, data.get(k, DEFAULTS.get(k, [1])), n_max) for k in PER_LAYER}
+    scalars = {}
+    for key, default in SCALARS.items():
+        try:
+            scalars[key] = parse_int(data.get(key, default), key)
+            if scalars[key] < 1:
+                p.add(key, data[key], "must be >= 1")
+        except NasError:
+            p.add(key, data.get(key), "must be a whole number >= 1")
+            scalars[key] = default
+    pool = []
+    for v in _listify(data.get("pool", DEFAULTS["pool"])):
+        if v in ("global", None):
+            pool.append(None)
+        else:
+            try:
+                pool.append(parse_int(v, "pool"))
+                if pool[-1] < 1:
+                    p.add("pool", v, "must be 'global' or an integer >= 1")
+            except NasError:
+                p.add("pool", v, "must be 'global' or an integer >= 1")
+    block = tuple(_listify(data.get("block", DEFAULTS["block"])))
+    for b in block:
+        if b not in BLOCK_TYPES:
+            p.add("block", b, f"is not a block type: choose from {', '.join(BLOCK_TYPES)}")
+    se_ratio = _ints(p, "se_ratio", data.get("se_ratio", DEFAULTS["se_ratio"]), "0 (off) or a reduction ratio >= 1", lambda v: v >= 0)
+    groups = _ints(p, "groups", data.get("groups", DEFAULTS["groups"]), "groups must be >= 1", lambda v: v >= 1)
+    dropout = []
+    for v in _listify(data.get("dropout", DEFAULTS["dropout"])):
+        try:
+            d = parse_float(v, "dropout")
+            dropout.append(d)
+            if not 0 <= d < 1:
+                p.add("dropout", v, "must be in [0, 1)")
+        except NasError:
+            p.add("dropout", v, "must be a number in [0, 1)")
+    train = _train_knobs(p, data.get("train"))
+    space_name = data.get("name", name)
+    if p:
+        raise NasError(f"{name}: {len(p)} problem(s) in the space file:\n  " + "\n  ".join(p))
+    space = Space(name=str(space_name), layers=layers, **per_layer, pool=tuple(pool), block=block,
+                  se_ratio=se_ratio, groups=groups, dropout=tuple(dropout), train=train, **scalars)
+    if space_size(space) == 0:
+        raise NasError(f"{name}: no candidate in this space is a valid network (check pool sizes against the "
+                       "last feature map, se_ratio against channels, groups against widths)")
+    return space
+
+
+def load_space(path: str | Path) -> Space:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise NasError(f"cannot read space file {str(path)!r} ({e.strerror}): pass an existing YAML file, e.g. search_spaces/default.yaml") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise NasError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    if data is None:
+        raise NasError(f"{path}: the file is empty: a space names at least layers, blocks and channels")
+    return parse_space(data, str(path))
+
+
+# -- size ------------------------------------------------------------------------------------
+def valid_channels(space: Space, block: str, se_ratio: int, groups: int, layer: int) -> tuple[int, ...]:
+    """Channel choices of one layer that make a valid block with these global options."""
+    def ok(c: int) -> bool:
+        width = c // 4 if block == "bottleneck" else c
+        return width >= 1 and width % groups == 0 and (not se_ratio or c >= se_ratio)
+    return tuple(c for c in space.channels[layer] if ok(c))
+
+
+def valid_pools(space: Space, n: int) -> tuple[int | None, ...]:
+    """Pools that fit the last feature map; P equal to the map is global pooling, counted once."""
+    final = Arch(blocks=(1,) * n, channels=(1,) * n, input_size=space.input_size).feature_sizes[-1]
+    return tuple(p for p in space.pool if p is None or p < final or (p == final and None not in space.pool))
+
+
+def static_combos(space: Space):
+    """Every (N, pool, block, se_ratio, groups, dropout) with its valid per-layer channel lists."""
+    for n in space.layers:
+        for pool in valid_pools(space, n):
+            for block in space.block:
+                for se in space.se_ratio:
+                    for g in space.groups:
+                        chans = [valid_channels(space, block, se, g, i) for i in range(n)]
+                        for d in space.dropout:
+                            yield n, pool, block, se, g, d, chans
+
+
+def combo_size(space: Space, n: int, chans: list[tuple[int, ...]]) -> int:
+    size = 1
+    for i in range(n):
+        skips = len(space.skip_kernels[i]) if Arch.skip_used(i) else 1
+        size *= len(space.blocks[i]) * len(chans[i]) * len(space.kernels[i]) * skips
+    return size
+
+
+def space_size(space: Space) -> int:
+    """Number of distinct valid architectures the space can produce."""
+    return sum(combo_size(space, n, chans) for n, *_, chans in static_combos(space))

@@ -1,0 +1,77 @@
+"""The command line as a user runs it: a real subprocess, exit codes, stdout/stderr."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def nas(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nas", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_count_resnet18_json():
+    r = nas("count", "--blocks", "2,2,2,2", "--channels", "64,128,256,512", "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["params"] == 11_173_962 and d["macs"] == 555_422_720
+    assert [x["name"] for x in d["layers"]][-1] == "head"
+
+
+def test_count_arch_file_and_table():
+    r = nas("count", "examples/efficient-resnet-se.json")
+    assert r.returncode == 0, r.stderr
+    assert "4,733,610" in r.stdout and "layer3" in r.stdout
+
+
+def test_count_flags_cover_block_options():
+    r = nas("count", "--blocks", "1,1", "--channels", "16,32", "--kernels", "5", "--skip-kernels", "1,3",
+            "--pool", "2", "--block", "bottleneck", "--se", "--se-ratio", "4", "--groups", "2", "--classes", "100", "--json")
+    assert r.returncode == 0, r.stderr
+    arch = json.loads(r.stdout)["arch"]
+    assert arch["block"] == "bottleneck" and arch["se_ratio"] == 4 and arch["pool"] == 2 and arch["num_classes"] == 100
+
+
+def test_space_reports_exact_counts_for_small_spaces():
+    r = nas("space", "search_spaces/tiny.yaml", "--budget", "50k", "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["method"] == "exact" and d["size"] == d["evaluated"] == 1872 and 0 < d["fit_count"] < 1872
+
+
+def test_space_samples_large_spaces_and_prints_a_histogram():
+    r = nas("space", "search_spaces/default.yaml", "--budget", "5e6", "--samples", "20000")
+    assert r.returncode == 0, r.stderr
+    assert "by sampling 20,000 candidates" in r.stdout and "█" in r.stdout
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["count"], "no architecture given"),
+    (["count", "--blocks", "2,2", "--channels", "64"], "has 1 entries"),
+    (["count", "--blocks", "2,x", "--channels", "64,128"], "--blocks='2,x' must be comma-separated integers"),
+    (["count", "--blocks", "2", "--channels", "8", "--kernels", "2"], "kernels[0]=2"),
+    (["count", "missing.json"], "cannot read architecture file"),
+    (["count", "examples/resnet18.json", "--blocks", "1"], "not both"),
+    (["count", "--blocks", "1", "--channels", "8", "--pool", "64"], "pool=64 is invalid"),
+    (["space", "search_spaces/tiny.yaml", "--budget", "5x"], "budget='5x' is not a count"),
+    (["space", "search_spaces/tiny.yaml", "--budget", "0"], "positive whole number"),
+    (["space", "search_spaces/tiny.yaml", "--budget", "1.5"], "positive whole number"),
+    (["space", "nope.yaml"], "cannot read space file"),
+])
+def test_bad_input_exits_nonzero_with_one_line_and_no_traceback(args, fragment):
+    r = nas(*args)
+    assert r.returncode == 2
+    assert fragment in r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("budget, expected", [("5e6", 5_000_000), ("5M", 5_000_000), ("5_000_000", 5_000_000),
+                                              ("4.5m", 4_500_000), ("250k", 250_000)])
+def test_budget_spellings(budget, expected):
+    from nas.numbers import parse_count
+    assert parse_count(budget) == expected
