@@ -339,6 +339,8 @@ def train(model: nn.Module, recipe: Recipe, train_set: ImageSet, val_set: ImageS
                 st.train_seconds += time.perf_counter() - t_epoch
                 if val is not None:
                     val_acc, val_loss, _ = evaluate(net, val, device, stats=stats, amp_dtype=amp_dtype)
+                    if not math.isfinite(val_loss):  # e.g. BatchNorm running statistics overflowed
+                        return _result("nonfinite", st, started)
                 else:
                     val_acc = val_loss = math.nan
                 t_epoch = time.perf_counter()

@@ -1,0 +1,236 @@
+"""nas.recipe and nas.train: validation, determinism, divergence, pruning, exact resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import nas.train as train_mod
+from nas.data import ImageSet, load_split, split_validation
+from nas.errors import NasError
+from nas.recipe import Recipe
+from nas.train import EvalPoint, Lookahead, LrSchedule, evaluate, select_device, train
+from test_data import small_cifar_folder  # tests/ is on sys.path (rootdir-relative import mode)
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def cifar(tmp_path_factory) -> tuple[ImageSet, ImageSet]:
+    """300 real CIFAR-10 training images split 240/60."""
+    root = small_cifar_folder(tmp_path_factory.mktemp("cifar") / "small")
+    return split_validation(load_split(str(root), "train", tmp_path_factory.mktemp("cache")), 60)
+
+
+def tiny_net(seed: int = 0) -> nn.Module:
+    """Stands in for nas.model: conv-BN-ReLU twice, pool, linear (fast on CPU)."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                         nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+
+
+FAST = Recipe(epochs=2, batch_size=40, lr=0.05, evals_per_epoch=2, warmup_epochs=0.5)
+
+
+# --------------------------------------------------------------------------------------- recipe
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("epochs", 0, "epochs=0"), ("batch_size", 1, ">= 2"), ("optimizer", "rmsprop", "sgd, adam"),
+    ("lr", -0.1, "> 0"), ("lr", math.nan, "finite"), ("momentum", 1.0, "[0, 1)"), ("schedule", "linear", "cosine"),
+    ("warmup_epochs", 200.0, "< epochs"), ("label_smoothing", 1.0, "[0, 1)"), ("grad_clip", -1.0, ">= 0"),
+    ("init", "orthogonal", "kaiming, xavier"), ("pad_mode", "edge", "zeros, reflect"), ("rotation", 400.0, "180"),
+    ("cutout", -2, ">= 0"), ("precision", "fp8", "auto, fp32"), ("evals_per_epoch", 0, ">= 1"),
+    ("epochs", 2.5, "type int"), ("flip", 1, "type bool"), ("batch_size", True, "type int"),
+])
+def test_bad_recipe_values_name_field_value_and_rule(field, value, words):
+    with pytest.raises(NasError) as err:
+        Recipe(**{field: value})
+    assert field in str(err.value) and words in str(err.value)
+
+
+def test_nesterov_needs_sgd_with_momentum():
+    with pytest.raises(NasError, match="nesterov"):
+        Recipe(optimizer="adam", nesterov=True)
+    with pytest.raises(NasError, match="momentum > 0"):
+        Recipe(nesterov=True, momentum=0.0)
+
+
+def test_recipe_round_trips_and_rejects_unknown_keys():
+    r = Recipe(epochs=10, optimizer="adamw", lookahead=True, rotation=5.0, cutout=8)
+    assert Recipe.from_dict(r.to_dict()) == r
+    assert Recipe.from_dict({"weight_decay": "5e-4", "lr": 1}) == Recipe(weight_decay=5e-4, lr=1.0)  # YAML 1.1
+    with pytest.raises(NasError, match="'learning_rate'.*valid keys: epochs, batch_size"):
+        Recipe.from_dict({"learning_rate": 0.1})
+
+
+# --------------------------------------------------------------------------------------- device
+
+
+def test_select_device_picks_cuda_only_when_available(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert select_device("auto") == CPU and select_device("cpu") == CPU
+    with pytest.raises(NasError, match="no CUDA GPU.*--device cpu"):
+        select_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert select_device("auto").type == "cuda"
+    with pytest.raises(NasError, match="'tpu'"):
+        select_device("tpu")
+
+
+def test_fp16_on_cpu_is_a_user_error(cifar):
+    with pytest.raises(NasError, match="fp16.*bf16 or fp32"):
+        train(tiny_net(), dataclasses.replace(FAST, precision="fp16"), *cifar, CPU)
+
+
+# --------------------------------------------------------------------------------------- engine
+
+
+def strip_time(history: tuple[EvalPoint, ...]) -> list[tuple]:
+    return [dataclasses.astuple(dataclasses.replace(p, seconds=0.0)) for p in history]
+
+
+def test_same_seed_gives_identical_history_and_weights(cifar):
+    a_net, b_net = tiny_net(), tiny_net()
+    a, b = train(a_net, FAST, *cifar, CPU), train(b_net, FAST, *cifar, CPU)
+    assert a.status == "ok" and len(a.history) == 4 and [p.epoch for p in a.history] == [0.5, 1.0, 1.5, 2.0]
+    assert strip_time(a.history) == strip_time(b.history)
+    assert all(torch.equal(x, y) for x, y in zip(a_net.state_dict().values(), b_net.state_dict().values()))
+    assert a.images_seen == 2 * 6 * 40 and a.val_acc == a.history[-1].val_acc and 0 <= a.val_acc <= 1
+    assert math.isfinite(a.train_loss_sum) and a.images_per_s > 0
+    c = train(tiny_net(), dataclasses.replace(FAST, seed=1), *cifar, CPU)
+    assert strip_time(c.history) != strip_time(a.history)
+
+
+def test_every_optimizer_schedule_and_extra_runs(cifar):
+    """One short run per option, so no branch is dead code."""
+    train_set, val_set = cifar
+    variants = [dict(optimizer=o) for o in ("adam", "adamw", "adagrad", "adamax", "adadelta")] + [
+        dict(schedule=s) for s in ("onecycle", "step", "plateau", "constant")] + [
+        dict(nesterov=True, lookahead=True, grad_clip=0.1, label_smoothing=0.2, pad_mode="reflect", rotation=5.0,
+             cutout=8, channels_last=False, train_subset=200, precision="bf16")]
+    for v in variants:
+        r = dataclasses.replace(FAST, epochs=1, evals_per_epoch=1, **v)
+        result = train(tiny_net(), r, train_set, val_set, CPU)
+        assert result.status == "ok" and len(result.history) == 1, v
+
+
+def test_huge_learning_rate_ends_with_nonfinite_status(cifar):
+    result = train(tiny_net(), dataclasses.replace(FAST, lr=1e6), *cifar, CPU)
+    assert result.status == "nonfinite"
+    assert result.val_acc == 0.0 and result.train_loss_sum == math.inf
+    assert all(math.isfinite(p.train_loss) and math.isfinite(p.val_loss) for p in result.history)
+    no_val = train(tiny_net(), dataclasses.replace(FAST, lr=1e6), cifar[0], None, CPU)
+    assert no_val.status == "nonfinite"  # the training loss itself overflows
+
+
+def test_an_exception_from_on_eval_propagates(cifar):
+    class Pruned(Exception):
+        pass
+
+    seen = []
+
+    def prune_at_second_point(point: EvalPoint) -> None:
+        seen.append(point)
+        if len(seen) == 2:
+            raise Pruned
+
+    with pytest.raises(Pruned):
+        train(tiny_net(), FAST, *cifar, CPU, on_eval=prune_at_second_point)
+    assert [p.epoch for p in seen] == [0.5, 1.0]
+
+
+def test_training_without_validation_reports_nan_validation(cifar):
+    result = train(tiny_net(), dataclasses.replace(FAST, epochs=1), cifar[0], None, CPU)
+    assert result.status == "ok" and math.isnan(result.val_acc) and math.isfinite(result.history[-1].train_loss)
+
+
+def test_resumed_run_ends_with_bit_identical_weights(cifar, tmp_path):
+    r = dataclasses.replace(FAST, epochs=3, lookahead=True, schedule="plateau")
+    whole_net = tiny_net()
+    whole = train(whole_net, r, *cifar, CPU)
+
+    class Crash(Exception):
+        pass
+
+    def crash_in_epoch_three(point: EvalPoint) -> None:
+        if point.epoch > 2:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train(tiny_net(), r, *cifar, CPU, on_eval=crash_in_epoch_three, checkpoint_dir=tmp_path)
+    torch.manual_seed(123)  # resume must not depend on the caller's global RNG
+    resumed_net = tiny_net(seed=99)  # weights come from the checkpoint
+    resumed = train(resumed_net, r, *cifar, CPU, checkpoint_dir=tmp_path)
+    assert strip_time(resumed.history) == strip_time(whole.history)
+    assert resumed.train_loss_sum == whole.train_loss_sum and resumed.images_seen == whole.images_seen
+    for (name, x), y in zip(whole_net.state_dict().items(), resumed_net.state_dict().values()):
+        assert torch.equal(x, y), name
+
+
+def test_resume_with_another_recipe_is_refused(cifar, tmp_path):
+    train(tiny_net(), dataclasses.replace(FAST, epochs=1), *cifar, CPU, checkpoint_dir=tmp_path)
+    with pytest.raises(NasError, match="different recipe"):
+        train(tiny_net(), dataclasses.replace(FAST, epochs=1, lr=0.01), *cifar, CPU, checkpoint_dir=tmp_path)
+
+
+def test_batch_larger_than_the_data_is_a_user_error(cifar):
+    with pytest.raises(NasError, match="batch_size=512"):
+        train(tiny_net(), dataclasses.replace(FAST, batch_size=512), *cifar, CPU)
+    with pytest.raises(NasError, match="train_subset=9999"):
+        train(tiny_net(), dataclasses.replace(FAST, train_subset=9999), *cifar, CPU)
+
+
+def test_progress_bar_goes_to_stderr(cifar, capsys):
+    train(tiny_net(), dataclasses.replace(FAST, epochs=1), *cifar, CPU, progress=True)
+    out, err = capsys.readouterr()
+    assert out == "" and "epoch 1.00" in err
+
+
+def test_evaluate_reports_accuracy_loss_and_per_class(cifar):
+    net = tiny_net()
+    acc, loss, per_class = evaluate(net, cifar[1], CPU)
+    acc_tta, _, _ = evaluate(net, cifar[1], CPU, tta=True)
+    assert 0 <= acc <= 1 and 0 <= acc_tta <= 1 and loss > 0 and len(per_class) == 10
+    counts = cifar[1].labels.bincount(minlength=10).double()
+    assert acc == pytest.approx(float((torch.tensor(per_class, dtype=torch.float64) * counts).sum() / counts.sum()))
+    assert net.training  # mode restored
+
+
+# ------------------------------------------------------------------------------ lr and lookahead
+
+
+def test_schedule_warms_up_then_follows_its_shape():
+    s = LrSchedule(Recipe(epochs=10, warmup_epochs=1.0), steps_per_epoch=10)
+    assert [s.factor(i) for i in (0, 4, 9)] == [0.1, 0.5, 1.0]
+    assert s.factor(10) == 1.0 and s.factor(55) == pytest.approx(0.5) and s.factor(99) < 0.001
+    one = LrSchedule(Recipe(epochs=10, schedule="onecycle"), steps_per_epoch=10)
+    assert one.factor(0) == pytest.approx(1 / 25) and one.factor(30) == pytest.approx(1.0)
+    step = LrSchedule(Recipe(epochs=10, schedule="step"), steps_per_epoch=10)
+    assert [step.factor(i) for i in (49, 50, 75)] == [1.0, 0.1, pytest.approx(0.01)]
+
+
+def test_plateau_cuts_the_rate_after_patience_points_without_gain():
+    s = LrSchedule(Recipe(epochs=20, schedule="plateau"), steps_per_epoch=1)  # patience 1 point
+    for loss in (1.0, 0.9, 0.9):
+        s.observe(loss)
+    assert s.factor(5) == 1.0
+    s.observe(0.95)
+    assert s.factor(5) == pytest.approx(0.1)
+
+
+def test_lookahead_interpolates_slow_weights_every_k_steps():
+    w = nn.Parameter(torch.zeros(1))
+    opt = Lookahead(torch.optim.SGD([w], lr=1.0), k=5, alpha=0.5)
+    for i in range(5):
+        w.grad = torch.ones(1) * -1  # each fast step adds 1
+        opt.step()
+        if i < 4:
+            assert w.item() == i + 1
+    assert w.item() == 2.5  # slow 0 + 0.5 * (5 - 0); fast reset to slow
+    assert train_mod.LOOKAHEAD_K == 5 and train_mod.LOOKAHEAD_ALPHA == 0.5
