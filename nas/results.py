@@ -45,13 +45,16 @@ SAMPLED_PREFIX = "sampled."  # trial.params as the sampler drew them
 # ------------------------------------------------------------------------------ trial table
 
 
+def _joined(value: Any) -> Any:
+    """Lists as readable text ("2-2-2-2"); anything else unchanged."""
+    return "-".join(str(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
 def _knob_text(name: str, value: Any) -> Any:
-    """Readable, CSV-stable form of one architecture knob."""
-    if isinstance(value, (list, tuple)):
-        return "-".join(str(v) for v in value)
+    """Readable, CSV-stable form of one architecture knob (pool None means global pooling)."""
     if name == "pool":
         return "global" if value is None else str(value)
-    return value
+    return _joined(value)
 
 
 def _flatten(prefix: str, mapping: dict[str, Any]) -> dict[str, Any]:
@@ -61,7 +64,7 @@ def _flatten(prefix: str, mapping: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, dict):
             flat.update(_flatten(f"{prefix}{key}.", value))
         else:
-            flat[f"{prefix}{key}"] = _knob_text(key, value) if isinstance(value, (list, tuple)) else value
+            flat[f"{prefix}{key}"] = _joined(value)
     return flat
 
 
