@@ -7,6 +7,7 @@ first downsamples with stride 2; average pool of kernel P; Linear(features -> cl
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import asdict, dataclass, fields
@@ -130,6 +131,18 @@ class Arch:
         """Only layers after the first change shape (stride 2), so only they use K_i; the stem
         already outputs C_1, so layer 0 always has an identity shortcut."""
         return layer > 0
+
+    def scaled(self, width: float) -> Arch:
+        """The same network with channels times `width`, for cheap proxy training: widths are
+        rounded up to what stays valid (divisible by groups and the bottleneck divisor, >= se_ratio)."""
+        if not 0 < width <= 1:
+            raise NasError(f"width={width!r} must be in (0, 1]: it scales channels down for proxy training")
+        if width == 1:
+            return self
+        step = self.groups * (BOTTLENECK_DIVISOR if self.block == "bottleneck" else 1)
+        low = max(self.se_ratio, step)
+        channels = tuple(max(low, -(-round(c * width) // step) * step) for c in self.channels)
+        return dataclasses.replace(self, channels=channels)
 
     # -- identity and serialisation ---------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -1,0 +1,77 @@
+"""The results directory: where a study's files live, and writing them (the side-effect edge).
+
+    RESULTS/<study>/study.db        default Optuna storage (SQLite)
+    RESULTS/<study>/config.json     the resolved search configuration, versions, storage (no password)
+    RESULTS/<study>/space.yaml      the space file exactly as used
+    RESULTS/<study>/trials.csv      one row per trial (pandas)
+    RESULTS/<study>/report.html     the interactive report
+    RESULTS/<study>/retrain/<id>/   retrained models
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import shutil
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+
+from nas.checkpoint import write_json_atomic, write_text_atomic
+from nas.errors import NasError
+
+
+def study_dir(results_dir: Path, study: str) -> Path:
+    return Path(results_dir) / study
+
+
+def default_storage(results_dir: Path, study: str) -> str:
+    return f"sqlite:///{(study_dir(results_dir, study) / 'study.db').resolve()}"
+
+
+def safe_url(url: str) -> str:
+    """A storage URL fit to print or save: any password replaced by ***."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not an SQLAlchemy URL (e.g. a journal file): nothing secret in it
+        return url.split("@")[-1] if "@" in url else url
+
+
+def versions() -> dict[str, str]:
+    import pandas
+    import plotly
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "optuna": optuna.__version__,
+            "pandas": pandas.__version__, "plotly": plotly.__version__}
+
+
+def as_jsonable(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {k: as_jsonable(v) for k, v in dataclasses.asdict(obj).items()}
+    if isinstance(obj, dict):
+        return {k: as_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [as_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_run_files(directory: Path, config: dict[str, Any], space_file: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    write_json_atomic({**as_jsonable(config), "versions": versions()}, directory / "config.json")
+    target = directory / "space.yaml"
+    if not target.exists() or target.read_text() != Path(space_file).read_text():
+        if target.exists():  # a resumed study with an edited space: keep the older file beside it
+            shutil.copyfile(target, directory / f"space.previous-{int(target.stat().st_mtime)}.yaml")
+        write_text_atomic(Path(space_file).read_text(), target)
+
+
+def check_results_dir(results_dir: Path) -> None:
+    p = Path(results_dir)
+    if p.exists() and not p.is_dir():
+        raise NasError(f"--results-dir={str(p)!r} is a file: give a directory")

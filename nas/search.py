@@ -1,0 +1,341 @@
+"""The search loop: an Optuna study that maximises validation accuracy under a hard parameter budget.
+
+Why it is built this way (field-notes.md):
+- One objective, so trials can be pruned; the accuracy/params Pareto front is computed afterwards.
+- Every candidate is counted analytically before anything is built. Over-budget candidates are
+  completed at once with a violated constraint (`trial.set_constraint`), so TPE learns where the
+  infeasible region is instead of proposing it again; pruning them would teach the sampler nothing.
+- `--trials N` counts candidates that were actually trained; rejected ones are recorded apart.
+- Identical architectures (by `Arch.id`) with identical recipes are never trained twice: the
+  earlier result is reused.
+- The test split is never loaded here: only train, split into train/validation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+import torch
+
+from nas.arch import Arch
+from nas.counting import count_macs, count_params
+from nas.data import ImageSet, load_split, split_validation, stratified_subset
+from nas.errors import NasError
+from nas.model import build_model
+from nas.recipe import Recipe
+from nas.results import BUDGET_CONSTRAINT
+from nas.space import Choice, Range, Space
+from nas.train import EvalPoint, train
+
+EVALUATED = ("complete", "pruned", "nonfinite")  # outcomes that spent training compute
+PRUNERS = ("halving", "hyperband", "median", "none")
+SAMPLERS = ("tpe", "random")
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """How cheaply each trial trains: the knobs of multi-fidelity search."""
+
+    epochs: int
+    train_subset: int  # images per epoch from the training split; 0 = all
+    val_subset: int  # validation images scored per evaluation; 0 = the whole validation split
+    width: float  # channel multiplier for proxy training (1 = the real network)
+    evals_per_epoch: int  # validation points per epoch reported to the pruner
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "evals_per_epoch"):
+            if getattr(self, name) < 1:
+                raise NasError(f"{name}={getattr(self, name)} must be >= 1")
+        for name in ("train_subset", "val_subset"):
+            if getattr(self, name) < 0:
+                raise NasError(f"{name}={getattr(self, name)} must be >= 0 (0 = all images)")
+        if not 0 < self.width <= 1:
+            raise NasError(f"width={self.width} must be in (0, 1]")
+
+
+# Chosen by benchmarks/fidelity_study.py (see README): CPU needs ~15 s trials for a
+# 200-trial hour; CUDA trains the whole split.
+CPU_FIDELITY = Fidelity(epochs=4, train_subset=5000, val_subset=2000, width=0.25, evals_per_epoch=1)
+CUDA_FIDELITY = Fidelity(epochs=10, train_subset=0, val_subset=0, width=1.0, evals_per_epoch=1)
+
+# The short-schedule recipe trials train with (space `train:` knobs override it).
+SEARCH_RECIPE = Recipe(epochs=CPU_FIDELITY.epochs, batch_size=128, lr=0.2, nesterov=True, schedule="onecycle",
+                       label_smoothing=0.1, weight_decay=5e-4)
+
+
+def default_fidelity(device: torch.device) -> Fidelity:
+    return CUDA_FIDELITY if device.type == "cuda" else CPU_FIDELITY
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    budget: int
+    trials: int
+    study: str
+    storage: str
+    fidelity: Fidelity
+    recipe: Recipe  # the base recipe; epochs/train_subset/evals_per_epoch come from the fidelity
+    seed: int = 0
+    val_size: int = 5000
+    timeout: float | None = None
+    pruner: str = "halving"
+    sampler: str = "tpe"
+
+    def __post_init__(self) -> None:
+        if self.trials < 1:
+            raise NasError(f"--trials={self.trials} must be >= 1")
+        if self.pruner not in PRUNERS:
+            raise NasError(f"--pruner={self.pruner!r} is unknown: choose one of {', '.join(PRUNERS)}")
+        if self.sampler not in SAMPLERS:
+            raise NasError(f"--sampler={self.sampler!r} is unknown: choose one of {', '.join(SAMPLERS)}")
+        if self.timeout is not None and self.timeout <= 0:
+            raise NasError(f"--timeout={self.timeout} must be > 0 seconds")
+        if self.val_size < 10:
+            raise NasError(f"val_size={self.val_size} must be >= 10 images")
+
+    def trial_recipe(self, overrides: dict[str, Any]) -> Recipe:
+        f = self.fidelity
+        fixed = {"epochs": f.epochs, "train_subset": f.train_subset, "evals_per_epoch": f.evals_per_epoch,
+                 "seed": self.seed}
+        return dataclasses.replace(self.recipe, **{**fixed, **overrides})
+
+
+# -- Optuna plumbing -------------------------------------------------------------------------
+def make_sampler(cfg: SearchConfig) -> optuna.samplers.BaseSampler:
+    if cfg.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=cfg.seed)
+    # constant_liar keeps parallel workers from proposing the same point; the constraint
+    # is read from trial.set_constraint (Optuna >= 5).
+    return optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=10, multivariate=True, constant_liar=True)
+
+
+def make_pruner(cfg: SearchConfig) -> optuna.pruners.BasePruner:
+    steps = cfg.fidelity.epochs * cfg.fidelity.evals_per_epoch
+    if cfg.pruner == "halving":  # one bracket: no start-up trials wasted per bracket (field-notes)
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    if cfg.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=steps, reduction_factor=3)
+    if cfg.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+    return optuna.pruners.NopPruner()
+
+
+def open_study(cfg: SearchConfig) -> optuna.Study:
+    """Create the study, or load it to resume (the same command continues where it stopped)."""
+    return optuna.create_study(study_name=cfg.study, storage=cfg.storage, direction="maximize",
+                               sampler=make_sampler(cfg), pruner=make_pruner(cfg), load_if_exists=True)
+
+
+def suggest(trial: optuna.Trial, space: Space) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Architecture values and training overrides for one trial, in a fixed order (reproducible)."""
+    values: dict[str, Any] = {"layers": trial.suggest_categorical("layers", space.layers)}
+    for knob in space.arch_knobs(values["layers"]):
+        values[knob.name] = trial.suggest_categorical(knob.name, knob.values)
+    overrides: dict[str, Any] = {}
+    for knob in space.train:
+        if isinstance(knob, Choice):
+            overrides[knob.name] = trial.suggest_categorical(knob.name, knob.values)
+        elif isinstance(knob, Range) and knob.integer:
+            overrides[knob.name] = trial.suggest_int(knob.name, int(knob.low), int(knob.high), log=knob.log)
+        else:
+            overrides[knob.name] = trial.suggest_float(knob.name, knob.low, knob.high, log=knob.log)
+    return values, overrides
+
+
+def count_outcomes(study: optuna.Study) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        key = t.user_attrs.get("outcome") or ("running" if t.state == optuna.trial.TrialState.RUNNING else t.state.name.lower())
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def evaluated(study: optuna.Study) -> int:
+    return sum(n for k, n in count_outcomes(study).items() if k in EVALUATED)
+
+
+# -- the objective ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SearchData:
+    train: ImageSet
+    val: ImageSet
+
+
+def load_search_data(source: str, cfg: SearchConfig) -> SearchData:
+    """Train and validation only: the test split is reserved for final reports."""
+    train_set, val_set = split_validation(load_split(source, "train"), cfg.val_size, seed=0)
+    if cfg.fidelity.val_subset and cfg.fidelity.val_subset < len(val_set):
+        val_set = stratified_subset(val_set, cfg.fidelity.val_subset, seed=0)
+    if cfg.fidelity.train_subset > len(train_set):
+        raise NasError(f"--train-subset={cfg.fidelity.train_subset} exceeds the {len(train_set)} training images "
+                       f"left after the validation split: lower it, or use 0 for all")
+    return SearchData(train_set, val_set)
+
+
+class TrialFault(Exception):
+    """A trial failed in a way that must not stop the search (Optuna records it as FAIL)."""
+
+
+def _previous(study: optuna.Study, key: str) -> optuna.trial.FrozenTrial | None:
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)):
+        if t.user_attrs.get("candidate_key") == key and t.user_attrs.get("outcome") in EVALUATED:
+            return t
+    return None
+
+
+def make_objective(space: Space, cfg: SearchConfig, data: SearchData, device: torch.device,
+                   build: Callable[[Arch, str], torch.nn.Module] = build_model) -> Callable[[optuna.Trial], float]:
+    """The function Optuna calls per trial. `build` is injectable so tests can prove that
+    over-budget candidates are never built."""
+
+    def objective(trial: optuna.Trial) -> float:
+        values, overrides = suggest(trial, space)
+        try:
+            arch = space.arch(values)
+        except NasError as e:  # a combination the space allows but no network has
+            trial.set_user_attr("outcome", "invalid")
+            trial.set_user_attr("reason", str(e))
+            trial.set_constraint(BUDGET_CONSTRAINT, 1.0)
+            return 0.0
+        params = count_params(arch)
+        recipe = cfg.trial_recipe(overrides)
+        for key, value in (("arch", arch.to_dict()), ("arch_id", arch.id), ("params", params),
+                           ("macs", count_macs(arch)), ("recipe", recipe.to_dict()),
+                           ("candidate_key", f"{arch.id}:{hash_recipe(recipe)}")):
+            trial.set_user_attr(key, value)
+        trial.set_constraint(BUDGET_CONSTRAINT, float(params - cfg.budget))
+        if params > cfg.budget:  # rejected in microseconds: nothing built, nothing trained
+            trial.set_user_attr("outcome", "over_budget")
+            trial.set_user_attr("reason", f"{params:,} parameters > budget {cfg.budget:,}")
+            return 0.0
+        earlier = _previous(trial.study, trial.user_attrs["candidate_key"])
+        if earlier is not None:
+            trial.set_user_attr("outcome", "duplicate")
+            trial.set_user_attr("reason", f"same architecture and recipe as trial {earlier.number}")
+            return earlier.value if earlier.value is not None else 0.0
+        return _train_trial(trial, arch, recipe, cfg, data, device, build)
+
+    return objective
+
+
+def hash_recipe(recipe: Recipe) -> str:
+    return hashlib.sha256(json.dumps(recipe.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _train_trial(trial: optuna.Trial, arch: Arch, recipe: Recipe, cfg: SearchConfig, data: SearchData,
+                 device: torch.device, build: Callable[[Arch, str], torch.nn.Module]) -> float:
+    curve: list[list[float]] = []
+
+    def on_eval(point: EvalPoint) -> None:
+        curve.append([round(point.epoch, 4), point.val_acc])
+        trial.set_user_attr("val_curve", curve)
+        trial.report(point.val_acc, step=len(curve))
+        if trial.should_prune():
+            trial.set_user_attr("outcome", "pruned")
+            trial.set_user_attr("reason", f"val_acc {point.val_acc:.4f} at epoch {point.epoch:g} below the pruner's rung")
+            raise optuna.TrialPruned()
+
+    oom = False
+    try:
+        model = build(arch.scaled(cfg.fidelity.width), recipe.init)
+        result = train(model, recipe, data.train, data.val, device, on_eval=on_eval)
+    except torch.OutOfMemoryError:
+        oom = True  # free memory outside the except block: the exception keeps frames alive
+    except (optuna.TrialPruned, KeyboardInterrupt):
+        raise
+    except Exception as e:  # one broken trial never stops the search
+        trial.set_user_attr("outcome", "error")
+        trial.set_user_attr("reason", f"{type(e).__name__}: {e}"[:500])
+        raise TrialFault(str(e)) from e
+    if oom:
+        model = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        trial.set_user_attr("outcome", "oom")
+        trial.set_user_attr("reason", "CUDA out of memory: memory released, search continues")
+        raise TrialFault("out of memory")
+    trial.set_user_attr("seconds", round(result.seconds, 3))
+    trial.set_user_attr("images_per_s", round(result.images_per_s, 1))
+    trial.set_user_attr("train_loss_sum", result.train_loss_sum)
+    if result.status != "ok":  # never a number that could become "best"
+        trial.set_user_attr("outcome", "nonfinite")
+        trial.set_user_attr("reason", "training loss became non-finite (NaN/inf): learning rate too high?")
+        raise optuna.TrialPruned()
+    trial.set_user_attr("outcome", "complete")
+    return result.val_acc
+
+
+# -- running ---------------------------------------------------------------------------------
+def run_search(space: Space, cfg: SearchConfig, data: SearchData, device: torch.device,
+               on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
+               build: Callable[[Arch, str], torch.nn.Module] = build_model, max_rejections: int = 20_000) -> optuna.Study:
+    """Run trials until `cfg.trials` candidates have been trained in this study (resumed runs
+    count what is already there), or the timeout passes."""
+    study = open_study(cfg)
+    rejected_in_a_row = 0
+
+    def stop_when_done(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        nonlocal rejected_in_a_row
+        outcome = trial.user_attrs.get("outcome")
+        rejected_in_a_row = rejected_in_a_row + 1 if outcome in ("over_budget", "invalid", "duplicate") else 0
+        if on_trial is not None:
+            on_trial(study, trial)
+        if evaluated(study) >= cfg.trials or rejected_in_a_row >= max_rejections:
+            study.stop()
+
+    if evaluated(study) >= cfg.trials:
+        return study
+    study.optimize(make_objective(space, cfg, data, device, build), timeout=cfg.timeout,
+                   callbacks=[stop_when_done], catch=(TrialFault,), gc_after_trial=False)
+    return study
+
+
+def over_budget_fraction(study: optuna.Study, window: int = 50) -> list[float]:
+    """Share of proposals rejected for the budget in consecutive windows: it should fall."""
+    outcomes = [t.user_attrs.get("outcome") for t in study.get_trials(deepcopy=False)]
+    return [sum(o == "over_budget" for o in outcomes[i:i + window]) / len(outcomes[i:i + window])
+            for i in range(0, len(outcomes), window)]
+
+
+def per_trial_seconds(study: optuna.Study) -> float:
+    times = [t.user_attrs["seconds"] for t in study.get_trials(deepcopy=False) if "seconds" in t.user_attrs]
+    return sum(times) / len(times) if times else math.nan
+
+
+def estimate_trial_seconds(space: Space, cfg: SearchConfig, data: SearchData, device: torch.device,
+                           probes: int = 3, steps: int = 4) -> float:
+    """Measured cost of one full trial: time a few training steps of random in-budget candidates
+    at this fidelity and extrapolate (pruned trials cost less, so this is an upper estimate)."""
+    rng = torch.Generator().manual_seed(cfg.seed)
+    recipe = cfg.trial_recipe({})
+    rates = []
+    for _ in range(200):
+        if len(rates) == probes:
+            break
+        n = space.layers[int(torch.randint(len(space.layers), (1,), generator=rng))]
+        values = {"layers": n, **{k.name: k.values[int(torch.randint(len(k.values), (1,), generator=rng))]
+                                  for k in space.arch_knobs(n)}}
+        try:
+            arch = space.arch(values)
+        except NasError:
+            continue
+        if count_params(arch) > cfg.budget:
+            continue
+        probe = dataclasses.replace(recipe, epochs=1, train_subset=min(len(data.train), recipe.batch_size * steps),
+                                    evals_per_epoch=1)
+        rates.append(train(build_model(arch.scaled(cfg.fidelity.width)), probe, data.train, None, device).images_per_s)
+    if not rates:
+        return math.nan
+    rate = sum(rates) / len(rates)
+    images = cfg.fidelity.epochs * (cfg.fidelity.train_subset or len(data.train))
+    evals = cfg.fidelity.epochs * cfg.fidelity.evals_per_epoch * len(data.val)
+    return images / rate + evals / (3 * rate)  # a forward pass costs about a third of a training step
