@@ -310,3 +310,236 @@ def print_leaderboard(board) -> None:
                       f"B={r['blocks']} C={r['channels']} F={r['kernels']} K={r['skip_kernels']} P={r['pool']} {r['block']}"
                       + (f" se{r['se_ratio']}" if r['se_ratio'] else ""))
     out.print(table)
+
+
+# -- retrain / report / leaderboard / show (issue 5) ------------------------------------------
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+Examples = Annotated[Path, typer.Option(help="Folder of hand-designed baselines (*.json) shown in reports.")]
+StudyData = Annotated[Optional[str], typer.Option(help="Data source (as in `nas search`). (default: the one the study searched, else cifar10)")]
+
+
+def _study_data(results_dir: Path, study: str) -> str:
+    """The --data the study was searched with (config.json), so a retrain uses the same dataset."""
+    config = Path(results_dir) / study / "config.json"
+    try:
+        return str(json.loads(config.read_text()).get("data") or "cifar10")
+    except (OSError, json.JSONDecodeError):
+        return "cifar10"
+
+
+def _refresh_report_if_study(study: str, storage: Optional[str], results_dir: Path, examples: Path) -> Optional[Path]:
+    from nas.retrain import load_study, refresh_report
+
+    try:
+        st = load_study(study, storage, results_dir)
+    except NasError:
+        return None  # no such study: a baseline retrain stands on its own
+    return refresh_report(st, results_dir, examples) if st.user_attrs.get("budget") else None
+
+
+def _pm(mean: Optional[float], std: Optional[float]) -> str:
+    if mean is None:
+        return ""
+    return f"{mean:.2%}" + (f" ± {std:.2%}" if std is not None else "")
+
+
+@command
+def retrain(
+    target: Annotated[Optional[str], typer.Argument(help="'best' or a trial number. (default: best)", show_default=False)] = None,
+    top: Annotated[Optional[int], typer.Option(help="Retrain the K best finished in-budget trials instead.")] = None,
+    arch_file: Annotated[Optional[Path], typer.Option("--arch", help="Retrain an architecture file (e.g. examples/resnet10.json) under the same protocol; results go to RESULTS/baselines/NAME/.")] = None,
+    study: Study = "default",
+    storage: Storage = None,
+    results_dir: ResultsDir = Path("results"),
+    data: StudyData = None,
+    seeds: Annotated[int, typer.Option(help="Repeat with seeds 0..N-1; reports give mean ± std.")] = 1,
+    epochs: Annotated[Optional[int], typer.Option(help="Full-schedule epochs. (default: 200)")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate. (default: 0.1, or what the search sampled)")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per step. (default: 128)")] = None,
+    optimizer: Annotated[Optional[str], typer.Option(help="sgd | adam | adamw | adagrad | adamax | adadelta. (default: sgd)")] = None,
+    schedule: Annotated[Optional[str], typer.Option(help="cosine | onecycle | step | plateau | constant. (default: cosine)")] = None,
+    train_subset: Annotated[Optional[int], typer.Option("--train-subset", help="Train on a stratified subset of this many images (smoke runs). (default: all)")] = None,
+    settings: Annotated[Optional[list[str]], typer.Option("--set", help="Any other recipe field as key=value, repeatable: --set label_smoothing=0.1 --set lookahead=true.")] = None,
+    val_size: Annotated[int, typer.Option("--val-size", help="Carve this many training images out for validation curves (0 = train on the whole split).")] = 0,
+    device: Device = "auto",
+    force: Annotated[bool, typer.Option(help="Retrain finished runs from scratch (deletes their files).")] = False,
+    examples: Examples = EXAMPLES,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Retrain candidates with the full recipe on the whole training split; score each once on the test split.
+
+    Training settings: the full default recipe (SGD 0.1, cosine, 200 epochs, ...), then what the
+    search space's `train:` section sampled for the trial (or the file's "recipe"), then flags.
+    Re-running the same command resumes: finished runs (metrics.json) are kept, interrupted ones
+    continue from their last complete epoch. Runs: RESULTS/STUDY/retrain/ARCHID-PROTOCOL-seedK/.
+    """
+    import dataclasses
+
+    from nas import retrain as rt
+    from nas.artifacts import check_results_dir
+    from nas.train import select_device
+
+    # 1. validate everything before any data is read
+    if arch_file is not None and (target is not None or top is not None):
+        raise NasError("give either --arch FILE or a study target ('best', a trial number, --top K), not both")
+    if target is not None and top is not None:
+        raise NasError(f"give either TARGET={target!r} or --top {top}, not both")
+    if seeds < 1:
+        raise NasError(f"--seeds={seeds} must be >= 1")
+    if val_size < 0:
+        raise NasError(f"--val-size={val_size} must be >= 0 (0 = no validation carve-out)")
+    check_results_dir(results_dir)
+    flags = {k: v for k, v in {"epochs": epochs, "lr": lr, "batch_size": batch_size, "optimizer": optimizer,
+                               "schedule": schedule, "train_subset": train_subset}.items() if v is not None}
+    flags.update(rt.parse_settings(settings or []))
+    if "seed" in flags:
+        raise NasError("the seed is set by --seeds N (seeds 0..N-1), not --set seed=...")
+    dev = select_device(device)
+    if arch_file is not None:
+        candidates = [rt.file_candidate(arch_file)]
+        roots = [rt.baseline_root(results_dir, candidates[0].name)]
+        source = data or "cifar10"
+    else:
+        st = rt.load_study(study, storage, results_dir)
+        trials = rt.select_trials(st, target or "best", top)
+        candidates = [rt.trial_candidate(t) for t in trials]
+        candidates = [dataclasses.replace(c, source=f"study {study} {c.source}") for c in candidates]
+        roots = [rt.retrain_root(results_dir, study)] * len(candidates)
+        source = data or _study_data(results_dir, study)
+    plans = []
+    for c, root in zip(candidates, roots):
+        for seed in range(seeds):
+            recipe = rt.resolve_recipe(c, {**flags, "seed": seed})
+            plans.append((c, recipe, rt.run_dir(root, c.arch, recipe, val_size, source)))
+
+    # 2. train what is not finished yet
+    rdata = rt.load_retrain_data(source, val_size)
+    runs = []
+    for c, recipe, folder in plans:
+        done = (folder / rt.METRICS).is_file() and not force
+        ckpts = sorted((folder / rt.CHECKPOINTS).glob("ckpt-*.pt")) if folder.is_dir() and not force else []
+        state = "finished, kept" if done else (f"resuming after epoch {int(ckpts[-1].stem[5:])}" if ckpts else "starting")
+        if not as_json:
+            err.print(f"{c.name} seed {recipe.seed} ({c.arch.describe()}): {state}; {recipe.epochs} epochs, "
+                      f"{recipe.optimizer} lr {recipe.lr:g} {recipe.schedule} -> {folder}")
+        runs.append(rt.retrain_one(c, recipe, rdata, dev, folder, force=force, progress=sys.stderr.isatty() and not as_json))
+
+    # 3. summary and report
+    report = _refresh_report_if_study(study, storage, results_dir, examples)
+    summary = rt.summarize(runs)
+    if as_json:
+        print_json({"runs": [{k: r[k] for k in ("name", "seed", "test_acc", "params", "arch_id", "protocol",
+                                                 "search_val_acc", "wall_seconds", "dir")
+                               if k in r} | {"dir": str(folder)} for r, (_, _, folder) in zip(runs, plans)],
+                    "summary": summary, "report": str(report) if report else None})
+        return
+    table = Table(title="retrained (test split, evaluated once)", title_justify="left")
+    for col in ("name", "test acc", "seeds", "search val acc", "params", "architecture"):
+        table.add_column(col, justify="left" if col in ("name", "architecture") else "right")
+    for e in summary:
+        table.add_row(e["name"], _pm(e["test_acc"], e["test_acc_std"]), str(len(e["seeds"])),
+                      _pm(e["val_acc"], None), f"{e['params']:,}", e["arch"])
+    out.print(table)
+    out.print(f"runs in {roots[0]}/" + (f"; report {report}" if report else ""))
+
+
+@command
+def report(
+    study: Study = "default",
+    storage: Storage = None,
+    results_dir: ResultsDir = Path("results"),
+    examples: Examples = EXAMPLES,
+) -> None:
+    """Write RESULTS/STUDY/report.html: the search, retrained candidates and the baselines (offline HTML)."""
+    from nas.retrain import load_study, refresh_report
+
+    path = refresh_report(load_study(study, storage, results_dir), results_dir, examples)
+    out.print(f"report written to {path}")
+
+
+def _retrained_by_trial(results_dir: Path, study: str) -> dict[int, dict]:
+    from nas.retrain import finished_runs, retrain_root, summarize
+
+    return {e["trial"]: e for e in summarize(finished_runs(retrain_root(results_dir, study))) if e["trial"] is not None}
+
+
+@command
+def leaderboard(
+    study: Study = "default",
+    storage: Storage = None,
+    results_dir: ResultsDir = Path("results"),
+    top: Annotated[int, typer.Option(help="Rows to show.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Best finished in-budget trials by search validation accuracy, with retrained test accuracy where it exists."""
+    from nas.results import leaderboard as board_of, trials_frame
+    from nas.retrain import load_study
+
+    st = load_study(study, storage, results_dir)
+    frame = trials_frame(st)
+    board = board_of(frame, top=top)
+    if board.empty:
+        raise NasError(f"study {study!r} has no trial that completed within the budget ({len(frame)} trials): "
+                       f"run `nas search --study {study}` longer")
+    retrained = _retrained_by_trial(results_dir, study)
+    rows = []
+    for _, r in board.iterrows():
+        arch = Arch.from_dict(json.loads(r["arch_json"]))
+        e = retrained.get(int(r["number"]), {})
+        rows.append({"rank": int(r["rank"]), "trial": int(r["number"]), "val_acc": float(r["val_acc"]),
+                     "params": int(r["params"]), "macs": int(r["macs"]), "arch_id": r["arch_id"],
+                     "arch": arch.describe(), "test_acc": e.get("test_acc"), "test_acc_std": e.get("test_acc_std")})
+    if as_json:
+        print_json({"study": study, "budget": st.user_attrs.get("budget"), "leaderboard": rows})
+        return
+    table = Table(title=f"leaderboard of {study} (val acc: search schedule; test acc: retrained)", title_justify="left")
+    for col in ("rank", "trial", "val acc", "test acc", "params", "MACs", "architecture"):
+        table.add_column(col, justify="left" if col == "architecture" else "right")
+    for r in rows:
+        table.add_row(str(r["rank"]), str(r["trial"]), f"{r['val_acc']:.2%}", _pm(r["test_acc"], r["test_acc_std"]),
+                      f"{r['params']:,}", f"{r['macs']:,}", r["arch"])
+    out.print(table)
+
+
+@command
+def show(
+    trial: Annotated[str, typer.Argument(help="Trial number, or 'best'.")],
+    study: Study = "default",
+    storage: Storage = None,
+    results_dir: ResultsDir = Path("results"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Everything recorded about one trial: outcome, architecture, sampled settings, curve, retrained results."""
+    from nas.retrain import finished_runs, load_study, recipe_overrides, retrain_root, select_trials
+
+    st = load_study(study, storage, results_dir)
+    t = select_trials(st, trial)[0]
+    a = t.user_attrs
+    runs = [r for r in finished_runs(retrain_root(results_dir, study)) if r.get("trial") == t.number]
+    facts = {
+        "trial": t.number, "state": t.state.name, "outcome": a.get("outcome"), "reason": a.get("reason"),
+        "val_acc": t.value, "params": a.get("params"), "macs": a.get("macs"), "arch_id": a.get("arch_id"),
+        "arch": a.get("arch"), "sampled": dict(t.params), "retrain_settings": recipe_overrides(t.params),
+        "search_recipe": a.get("recipe"), "val_curve": a.get("val_curve"), "seconds": a.get("seconds"),
+        "retrained": [{k: r.get(k) for k in ("seed", "test_acc", "protocol", "wall_seconds", "dir")} for r in runs],
+    }
+    if as_json:
+        print_json(facts)
+        return
+    table = Table(title=f"trial {t.number} of {study}", title_justify="left", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    arch = Arch.from_dict(a["arch"]) if a.get("arch") else None
+    for key, value in (("state", t.state.name), ("outcome", a.get("outcome")), ("reason", a.get("reason")),
+                       ("val acc (search)", f"{t.value:.2%}" if t.value is not None and a.get("outcome") == "complete" else ""),
+                       ("params", f"{a['params']:,}" if a.get("params") is not None else ""),
+                       ("MACs", f"{a['macs']:,}" if a.get("macs") is not None else ""),
+                       ("arch id", a.get("arch_id")), ("architecture", arch.describe() if arch else ""),
+                       ("sampled", ", ".join(f"{k}={v}" for k, v in t.params.items())),
+                       ("retrain settings", ", ".join(f"{k}={v}" for k, v in facts["retrain_settings"].items()) or "(defaults)"),
+                       ("val curve", " ".join(f"{acc:.1%}@{ep:g}" for ep, acc in a.get("val_curve") or [])),
+                       ("seconds", f"{a['seconds']:.1f}" if a.get("seconds") is not None else "")):
+        table.add_row(key, "" if value is None else str(value))
+    for r in runs:
+        table.add_row(f"retrained seed {r['seed']}", f"test acc {r['test_acc']:.2%} ({r['dir']})")
+    out.print(table)

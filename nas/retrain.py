@@ -1,0 +1,447 @@
+"""Retrain chosen architectures on the full schedule, score them once on the test split, keep the files.
+
+Why a separate step: the search ranks candidates with a cheap proxy (short schedule, subset,
+maybe reduced width); the number a person reports comes from retraining the real network with
+the full recipe on the whole training split and evaluating once on the test split. The test
+split is loaded here and nowhere in the search, so nothing is ever selected on test data.
+
+One run = one architecture x one recipe x one seed, in its own directory:
+
+    RESULTS/<study>/retrain/<arch_id>-<protocol>-seed<k>/     (candidates from a study)
+    RESULTS/baselines/<name>/<arch_id>-<protocol>-seed<k>/    (--arch files, e.g. examples/)
+        checkpoints/ckpt-*.pt   engine state after each epoch (deleted once the run finished)
+        arch.json, recipe.json  everything needed to rebuild the run
+        model.safetensors       final weights (plain tensors: loading never unpickles)
+        metrics.json            test accuracy, per-class accuracy, curves, wall time, versions
+        curves.html             training curves (plotly, offline)
+
+`<protocol>` hashes the recipe without its seed, the validation carve-out and the data
+source, so the seeds of one protocol sit side by side and are averaged in reports. A run
+whose metrics.json exists is finished and is not trained again; any other run resumes from
+its last complete epoch (re-running the same command is the resume).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import platform
+import shutil
+import statistics
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from nas.arch import Arch
+from nas.errors import NasError
+from nas.recipe import Recipe
+
+RECIPE_FIELDS = tuple(f.name for f in dataclasses.fields(Recipe))
+# Schedule length and sampling belong to the search's fidelity, not to the candidate: never carried over.
+FIDELITY_KEYS = ("epochs", "train_subset", "evals_per_epoch", "seed")
+METRICS, WEIGHTS, ARCH_FILE, RECIPE_FILE, CURVES = "metrics.json", "model.safetensors", "arch.json", "recipe.json", "curves.html"
+CHECKPOINTS = "checkpoints"
+
+
+# ---------------------------------------------------------------------------------- candidates
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One architecture to retrain and the training settings that belong to it."""
+
+    name: str  # "trial-12" or a baseline's name
+    arch: Arch  # full width: the network the search scored, not its proxy
+    overrides: tuple[tuple[str, Any], ...] = ()  # Recipe fields the space sampled (or the file fixed)
+    trial: int | None = None
+    search_val_acc: float | None = None
+    source: str = ""  # where it came from, for metrics.json
+
+
+def recipe_overrides(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The sampled values that are training hyperparameters: trial.params keys that are Recipe fields,
+    minus the fidelity keys (the full schedule replaces the short one)."""
+    return {k: v for k, v in params.items() if k in RECIPE_FIELDS and k not in FIDELITY_KEYS}
+
+
+def trial_candidate(trial: Any) -> Candidate:
+    """A Candidate from an Optuna FrozenTrial written by `nas search`."""
+    attrs = trial.user_attrs
+    if "arch" not in attrs:
+        raise NasError(f"trial {trial.number} stores no architecture (outcome {attrs.get('outcome')!r}): "
+                       f"pick a trial with outcome 'complete' (see `nas leaderboard`)")
+    return Candidate(name=f"trial-{trial.number}", arch=Arch.from_dict(attrs["arch"]),
+                     overrides=tuple(sorted(recipe_overrides(trial.params).items())), trial=trial.number,
+                     search_val_acc=trial.value, source=f"trial {trial.number}")
+
+
+def select_trials(study: Any, which: str | int, top: int | None = None) -> list[Any]:
+    """Trials to retrain: 'best', a trial number, or the `top` best finished in-budget trials.
+
+    Best = highest validation accuracy among trials that completed within the budget
+    (ties: smaller model, then earlier trial), exactly the leaderboard's order.
+    """
+    from nas.results import leaderboard, trials_frame
+
+    trials = study.get_trials(deepcopy=False)
+    if not trials:
+        raise NasError(f"study {study.study_name!r} has no trials yet: run `nas search` first")
+    frame = trials_frame(study)
+    if top is not None or which == "best":
+        k = 1 if top is None else top
+        if k < 1:
+            raise NasError(f"--top={k} must be >= 1")
+        board = leaderboard(frame, top=k)
+        if board.empty:
+            raise NasError(f"study {study.study_name!r} has no trial that completed within the budget "
+                           f"({len(trials)} trials, none finished in budget): run `nas search` longer or raise --budget")
+        by_number = {t.number: t for t in trials}
+        return [by_number[int(n)] for n in board["number"]]
+    number = _trial_number(which)
+    by_number = {t.number: t for t in trials}
+    if number not in by_number:
+        raise NasError(f"trial {number} is not in study {study.study_name!r}: trials are numbered "
+                       f"0..{max(by_number)}; see `nas leaderboard`")
+    return [by_number[number]]
+
+
+def _trial_number(which: str | int) -> int:
+    try:
+        number = int(which)
+    except (TypeError, ValueError):
+        raise NasError(f"TARGET={which!r} must be 'best' or a trial number such as 12") from None
+    if number < 0:
+        raise NasError(f"trial number {number} must be >= 0")
+    return number
+
+
+def file_candidate(path: Path) -> Candidate:
+    """A Candidate from an architecture file: {"name", "note", "arch": {...}, "recipe": {...}?} or a bare arch.
+
+    An optional "recipe" mapping holds the training settings the file's authors used (e.g.
+    schedule: onecycle); flags still override it.
+    """
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())  # JSON is YAML; safe_load never builds objects
+    except OSError as e:
+        raise NasError(f"cannot read architecture file {str(path)!r} ({e.strerror}): pass an existing file, "
+                       f"e.g. examples/resnet10.json") from None
+    except yaml.YAMLError as e:
+        raise NasError(f"{path}: not valid JSON/YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(data, dict):
+        raise NasError(f"{path}: expected a mapping with an 'arch' entry, got {type(data).__name__}")
+    try:
+        arch = Arch.from_dict(data.get("arch", {k: v for k, v in data.items() if k not in ("name", "note", "recipe")}))
+        overrides = data.get("recipe") or {}
+        if not isinstance(overrides, dict):
+            raise NasError(f"'recipe' must be a mapping of Recipe fields, got {overrides!r}")
+        Recipe.from_dict(overrides)  # validate now, name the file on error
+    except (NasError, TypeError) as e:
+        raise NasError(f"{path}: {e}") from None
+    name = str(data.get("name") or path.stem)
+    return Candidate(name=name, arch=arch, overrides=tuple(sorted(overrides.items())), source=str(path))
+
+
+# --------------------------------------------------------------------------------------- recipe
+
+
+def parse_settings(items: Iterable[str]) -> dict[str, Any]:
+    """`--set key=value` pairs -> dict; values read as YAML scalars (0.1, true, onecycle)."""
+    settings: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise NasError(f"--set {item!r} must look like key=value, e.g. --set label_smoothing=0.1")
+        if key not in RECIPE_FIELDS:
+            raise NasError(f"--set {key}: not a recipe field; valid ones are {', '.join(RECIPE_FIELDS)}")
+        try:
+            settings[key] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise NasError(f"--set {item!r}: the value is not a plain number, word or true/false") from None
+    return settings
+
+
+def resolve_recipe(candidate: Candidate, flags: Mapping[str, Any], base: Recipe | None = None) -> Recipe:
+    """Full default Recipe <- the candidate's sampled (or file) settings <- command-line flags."""
+    merged = {**(base or Recipe()).to_dict(), **dict(candidate.overrides), **dict(flags), "evals_per_epoch": 1}
+    return Recipe.from_dict(merged)
+
+
+def protocol_key(recipe: Recipe, val_size: int, data: str) -> str:
+    """Hash of everything that makes two runs comparable except the seed (which varies within a protocol)."""
+    d = {**recipe.to_dict(), "seed": None, "val_size": val_size, "data": Path(str(data)).name}
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def run_dir(root: Path, arch: Arch, recipe: Recipe, val_size: int, data: str) -> Path:
+    return Path(root) / f"{arch.id}-{protocol_key(recipe, val_size, data)}-seed{recipe.seed}"
+
+
+# ------------------------------------------------------------------------------------- training
+
+
+@dataclass(frozen=True)
+class RetrainData:
+    """The training split (minus the optional validation carve-out) and the test split."""
+
+    train: Any  # ImageSet
+    val: Any | None
+    test: Any
+    source: str
+    val_size: int
+
+
+def load_retrain_data(source: str, val_size: int = 0) -> RetrainData:
+    """Whole training split by default (the search's validation images are training data again);
+    `val_size` > 0 carves out a stratified validation set, only for curves: nothing selects on it."""
+    from nas.data import load_split, split_validation
+
+    train_set = load_split(source, "train")
+    val_set = None
+    if val_size:
+        train_set, val_set = split_validation(train_set, val_size, seed=0)
+    return RetrainData(train_set, val_set, load_split(source, "test"), str(source), val_size)
+
+
+def _finite(x: float) -> float | None:
+    return None if x is None or not math.isfinite(x) else x
+
+
+def _versions() -> dict[str, str]:
+    import safetensors
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "safetensors": safetensors.__version__}
+
+
+def retrain_one(candidate: Candidate, recipe: Recipe, data: RetrainData, device: torch.device, directory: Path,
+                *, force: bool = False, progress: bool = False) -> dict[str, Any]:
+    """Train one run to the end (resuming if it was interrupted), evaluate once on test, write its files.
+
+    Returns metrics.json's content. A finished run (metrics.json present) is read, not retrained,
+    unless `force`, which deletes the run directory first.
+    """
+    from nas.augment import channel_stats
+    from nas.checkpoint import save_weights, write_json_atomic
+    from nas.counting import count_macs, count_params
+    from nas.model import build_model
+    from nas.train import evaluate, train
+
+    directory = Path(directory)
+    if force and directory.exists():
+        shutil.rmtree(directory)
+    if (directory / METRICS).is_file():
+        return read_metrics(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(candidate.arch.to_dict(), directory / ARCH_FILE)
+    write_json_atomic(recipe.to_dict(), directory / RECIPE_FILE)
+
+    torch.manual_seed(recipe.seed)  # the initial weights are part of what the seed fixes
+    model = build_model(candidate.arch, recipe.init)
+    result = train(model, recipe, data.train, data.val, device, checkpoint_dir=directory / CHECKPOINTS,
+                   progress=progress)
+    if result.status != "ok":
+        raise NasError(f"{candidate.name}: training diverged (loss became NaN/inf) with lr={recipe.lr}; "
+                       f"lower it (--lr) or add warm-up (--set warmup_epochs=1), then re-run with --force")
+    stats = channel_stats(data.train)  # the statistics training normalised with
+    test_acc, test_loss, per_class = evaluate(model, data.test, device, stats=stats)
+    save_weights(model, directory / WEIGHTS)
+    metrics = {
+        "name": candidate.name,
+        "source": candidate.source,
+        "trial": candidate.trial,
+        "search_val_acc": candidate.search_val_acc,
+        "arch_id": candidate.arch.id,
+        "arch": candidate.arch.describe(),
+        "params": count_params(candidate.arch),
+        "macs": count_macs(candidate.arch),
+        "seed": recipe.seed,
+        "protocol": protocol_key(recipe, data.val_size, data.source),
+        "test_acc": test_acc,
+        "test_loss": test_loss,
+        "per_class_acc": {c: _finite(a) for c, a in zip(data.test.classes, per_class)},
+        "final_val_acc": _finite(result.val_acc),
+        "curves": [{"epoch": p.epoch, "train_loss": _finite(p.train_loss), "val_loss": _finite(p.val_loss),
+                    "val_acc": _finite(p.val_acc), "seconds": p.seconds} for p in result.history],
+        "train_images": recipe.train_subset or len(data.train),
+        "val_images": len(data.val) if data.val is not None else 0,
+        "test_images": len(data.test),
+        "data": data.source,
+        "normalization": {"mean": list(stats.mean), "std": list(stats.std)},
+        "wall_seconds": result.seconds,
+        "images_per_s": result.images_per_s,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "versions": _versions(),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    write_curves(metrics, directory / CURVES)
+    write_json_atomic(metrics, directory / METRICS)  # last: its presence means "finished"
+    shutil.rmtree(directory / CHECKPOINTS, ignore_errors=True)  # the weights above supersede them
+    return metrics
+
+
+def write_curves(metrics: Mapping[str, Any], path: Path) -> Path:
+    """Training loss (and validation accuracy, with --val-size) per epoch, the test accuracy as a line."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    from nas.checkpoint import write_text_atomic
+
+    curves = metrics["curves"]
+    epochs = [c["epoch"] for c in curves]
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.add_trace(go.Scatter(name="train loss", x=epochs, y=[c["train_loss"] for c in curves], mode="lines+markers"),
+                  secondary_y=False)
+    if any(c["val_acc"] is not None for c in curves):
+        fig.add_trace(go.Scatter(name="val acc", x=epochs, y=[c["val_acc"] for c in curves], mode="lines+markers"),
+                      secondary_y=True)
+    fig.add_trace(go.Scatter(name=f"test acc {metrics['test_acc']:.2%}", x=[epochs[0] if epochs else 0, epochs[-1] if epochs else 1],
+                             y=[metrics["test_acc"]] * 2, mode="lines", line={"dash": "dash"}), secondary_y=True)
+    fig.update_layout(title=f"{metrics['name']} ({metrics['arch']}), seed {metrics['seed']}",
+                      xaxis_title="epoch", height=480)
+    fig.update_yaxes(title_text="train loss", secondary_y=False)
+    fig.update_yaxes(title_text="accuracy", tickformat=".1%", secondary_y=True)
+    return write_text_atomic(fig.to_html(full_html=True, include_plotlyjs=True, div_id="curves"), path)
+
+
+# ------------------------------------------------------------------------------------- loading
+
+
+def read_metrics(directory: Path) -> dict[str, Any]:
+    path = Path(directory) / METRICS
+    try:
+        return json.loads(path.read_text())
+    except OSError:
+        raise NasError(f"{path} does not exist: {directory} is not a finished retrain run "
+                       f"(re-run the same `nas retrain` command to finish it)") from None
+    except json.JSONDecodeError as e:
+        raise NasError(f"{path} is not valid JSON ({e}); delete the run directory and retrain") from None
+
+
+def load_model(directory: str | Path) -> nn.Module:
+    """The trained model of a finished run, in eval mode: rebuilt from arch.json, weights from safetensors."""
+    from nas.checkpoint import load_weights
+    from nas.model import build_model
+
+    directory = Path(directory)
+    try:
+        arch = Arch.from_json((directory / ARCH_FILE).read_text())
+    except OSError:
+        raise NasError(f"{directory / ARCH_FILE} does not exist: pass a run directory written by `nas retrain`") from None
+    model = build_model(arch)
+    load_weights(model, directory / WEIGHTS)
+    return model.eval()
+
+
+def load_stats(directory: str | Path):
+    """The normalisation the run trained with; pass it to `nas.train.evaluate(..., stats=)`."""
+    from nas.augment import ChannelStats
+
+    norm = read_metrics(directory)["normalization"]
+    return ChannelStats(tuple(norm["mean"]), tuple(norm["std"]))
+
+
+# ---------------------------------------------------------------------------- results for reports
+
+
+def finished_runs(root: Path) -> list[dict[str, Any]]:
+    """metrics.json of every finished run under `root` (unfinished ones are skipped)."""
+    root = Path(root)
+    runs = []
+    for path in sorted(root.glob(f"*/{METRICS}")) if root.is_dir() else []:
+        try:
+            runs.append({**json.loads(path.read_text()), "dir": str(path.parent)})
+        except (OSError, json.JSONDecodeError):
+            continue  # a torn or foreign file: that run simply does not count
+    return runs
+
+
+def summarize(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per (architecture, protocol): test accuracy mean and std over its seeds."""
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for r in runs:
+        groups.setdefault((r["arch_id"], r["protocol"]), []).append(r)
+    names = [g[0]["name"] for g in groups.values()]
+    entries = []
+    for (arch_id, protocol), rs in groups.items():
+        accs = [r["test_acc"] for r in rs]
+        name = rs[0]["name"] if names.count(rs[0]["name"]) == 1 else f"{rs[0]['name']} ({protocol})"
+        entries.append({
+            "name": name, "params": rs[0]["params"], "macs": rs[0]["macs"], "arch_id": arch_id, "protocol": protocol,
+            "trial": rs[0].get("trial"), "val_acc": rs[0].get("search_val_acc"),
+            "test_acc": statistics.fmean(accs), "test_acc_std": statistics.stdev(accs) if len(accs) > 1 else None,
+            "seeds": sorted(r["seed"] for r in rs), "arch": rs[0]["arch"],
+        })
+    return sorted(entries, key=lambda e: (-e["test_acc"], e["params"]))
+
+
+def retrain_root(results_dir: Path, study: str) -> Path:
+    return Path(results_dir) / study / "retrain"
+
+
+def baseline_root(results_dir: Path, name: str) -> Path:
+    return Path(results_dir) / "baselines" / name
+
+
+def baseline_entries(results_dir: Path, examples: Path) -> list[dict[str, Any]]:
+    """Every examples/ architecture: retrained test accuracy where a run exists, else params only."""
+    from nas.counting import count_params
+
+    entries = []
+    for path in sorted(Path(examples).glob("*.json")) if Path(examples).is_dir() else []:
+        c = file_candidate(path)
+        runs = summarize(finished_runs(baseline_root(results_dir, c.name)))
+        if runs:
+            entries += runs
+        else:
+            entries.append({"name": c.name, "params": count_params(c.arch), "test_acc": None, "arch_id": c.arch.id})
+    return entries
+
+
+def refresh_report(study: Any, results_dir: Path, examples: Path) -> Path:
+    """Rewrite RESULTS/<study>/report.html with the search, the retrained candidates and the baselines."""
+    from nas.report import write_report
+    from nas.results import trials_frame
+
+    budget = study.user_attrs.get("budget")
+    if budget is None:
+        raise NasError(f"study {study.study_name!r} records no budget: it was not created by `nas search`")
+    frame = trials_frame(study)
+    retrained = [{k: e[k] for k in ("name", "params", "test_acc", "test_acc_std", "val_acc")}
+                 for e in summarize(finished_runs(retrain_root(results_dir, study.study_name)))]
+    baselines = [{k: e.get(k) for k in ("name", "params", "test_acc", "test_acc_std")}
+                 for e in baseline_entries(results_dir, examples)]
+    path = Path(results_dir) / study.study_name / "report.html"
+    return write_report(frame, path, budget=int(budget), retrained=retrained, baselines=baselines,
+                        title=f"nas study {study.study_name}")
+
+
+def load_study(study: str, storage: str | None, results_dir: Path) -> Any:
+    """An existing study, read-only in spirit; a missing one is a one-line error, never a new empty file."""
+    import optuna
+
+    from nas.artifacts import default_storage, safe_url, study_dir
+
+    if storage is None:
+        db = study_dir(results_dir, study) / "study.db"
+        if not db.is_file():
+            raise NasError(f"no study {study!r} in {results_dir}/ ({db} does not exist): run `nas search --study {study}` "
+                           f"first, or pass --results-dir/--storage where it lives")
+        storage = default_storage(results_dir, study)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return optuna.load_study(study_name=study, storage=storage)
+    except KeyError:
+        names = optuna.get_all_study_names(storage)
+        raise NasError(f"storage {safe_url(storage)} has no study {study!r}: it holds "
+                       f"{', '.join(map(repr, names)) or 'no studies'}; pass one of them with --study") from None
