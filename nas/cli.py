@@ -543,3 +543,121 @@ def show(
     for r in runs:
         table.add_row(f"retrained seed {r['seed']}", f"test acc {r['test_acc']:.2%} ({r['dir']})")
     out.print(table)
+
+
+# -- train / bench (issue 3) -----------------------------------------------------------------
+def _model_for(arch: Arch, n_classes: int, init: str, seed: int):
+    """Seeded build, so `nas train` runs with one seed are identical end to end."""
+    import torch
+
+    from nas.model import build_model
+
+    if arch.num_classes != n_classes:
+        raise NasError(f"--classes {arch.num_classes} but the data has {n_classes} classes; pass --classes {n_classes}")
+    torch.manual_seed(seed)
+    return build_model(arch, init=init)
+
+
+@command
+def train(
+    arch_file: ArchFile = None, blocks: Blocks = None, channels: Channels = None, kernels: Kernels = None,
+    skip_kernels: SkipKernels = None, pool: Pool = None, block: Block = "basic", se: Se = False,
+    se_ratio: SeRatio = 16, groups: Groups = 1, dropout: Dropout = 0.0, classes: Classes = 10,
+    input_size: InputSize = 32,
+    data: Data = "cifar10",
+    val_size: Annotated[int, typer.Option("--val-size", help="Training images held out for validation (stratified, seed 0); 0 = none.")] = 5000,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs. (default: 200)")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per step. (default: 128)")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate. (default: 0.1)")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="auto | fp32 | bf16 | fp16. (default: auto)")] = None,
+    train_subset: Annotated[Optional[int], typer.Option("--train-subset", help="Train on a stratified subset of this many images. (default: all)")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for init, data order and augmentation. (default: 0)")] = None,
+    settings: Annotated[Optional[list[str]], typer.Option("--set", help="Any recipe field as key=value, repeatable: --set schedule=onecycle --set lookahead=true.")] = None,
+    checkpoint_dir: Annotated[Optional[Path], typer.Option("--checkpoint-dir", help="Save every epoch here; rerunning resumes from the latest.")] = None,
+    device: Device = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Train one architecture with one recipe and report validation accuracy (never touches the test split)."""
+    import dataclasses
+
+    from nas.data import load_split, split_validation
+    from nas.recipe import Recipe, parse_overrides
+    from nas.train import select_device
+    from nas.train import train as run_training
+
+    arch = arch_from_flags(arch_file, blocks, channels, kernels, skip_kernels, pool, block, se, se_ratio,
+                           groups, dropout, classes, input_size)
+    flags = {k: v for k, v in {"epochs": epochs, "batch_size": batch_size, "lr": lr, "precision": precision,
+                               "train_subset": train_subset, "seed": seed}.items() if v is not None}
+    recipe = Recipe.from_dict({**parse_overrides(settings or []), **flags})
+    if val_size < 0:
+        raise NasError(f"--val-size={val_size} must be >= 0 (0 = no validation)")
+    dev = select_device(device)
+    full = load_split(data, "train")
+    train_set, val_set = split_validation(full, val_size) if val_size else (full, None)
+    model = _model_for(arch, len(full.classes), recipe.init, recipe.seed)
+    result = run_training(model, recipe, train_set, val_set, dev, checkpoint_dir=checkpoint_dir,
+                          progress=sys.stderr.isatty() and not as_json)
+    summary = {"status": result.status, "val_acc": result.val_acc, "seconds": result.seconds,
+               "images_per_s": result.images_per_s, "images_seen": result.images_seen,
+               "train_loss_sum": result.train_loss_sum, "params": count_params(arch), "arch": arch.to_dict(),
+               "recipe": recipe.to_dict(), "device": str(dev),
+               "history": [dataclasses.asdict(p) for p in result.history]}
+    if as_json:
+        print_json(summary)
+        return
+    table = Table(title=f"{arch.describe()} on {data} ({len(train_set):,} train, {len(val_set or ()):,} val)",
+                  title_justify="left")
+    for col in ("epoch", "train loss", "val loss", "val acc", "seconds"):
+        table.add_column(col, justify="right")
+    for p in result.history:
+        table.add_row(f"{p.epoch:.2f}", f"{p.train_loss:.4f}", f"{p.val_loss:.4f}", f"{p.val_acc:.2%}", f"{p.seconds:.1f}")
+    out.print(table)
+    if result.status != "ok":
+        raise NasError(f"training diverged (non-finite loss) after {result.images_seen:,} images with lr={recipe.lr:g}; "
+                       f"lower --lr or add warm-up (--set warmup_epochs=1)")
+    out.print(f"val acc {result.val_acc:.2%}; {result.images_per_s:,.0f} images/s on {dev}; {result.seconds:.1f} s")
+
+
+@command
+def bench(
+    arch_file: ArchFile = None, blocks: Blocks = None, channels: Channels = None, kernels: Kernels = None,
+    skip_kernels: SkipKernels = None, pool: Pool = None, block: Block = "basic", se: Se = False,
+    se_ratio: SeRatio = 16, groups: Groups = 1, dropout: Dropout = 0.0, classes: Classes = 10,
+    input_size: InputSize = 32,
+    data: Data = "cifar10",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step, both sides.")] = 128,
+    steps: Annotated[int, typer.Option(help="Timed steps per round and side.")] = 10,
+    rounds: Annotated[int, typer.Option(help="Alternating rounds; medians are reported.")] = 3,
+    precision: Annotated[str, typer.Option(help="Engine precision: auto | fp32 | bf16 | fp16 (the standard recipe is always fp32).")] = "auto",
+    device: Device = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Training images/s of this engine vs the standard recipe (PIL + DataLoader, fp32), and FLOP/s vs matmul peak."""
+    import dataclasses
+
+    from nas.bench import bench as run_bench
+    from nas.data import load_split
+    from nas.recipe import Recipe
+    from nas.train import select_device
+
+    arch = arch_from_flags(arch_file, blocks, channels, kernels, skip_kernels, pool, block, se, se_ratio,
+                           groups, dropout, classes, input_size)
+    recipe = Recipe(precision=precision)
+    dev = select_device(device)
+    train_set = load_split(data, "train")
+    model = _model_for(arch, len(train_set.classes), recipe.init, recipe.seed)
+    r = run_bench(model, train_set, dev, recipe, batch_size=batch_size, steps=steps, rounds=rounds)
+    if as_json:
+        print_json({**dataclasses.asdict(r), "arch": arch.to_dict(), "params": count_params(arch), "precision": precision})
+        return
+    table = Table(title=f"{arch.describe()} on {r.device}, batch {r.batch_size}, {r.rounds} rounds x {r.steps} steps",
+                  title_justify="left")
+    for col in ("pipeline", "images/s (median)", "rounds"):
+        table.add_column(col, justify="left" if col == "pipeline" else "right")
+    table.add_row(f"nas engine ({precision})", f"{r.images_per_s:,.1f}", " ".join(f"{x:.0f}" for x in r.engine_samples))
+    table.add_row("standard recipe (fp32)", f"{r.baseline_images_per_s:,.1f}", " ".join(f"{x:.0f}" for x in r.baseline_samples))
+    out.print(table)
+    out.print(f"speedup {r.speedup:.2f}x; engine {r.achieved_flops / 1e9:,.1f} GFLOP/s = {r.peak_fraction:.0%} of the "
+              f"measured matmul peak {r.peak_flops / 1e9:,.0f} GFLOP/s ({r.train_flops_per_image / 1e9:.2f} GFLOP per image)")
+    out.print("[dim]timings on a shared machine are noisy: compare medians, and rerun when the machine is idle[/]")

@@ -120,3 +120,22 @@ def _require(ok: bool, name: str, value: Any, rule: str) -> None:
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     _require(value in choices, name, value, f"must be one of: {', '.join(choices)}")
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`key=value` strings (the CLI's --set) -> dict; values read as YAML scalars (0.1, true, onecycle)."""
+    import yaml
+
+    valid = [f.name for f in dataclasses.fields(Recipe)]
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in valid:
+            raise NasError(f"--set {item!r} must be key=value with a recipe field as key (e.g. --set cutout=8); "
+                           f"valid keys: {', '.join(valid)}")
+        try:
+            out[key] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise NasError(f"--set {item!r}: the value must be a plain number, word or true/false") from None
+    return out
