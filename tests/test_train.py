@@ -234,3 +234,35 @@ def test_lookahead_interpolates_slow_weights_every_k_steps():
             assert w.item() == i + 1
     assert w.item() == 2.5  # slow 0 + 0.5 * (5 - 0); fast reset to slow
     assert train_mod.LOOKAHEAD_K == 5 and train_mod.LOOKAHEAD_ALPHA == 0.5
+
+
+# --------------------------------------------------------------------------------- bench and CLI
+
+
+def test_bench_reports_both_pipelines_and_the_peak_without_asserting_speed(cifar):
+    from nas.bench import bench
+
+    r = bench(tiny_net(), cifar[0], CPU, Recipe(), batch_size=40, steps=2, rounds=1, workers=0)
+    assert r.images_per_s > 0 and r.baseline_images_per_s > 0 and len(r.engine_samples) == 1
+    assert r.speedup == pytest.approx(r.images_per_s / r.baseline_images_per_s)
+    assert r.train_flops_per_image > 0 and r.peak_flops > 0
+    assert r.peak_fraction == pytest.approx(r.achieved_flops / r.peak_flops)
+
+
+def test_cli_train_prints_one_json_object(tmp_path, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    from nas.cli import app
+
+    root = small_cifar_folder(tmp_path / "small")
+    monkeypatch.setenv("NAS_CACHE", str(tmp_path / "cache"))
+    args = ["train", "--blocks", "1", "--channels", "8", "--data", str(root), "--val-size", "50", "--epochs", "1",
+            "--batch-size", "50", "--set", "evals_per_epoch=2", "--set", "weight_decay=1e-4", "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    obj = json.loads(result.stdout)
+    assert obj["status"] == "ok" and len(obj["history"]) == 2 and obj["recipe"]["weight_decay"] == 1e-4
+    bad = CliRunner().invoke(app, args[:-1] + ["--set", "learning_rate=1"])
+    assert bad.exit_code == 2 and "valid keys" in bad.output
