@@ -4,5 +4,6 @@ from nas.arch import Arch
 from nas.counting import count_macs, count_params
 from nas.errors import NasError
 from nas.model import build_model
+from nas.retrain import load_model
 
-__all__ = ["Arch", "NasError", "build_model", "count_macs", "count_params"]
+__all__ = ["Arch", "NasError", "build_model", "count_macs", "count_params", "load_model"]
