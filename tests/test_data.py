@@ -173,3 +173,15 @@ def test_stratified_subset_keeps_proportions_exactly():
 def test_impossible_split_sizes_are_user_errors(size):
     with pytest.raises(NasError, match="val_size"):
         split_validation(indexed_set([10, 5]), size)
+
+
+@pytest.mark.slow
+def test_whole_cifar10_archive_loads_balanced_and_caches(tmp_path):
+    if not ARCHIVE.exists():
+        pytest.skip(f"real CIFAR-10 archive not found at {ARCHIVE}: see shared/data/README.md")
+    train = load_split(str(ARCHIVE), "train", tmp_path)
+    assert train.images.shape == (50000, 3, 32, 32) and train.labels.bincount().tolist() == [5000] * 10
+    again = load_split(str(ARCHIVE), "train", tmp_path)
+    assert torch.equal(again.images[::997], train.images[::997])
+    test = load_split(str(ARCHIVE), "test", tmp_path)
+    assert test.images.shape == (10000, 3, 32, 32) and test.labels.bincount().tolist() == [1000] * 10

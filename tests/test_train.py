@@ -266,3 +266,12 @@ def test_cli_train_prints_one_json_object(tmp_path, monkeypatch):
     assert obj["status"] == "ok" and len(obj["history"]) == 2 and obj["recipe"]["weight_decay"] == 1e-4
     bad = CliRunner().invoke(app, args[:-1] + ["--set", "learning_rate=1"])
     assert bad.exit_code == 2 and "valid keys" in bad.output
+
+
+@pytest.mark.slow
+def test_compiled_model_trains_like_the_eager_one(cifar):
+    """torch.compile needs a C++ compiler on CPU and takes about a minute to compile."""
+    eager = train(tiny_net(), dataclasses.replace(FAST, epochs=1), *cifar, CPU)
+    compiled = train(tiny_net(), dataclasses.replace(FAST, epochs=1, compile=True), *cifar, CPU)
+    assert compiled.status == "ok"
+    assert compiled.history[-1].train_loss == pytest.approx(eager.history[-1].train_loss, rel=1e-3)
