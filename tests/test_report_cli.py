@@ -1,0 +1,140 @@
+"""`nas report`, `nas leaderboard`, `nas show` and their errors, on studies built directly with Optuna
+(controlled outcomes, no training: the retrained and baseline results are metrics.json files)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.trial import TrialState, create_trial
+
+from nas.arch import Arch
+from nas.counting import count_macs, count_params
+from nas.results import BUDGET_CONSTRAINT
+
+ROOT = Path(__file__).resolve().parents[1]
+BUDGET = 50_000
+
+
+def nas_cli(*args: str):
+    """In-process (a subprocess pays ~5 s of imports per call); `test_errors_in_a_real_process` checks the real thing."""
+    from typer.testing import CliRunner
+
+    from nas.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    result.returncode = result.exit_code
+    return result
+
+
+def _trial(arch: Arch, outcome: str, value: float | None, state: TrialState = TrialState.COMPLETE, lr: float = 0.1):
+    params = count_params(arch)
+    return create_trial(
+        state=state, value=value if state == TrialState.COMPLETE else None,
+        params={"layers": arch.num_layers, "lr": lr},
+        distributions={"layers": CategoricalDistribution([2, 3]), "lr": FloatDistribution(0.01, 0.5, log=True)},
+        user_attrs={"arch": arch.to_dict(), "arch_id": arch.id, "params": params, "macs": count_macs(arch),
+                    "recipe": {"epochs": 4, "lr": lr}, "outcome": outcome, "val_curve": [[1, value or 0.0]]},
+        constraints={BUDGET_CONSTRAINT: float(params - BUDGET)},
+    )
+
+
+def _study(results: Path, name: str, trials: list) -> None:
+    (results / name).mkdir(parents=True)
+    study = optuna.create_study(study_name=name, storage=f"sqlite:///{results / name / 'study.db'}", direction="maximize")
+    study.set_user_attr("budget", BUDGET)
+    study.add_trials(trials)
+
+
+def _finished_run(folder: Path, **metrics) -> None:
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({"protocol": "p1", "seed": 0, "macs": 1, "arch": "N=2", **metrics}))
+
+
+SMALL, MID, BIG = Arch(blocks=(1, 1), channels=(8, 16)), Arch(blocks=(1, 1), channels=(16, 32)), Arch(blocks=(2, 2), channels=(64, 64))
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> Path:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    root = tmp_path_factory.mktemp("results")
+    _study(root, "s", [_trial(SMALL, "complete", 0.50), _trial(BIG, "over_budget", 0.0),
+                       _trial(MID, "complete", 0.60, lr=0.05), _trial(SMALL, "pruned", None, TrialState.PRUNED)])
+    _study(root, "empty", [_trial(BIG, "over_budget", 0.0), _trial(SMALL, "pruned", None, TrialState.PRUNED)])
+    _finished_run(root / "s" / "retrain" / f"{MID.id}-p1-seed0", name="trial-2", trial=2, search_val_acc=0.60,
+                  arch_id=MID.id, params=count_params(MID), test_acc=0.71)
+    resnet10 = Arch.from_dict(json.loads((ROOT / "examples" / "resnet10.json").read_text())["arch"])
+    _finished_run(root / "baselines" / "resnet10" / f"{resnet10.id}-p1-seed0", name="resnet10", trial=None,
+                  search_val_acc=None, arch_id=resnet10.id, params=count_params(resnet10), test_acc=0.8123)
+    return root
+
+
+def test_report_writes_html_with_retrained_results_and_baselines(results):
+    r = nas_cli("report", "--study", "s", "--results-dir", str(results))
+    assert r.returncode == 0, r.stderr
+    page = (results / "s" / "report.html").read_text()
+    assert 'id="final"' in page and "trial-2" in page and "71.00%" in page
+    assert "resnet10" in page and "81.23%" in page  # a trained baseline with its accuracy
+    assert "resnet18" in page and "11,173,962" in page  # an untrained baseline: params only
+
+
+def test_leaderboard_ranks_finished_in_budget_trials_with_test_accuracy(results):
+    r = nas_cli("leaderboard", "--study", "s", "--results-dir", str(results), "--json")
+    assert r.returncode == 0, r.stderr
+    board = json.loads(r.stdout)
+    assert board["budget"] == BUDGET
+    assert [(row["trial"], row["val_acc"], row["test_acc"]) for row in board["leaderboard"]] == [(2, 0.6, 0.71), (0, 0.5, None)]
+    table = nas_cli("leaderboard", "--study", "s", "--results-dir", str(results))
+    assert table.returncode == 0 and "60.00%" in table.stdout and "71.00%" in table.stdout and "50.00%" in table.stdout
+
+
+def test_show_prints_one_trial(results):
+    r = nas_cli("show", "2", "--study", "s", "--results-dir", str(results), "--json")
+    assert r.returncode == 0, r.stderr
+    facts = json.loads(r.stdout)
+    assert facts["outcome"] == "complete" and facts["params"] == count_params(MID)
+    assert facts["retrain_settings"] == {"lr": 0.05} and facts["retrained"][0]["test_acc"] == 0.71
+    table = nas_cli("show", "best", "--study", "s", "--results-dir", str(results))
+    assert table.returncode == 0 and MID.describe() in table.stdout and "lr=0.05" in table.stdout
+    over = nas_cli("show", "1", "--study", "s", "--results-dir", str(results))
+    assert over.returncode == 0 and "over_budget" in over.stdout
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["show", "99", "--study", "s"], "trial 99 is not in study 's'"),
+    (["retrain", "99", "--study", "s"], "trial 99 is not in study 's'"),
+    (["retrain", "7x", "--study", "s"], "must be 'best' or a trial number"),
+    (["retrain", "best", "--study", "empty"], "no trial that completed within the budget"),
+    (["retrain", "--top", "0", "--study", "s"], "--top=0 must be >= 1"),
+    (["leaderboard", "--study", "empty"], "no trial that completed within the budget"),
+    (["leaderboard", "--study", "missing"], "no study 'missing'"),
+    (["report", "--study", "missing"], "no study 'missing'"),
+    (["retrain", "--study", "missing"], "no study 'missing'"),
+    (["retrain", "best", "--arch", "examples/resnet10.json"], "not both"),
+    (["retrain", "--set", "lr"], "must look like key=value"),
+    (["retrain", "--arch", "examples/nope.json"], "cannot read architecture file"),
+])
+def test_bad_input_exits_2_with_one_line(results, args, fragment):
+    r = nas_cli(*args, "--results-dir", str(results))
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert fragment in r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not (results / "missing").exists()  # a missing study is never created as an empty file
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["show", "99", "--study", "s"], "trial 99 is not in study 's'"),
+    (["leaderboard", "--study", "missing"], "no study 'missing'"),
+])
+def test_errors_in_a_real_process(results, args, fragment):
+    r = subprocess.run([sys.executable, "-m", "nas", *args, "--results-dir", str(results)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and fragment in r.stderr and "Traceback" not in r.stdout + r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
