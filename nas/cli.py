@@ -412,26 +412,32 @@ def retrain(
             recipe = rt.resolve_recipe(c, {**flags, "seed": seed})
             plans.append((c, recipe, rt.run_dir(root, c.arch, recipe, val_size, source)))
 
-    # 2. train what is not finished yet
+    # 2. train what is not finished yet (status lines on stderr, so --json stdout stays one object)
     rdata = rt.load_retrain_data(source, val_size)
     runs = []
     for c, recipe, folder in plans:
-        done = (folder / rt.METRICS).is_file() and not force
         ckpts = sorted((folder / rt.CHECKPOINTS).glob("ckpt-*.pt")) if folder.is_dir() and not force else []
-        state = "finished, kept" if done else (f"resuming after epoch {int(ckpts[-1].stem[5:])}" if ckpts else "starting")
-        if not as_json:
-            err.print(f"{c.name} seed {recipe.seed} ({c.arch.describe()}): {state}; {recipe.epochs} epochs, "
-                      f"{recipe.optimizer} lr {recipe.lr:g} {recipe.schedule} -> {folder}")
-        runs.append(rt.retrain_one(c, recipe, rdata, dev, folder, force=force, progress=sys.stderr.isatty() and not as_json))
+        if (folder / rt.METRICS).is_file() and not force:
+            state = "finished, kept"
+        else:
+            state = f"resuming after epoch {int(ckpts[-1].stem[5:])}" if ckpts else "starting"
+        err.print(f"{c.name} seed {recipe.seed} ({c.arch.describe()}): {state}; {recipe.epochs} epochs, "
+                  f"{recipe.optimizer} lr {recipe.lr:g} {recipe.schedule} -> {folder}")
+        try:
+            metrics = rt.retrain_one(c, recipe, rdata, dev, folder, force=force,
+                                     progress=sys.stderr.isatty() and not as_json)
+        except KeyboardInterrupt:
+            err.print(f"interrupted: {folder} keeps its last complete epoch; re-run the same command to resume")
+            raise typer.Exit(130) from None
+        runs.append({**metrics, "dir": str(folder), "status": state})
 
     # 3. summary and report
     report = _refresh_report_if_study(study, storage, results_dir, examples)
     summary = rt.summarize(runs)
     if as_json:
-        print_json({"runs": [{k: r[k] for k in ("name", "seed", "test_acc", "params", "arch_id", "protocol",
-                                                 "search_val_acc", "wall_seconds", "dir")
-                               if k in r} | {"dir": str(folder)} for r, (_, _, folder) in zip(runs, plans)],
-                    "summary": summary, "report": str(report) if report else None})
+        keys = ("name", "seed", "status", "test_acc", "params", "arch_id", "protocol", "search_val_acc", "wall_seconds", "dir")
+        print_json({"runs": [{k: r.get(k) for k in keys} for r in runs], "summary": summary,
+                    "report": str(report) if report else None})
         return
     table = Table(title="retrained (test split, evaluated once)", title_justify="left")
     for col in ("name", "test acc", "seeds", "search val acc", "params", "architecture"):
