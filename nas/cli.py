@@ -377,6 +377,7 @@ def retrain(
 
     from nas import retrain as rt
     from nas.artifacts import check_results_dir
+    from nas.recipe import parse_overrides
     from nas.train import select_device
 
     # 1. validate everything before any data is read
@@ -391,7 +392,7 @@ def retrain(
     check_results_dir(results_dir)
     flags = {k: v for k, v in {"epochs": epochs, "lr": lr, "batch_size": batch_size, "optimizer": optimizer,
                                "schedule": schedule, "train_subset": train_subset}.items() if v is not None}
-    flags.update(rt.parse_settings(settings or []))
+    flags.update(parse_overrides(settings or []))
     if "seed" in flags:
         raise NasError("the seed is set by --seeds N (seeds 0..N-1), not --set seed=...")
     dev = select_device(device)

@@ -31,7 +31,7 @@ import platform
 import shutil
 import statistics
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,23 +154,6 @@ def file_candidate(path: Path) -> Candidate:
 # --------------------------------------------------------------------------------------- recipe
 
 
-def parse_settings(items: Iterable[str]) -> dict[str, Any]:
-    """`--set key=value` pairs -> dict; values read as YAML scalars (0.1, true, onecycle)."""
-    settings: dict[str, Any] = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key:
-            raise NasError(f"--set {item!r} must look like key=value, e.g. --set label_smoothing=0.1")
-        if key not in RECIPE_FIELDS:
-            raise NasError(f"--set {key}: not a recipe field; valid ones are {', '.join(RECIPE_FIELDS)}")
-        try:
-            settings[key] = yaml.safe_load(text)
-        except yaml.YAMLError:
-            raise NasError(f"--set {item!r}: the value is not a plain number, word or true/false") from None
-    return settings
-
-
 def resolve_recipe(candidate: Candidate, flags: Mapping[str, Any], base: Recipe | None = None) -> Recipe:
     """Full default Recipe <- the candidate's sampled (or file) settings <- command-line flags."""
     merged = {**(base or Recipe()).to_dict(), **dict(candidate.overrides), **dict(flags), "evals_per_epoch": 1}
@@ -237,6 +220,10 @@ def retrain_one(candidate: Candidate, recipe: Recipe, data: RetrainData, device:
     from nas.train import evaluate, train
 
     directory = Path(directory)
+    n_classes = len(data.train.classes)
+    if candidate.arch.num_classes != n_classes:
+        raise NasError(f"{candidate.name} has num_classes={candidate.arch.num_classes} but {data.source} has "
+                       f"{n_classes} classes: retrain it on the data it was designed for, or change num_classes")
     if force and directory.exists():
         shutil.rmtree(directory)
     if (directory / METRICS).is_file():

@@ -117,7 +117,8 @@ def test_show_prints_one_trial(results):
     (["report", "--study", "missing"], "no study 'missing'"),
     (["retrain", "--study", "missing"], "no study 'missing'"),
     (["retrain", "best", "--arch", "examples/resnet10.json"], "not both"),
-    (["retrain", "--set", "lr"], "must look like key=value"),
+    (["retrain", "--set", "lr"], "must be key=value"),
+    (["retrain", "--arch", "examples/resnet10.json", "--set", "seed=3"], "--seeds N"),
     (["retrain", "--arch", "examples/nope.json"], "cannot read architecture file"),
 ])
 def test_bad_input_exits_2_with_one_line(results, args, fragment):

@@ -20,8 +20,7 @@ import nas
 from nas.arch import Arch
 from nas.errors import NasError
 from nas.recipe import Recipe
-from nas.retrain import (Candidate, file_candidate, load_stats, parse_settings, protocol_key, recipe_overrides,
-                         resolve_recipe, summarize)
+from nas.retrain import Candidate, file_candidate, load_stats, protocol_key, recipe_overrides, resolve_recipe, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"blocks": [1, 1], "channels": [8, 16]}
@@ -177,13 +176,7 @@ def test_recipe_is_defaults_then_sampled_then_flags():
     assert protocol_key(r, 0, "cifar10") != protocol_key(r, 5000, "cifar10")
 
 
-def test_settings_and_file_recipes_are_validated(tmp_path):
-    assert parse_settings(["label_smoothing=0.1", "lookahead=true", "pad-mode=reflect"]) == \
-        {"label_smoothing": 0.1, "lookahead": True, "pad_mode": "reflect"}
-    with pytest.raises(NasError, match="not a recipe field"):
-        parse_settings(["lrate=0.1"])
-    with pytest.raises(NasError, match="key=value"):
-        parse_settings(["lr"])
+def test_file_recipes_are_validated(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"name": "x", "arch": TINY, "recipe": {"schedule": "warm"}}))
     with pytest.raises(NasError, match="schedule"):
