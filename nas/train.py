@@ -277,7 +277,7 @@ def train(model: nn.Module, recipe: Recipe, train_set: ImageSet, val_set: ImageS
     scaler = torch.amp.GradScaler("cuda") if use_scaler else None  # CUDA-only path
     gen = torch.Generator(device=device).manual_seed(r.seed)  # data order and augmentation
     aug = Augment.from_recipe(r)
-    ends = sorted({round(k * steps_per_epoch / r.evals_per_epoch) for k in range(1, r.evals_per_epoch + 1)})
+    ends = sorted({max(1, round(k * steps_per_epoch / r.evals_per_epoch)) for k in range(1, r.evals_per_epoch + 1)})
 
     images = train_set.images.to(device, non_blocking=True)  # uint8, resident
     labels = train_set.labels.to(device, non_blocking=True)
@@ -305,22 +305,7 @@ def train(model: nn.Module, recipe: Recipe, train_set: ImageSet, val_set: ImageS
                 y = labels[index]
                 for g in opt.param_groups:
                     g["lr"] = r.lr * schedule.factor(epoch * steps_per_epoch + step)
-                with autocast():
-                    loss = F.cross_entropy(net(x), y, label_smoothing=r.label_smoothing)
-                opt.zero_grad(set_to_none=True)
-                if scaler is not None:  # CUDA-only path (fp16)
-                    scaler.scale(loss).backward()
-                    if r.grad_clip:
-                        scaler.unscale_(opt)
-                        nn.utils.clip_grad_norm_(model.parameters(), r.grad_clip)
-                    scaler.step(opt)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    if r.grad_clip:
-                        nn.utils.clip_grad_norm_(model.parameters(), r.grad_clip)
-                    opt.step()
-                window_loss += loss.detach().float()
+                window_loss += _step(net, model, opt, scaler, autocast, x, y, r)
                 window_steps += 1
                 st.images_seen += r.batch_size
                 if bar:
@@ -360,6 +345,27 @@ def train(model: nn.Module, recipe: Recipe, train_set: ImageSet, val_set: ImageS
             if checkpoint_dir is not None:
                 _save(Path(checkpoint_dir), r, model, opt, schedule, scaler, gen, st, started)
     return _result("ok", st, started)
+
+
+def _step(net: nn.Module, model: nn.Module, opt, scaler, autocast, x: torch.Tensor, y: torch.Tensor,
+          r: Recipe) -> torch.Tensor:
+    """One optimiser step; returns the detached loss (no device sync)."""
+    with autocast():
+        loss = F.cross_entropy(net(x), y, label_smoothing=r.label_smoothing)
+    opt.zero_grad(set_to_none=True)
+    if scaler is not None:  # CUDA-only path (fp16): scale, unscale before clipping, skip inf steps
+        scaler.scale(loss).backward()
+        if r.grad_clip:
+            scaler.unscale_(opt)
+            nn.utils.clip_grad_norm_(model.parameters(), r.grad_clip)
+        scaler.step(opt)
+        scaler.update()
+    else:
+        loss.backward()
+        if r.grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), r.grad_clip)
+        opt.step()
+    return loss.detach().float()
 
 
 @dataclass
