@@ -1,0 +1,166 @@
+"""nas search: real tiny searches on real CIFAR-10 images."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+import nas.data
+import nas.search
+from nas import Arch, count_params
+from nas.model import build_model
+from nas.results import BUDGET_CONSTRAINT
+from nas.data import ImageSet
+from nas.search import (SEARCH_RECIPE, Fidelity, SearchConfig, SearchData, load_search_data, over_budget_fraction,
+                        run_search)
+from nas.train import TrainResult
+from nas.space import load_space
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "search_spaces" / "tiny.yaml"
+
+
+def config(tmp_path: Path, **kw) -> SearchConfig:
+    base = dict(budget=50_000, trials=3, study="t", storage=f"sqlite:///{tmp_path / 'study.db'}",
+                fidelity=Fidelity(epochs=1, train_subset=128, val_subset=100, width=1.0, evals_per_epoch=1),
+                recipe=dataclasses.replace(SEARCH_RECIPE, batch_size=64), val_size=100, seed=0)
+    return SearchConfig(**{**base, **kw})
+
+
+def nas_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nas", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def trained_count(db: Path) -> int:
+    with sqlite3.connect(db) as con:
+        return con.execute("select count(*) from trial_user_attributes where key='outcome' and "
+                           "value_json in ('\"complete\"', '\"pruned\"', '\"nonfinite\"')").fetchone()[0]
+
+
+def test_tiny_search_end_to_end_then_resume_without_retraining(small_cifar, tmp_path):
+    args = ["search", "--budget", "50k", "--trials", "3", "--space", str(TINY), "--data", str(small_cifar),
+            "--epochs", "2", "--train-subset", "256", "--val-subset", "100", "--val-size", "100", "--width", "1",
+            "--results-dir", str(tmp_path / "res"), "--study", "tiny", "--seed", "1"]
+    first = nas_cli(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    folder = tmp_path / "res" / "tiny"
+    for name in ("study.db", "trials.csv", "config.json", "space.yaml", "report.html"):
+        assert (folder / name).exists(), name
+    assert trained_count(folder / "study.db") == 3
+    assert "leaderboard" in first.stdout
+    config = json.loads((folder / "config.json").read_text())
+    assert config["config"]["budget"] == 50_000 and config["versions"]["optuna"] == optuna.__version__
+    with sqlite3.connect(folder / "study.db") as con:
+        before = con.execute("select count(*) from trials").fetchone()[0]
+
+    again = nas_cli(*args, cwd=tmp_path)  # the same command: resumes, trains nothing
+    assert again.returncode == 0, again.stderr
+    assert "3 already done" in again.stdout
+    with sqlite3.connect(folder / "study.db") as con:
+        assert con.execute("select count(*) from trials").fetchone()[0] == before
+
+    more = nas_cli(*[a if a != "3" else "5" for a in args], cwd=tmp_path)  # asks for more: continues
+    assert more.returncode == 0, more.stderr
+    assert trained_count(folder / "study.db") == 5
+    with sqlite3.connect(folder / "study.db") as con:
+        numbers = [n for (n,) in con.execute("select number from trials order by number")]
+    assert numbers == list(range(len(numbers)))
+
+
+def test_over_budget_candidates_are_never_built(small_cifar, tmp_path):
+    space = load_space(TINY)
+    cfg = config(tmp_path, budget=30_000, trials=6)
+    built: list[Arch] = []
+
+    def recording_build(arch: Arch, init: str) -> torch.nn.Module:
+        built.append(arch)
+        return build_model(arch, init)
+
+    study = run_search(space, cfg, load_search_data(str(small_cifar), cfg), torch.device("cpu"), build=recording_build)
+    rejected = [t for t in study.trials if t.user_attrs.get("outcome") == "over_budget"]
+    assert rejected, "the budget should reject part of this space"
+    assert built and all(count_params(a) <= cfg.budget for a in built)
+    assert not {Arch.from_dict(t.user_attrs["arch"]).id for t in rejected} & {a.id for a in built}
+    assert all(t.constraints[BUDGET_CONSTRAINT] > 0 for t in rejected)
+    assert all(t.value == 0.0 and "> budget" in t.user_attrs["reason"] for t in rejected)
+
+
+def test_the_sampler_learns_the_budget_and_proposes_fewer_over_budget_candidates_than_random(tmp_path, monkeypatch):
+    """The sampler's side only: training is replaced by a deterministic score (bigger is better,
+    as in real searches, which pushes proposals towards the budget edge)."""
+    def scored(model, recipe, train_set, val_set, device, on_eval=None, **kw):
+        p = sum(x.numel() for x in model.parameters())
+        return TrainResult("ok", (), 0.5 + 0.04 * math.log(p), 0.0, 0.0, 0, 0.0)
+
+    monkeypatch.setattr(nas.search, "train", scored)
+    blank = ImageSet(torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.zeros(4, dtype=torch.long), ("x",))
+    share = {}
+    for sampler in ("tpe", "random"):
+        cfg = config(tmp_path, study=sampler, sampler=sampler, budget=5_000_000, trials=60,
+                     fidelity=Fidelity(1, 0, 0, 1.0, 1))
+        study = run_search(load_space(ROOT / "search_spaces" / "default.yaml"), cfg, SearchData(blank, blank),
+                           torch.device("cpu"))
+        outcomes = [t.user_attrs["outcome"] for t in study.trials]
+        share[sampler] = outcomes.count("over_budget") / len(outcomes)
+        assert outcomes.count("complete") == 60
+    assert share["tpe"] < share["random"], share
+
+
+def test_search_never_reads_the_test_split(small_cifar, tmp_path, monkeypatch):
+    real = nas.data.load_split
+    calls = []
+
+    def guarded(source, split, cache_dir=None):
+        calls.append(split)
+        if split != "train":
+            raise AssertionError(f"the search read the {split!r} split")
+        return real(source, split, cache_dir)
+
+    monkeypatch.setattr(nas.data, "load_split", guarded)
+    monkeypatch.setattr(nas.search, "load_split", guarded)
+    cfg = config(tmp_path, trials=2)
+    run_search(load_space(TINY), cfg, load_search_data(str(small_cifar), cfg), torch.device("cpu"))
+    assert calls == ["train"]
+
+
+def test_validation_images_are_disjoint_from_training_images(small_cifar, tmp_path):
+    cfg = config(tmp_path)
+    d = load_search_data(str(small_cifar), cfg)
+    train = {bytes(x.numpy().tobytes()) for x in d.train.images}
+    assert not any(bytes(x.numpy().tobytes()) in train for x in d.val.images)
+    assert len(d.val) == 100
+
+
+def test_same_seed_proposes_the_same_candidates(small_cifar, tmp_path):
+    data = None
+    sequences = []
+    for run in range(2):
+        cfg = config(tmp_path / str(run), trials=3, seed=7)
+        (tmp_path / str(run)).mkdir()
+        data = data or load_search_data(str(small_cifar), cfg)
+        study = run_search(load_space(TINY), cfg, data, torch.device("cpu"))
+        sequences.append([t.params for t in study.trials])
+    assert sequences[0] == sequences[1]
+
+
+def test_duplicates_are_not_trained_twice(small_cifar, tmp_path):
+    space = load_space(TINY)
+    cfg = config(tmp_path, trials=2)
+    data = load_search_data(str(small_cifar), cfg)
+    study = run_search(space, cfg, data, torch.device("cpu"))
+    first = next(t for t in study.trials if t.user_attrs.get("outcome") == "complete")
+    study.enqueue_trial(first.params)  # propose the very same candidate again
+    built = []
+    study.optimize(nas.search.make_objective(space, cfg, data, torch.device("cpu"),
+                                             build=lambda a, i: built.append(a) or build_model(a, i)), n_trials=1)
+    last = study.trials[-1]
+    assert last.user_attrs["outcome"] == "duplicate" and last.value == first.value and built == []
