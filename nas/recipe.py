@@ -42,7 +42,7 @@ class Recipe:
     flip: bool = True  # random horizontal flip, p = 0.5
     rotation: float = 0.0  # max degrees of random rotation; 0 = off
     cutout: int = 0  # side of the square erased per image, pixels; 0 = off
-    precision: str = "auto"  # auto fp32 bf16 fp16; auto = bf16 (or fp16) on CUDA, fp32 on CPU
+    precision: str = "auto"  # auto fp32 bf16 fp16; auto = bf16 (or fp16) on CUDA, bf16 on AMX CPUs, else fp32
     channels_last: bool = True
     compile: bool = False  # torch.compile the model
     seed: int = 0

@@ -9,6 +9,7 @@ Deliberately free of Optuna: the search passes `on_eval`, which may raise to pru
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from contextlib import nullcontext
@@ -76,11 +77,20 @@ def select_device(name: str = "auto") -> torch.device:
 # precision, optimiser, schedule
 
 
+@functools.cache
+def cpu_has_amx() -> bool:
+    """Intel AMX (Sapphire Rapids and later) runs bf16 matmuls natively; elsewhere bf16 on CPU is slow."""
+    try:
+        return "amx_bf16" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
 def resolve_precision(precision: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
     """(autocast dtype or None for fp32, whether a GradScaler is needed)."""
     if precision == "auto":
-        if device.type != "cuda":
-            return None, False
+        if device.type != "cuda":  # bf16 autocast is ~2x faster only where the CPU has AMX tiles
+            return (torch.bfloat16, False) if cpu_has_amx() else (None, False)
         # CUDA-only path: bf16 keeps fp32's range so it needs no loss scaling
         return (torch.bfloat16, False) if torch.cuda.is_bf16_supported() else (torch.float16, True)
     if precision == "fp32":
