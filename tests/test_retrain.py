@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import tarfile
 import time
 from pathlib import Path
 
@@ -32,41 +31,18 @@ def nas_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
                           timeout=300, env=env)
 
 
-def small_imagefolder(tarball: Path, dest: Path, per_class: dict[str, int]) -> Path:
-    """The first images per class and split of the real archive as an ImageFolder tree (the archive
-    streams in ~1.5 s; decoding 800 images instead of 60,000 keeps the tests fast)."""
-    counts: dict[tuple[str, str], int] = {}
-    with tarfile.open(tarball, "r:gz") as tar:
-        for m in tar:
-            parts = Path(m.name).parts
-            if not m.isfile() or len(parts) < 4 or parts[-3] not in per_class:
-                continue
-            key = (parts[-3], parts[-2])
-            if counts.get(key, 0) < per_class[key[0]]:
-                counts[key] = counts.get(key, 0) + 1
-                out = dest / key[0] / key[1] / parts[-1]
-                out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_bytes(tar.extractfile(m).read())
-    return dest
-
-
-@pytest.fixture(scope="module")
-def data(cifar_tarball, tmp_path_factory) -> Path:
-    return small_imagefolder(cifar_tarball, tmp_path_factory.mktemp("data") / "cifar", {"train": 60, "test": 20})
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory) -> dict:
     return {**os.environ, "NAS_CACHE": str(tmp_path_factory.mktemp("cache"))}
 
 
 @pytest.fixture(scope="module")
-def searched(data, env, tmp_path_factory) -> Path:
+def searched(small_cifar, env, tmp_path_factory) -> Path:
     """A real tiny `nas search` whose space samples one training knob (lr) for retrain to carry over."""
     results = tmp_path_factory.mktemp("results")
     space = results / "tiny-lr.yaml"
     space.write_text((ROOT / "search_spaces" / "tiny.yaml").read_text() + "train:\n  lr: [0.05]\n")
-    r = nas_cli("search", "--budget", "50k", "--trials", "2", "--space", str(space), "--data", str(data),
+    r = nas_cli("search", "--budget", "50k", "--trials", "2", "--space", str(space), "--data", str(small_cifar),
                 "--epochs", "1", "--train-subset", "300", "--val-subset", "100", "--val-size", "200", "--width", "1",
                 "--pruner", "none", "--results-dir", str(results), "--study", "s", env=env)
     assert r.returncode == 0, r.stderr
@@ -76,7 +52,7 @@ def searched(data, env, tmp_path_factory) -> Path:
 # ------------------------------------------------------------------------------ end to end
 
 
-def test_retrain_best_writes_every_artifact_and_load_model_reproduces_test_acc(searched, data, env, monkeypatch):
+def test_retrain_best_writes_every_artifact_and_load_model_reproduces_test_acc(searched, small_cifar, env, monkeypatch):
     r = nas_cli("retrain", "best", "--study", "s", "--results-dir", str(searched), *FAST, "--json", env=env)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
@@ -110,7 +86,7 @@ def test_retrain_best_writes_every_artifact_and_load_model_reproduces_test_acc(s
     model = nas.load_model(folder)
     assert not model.training
     monkeypatch.setenv("NAS_CACHE", env["NAS_CACHE"])  # the test split decoded by the subprocess
-    acc, _, per_class = evaluate(model, load_split(str(data), "test"), torch.device("cpu"), stats=load_stats(folder))
+    acc, _, per_class = evaluate(model, load_split(str(small_cifar), "test"), torch.device("cpu"), stats=load_stats(folder))
     assert acc == metrics["test_acc"]
     assert per_class == pytest.approx(list(metrics["per_class_acc"].values()), abs=0)
 
@@ -136,10 +112,10 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
         time.sleep(0.02)
 
 
-def test_sigkilled_retrain_resumes_to_bit_identical_weights(data, env, tmp_path):
+def test_sigkilled_retrain_resumes_to_bit_identical_weights(small_cifar, env, tmp_path):
     arch_file = tmp_path / "tiny.json"
     arch_file.write_text(json.dumps({"name": "tiny", "arch": TINY}))
-    args = ["retrain", "--arch", str(arch_file), "--data", str(data), "--epochs", "4", "--train-subset", "400",
+    args = ["retrain", "--arch", str(arch_file), "--data", str(small_cifar), "--epochs", "4", "--train-subset", "400",
             "--batch-size", "50", "--device", "cpu"]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     r = nas_cli(*args, "--results-dir", str(whole), env=env)
