@@ -581,10 +581,11 @@ def train(
     seed: Annotated[Optional[int], typer.Option(help="Seed for init, data order and augmentation. (default: 0)")] = None,
     settings: Annotated[Optional[list[str]], typer.Option("--set", help="Any recipe field as key=value, repeatable: --set schedule=onecycle --set lookahead=true.")] = None,
     checkpoint_dir: Annotated[Optional[Path], typer.Option("--checkpoint-dir", help="Save every epoch here; rerunning resumes from the latest.")] = None,
+    eval_split: Annotated[str, typer.Option("--eval", help="val: report validation accuracy | test: also score once on the test split (final numbers only).")] = "val",
     device: Device = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Train one architecture with one recipe and report validation accuracy (never touches the test split)."""
+    """Train one architecture with one recipe and report validation accuracy (test accuracy with --eval test)."""
     import dataclasses
 
     from nas.data import load_split, split_validation
@@ -599,6 +600,8 @@ def train(
     recipe = Recipe.from_dict({**parse_overrides(settings or []), **flags})
     if val_size < 0:
         raise NasError(f"--val-size={val_size} must be >= 0 (0 = no validation)")
+    if eval_split not in ("val", "test"):
+        raise NasError(f"--eval={eval_split!r} is unknown: choose val or test")
     dev = select_device(device)
     full = load_split(data, "train")
     train_set, val_set = split_validation(full, val_size) if val_size else (full, None)
@@ -610,6 +613,13 @@ def train(
                "train_loss_sum": result.train_loss_sum, "params": count_params(arch), "arch": arch.to_dict(),
                "recipe": recipe.to_dict(), "device": str(dev),
                "history": [dataclasses.asdict(p) for p in result.history]}
+    if eval_split == "test" and result.status == "ok":
+        from nas.augment import channel_stats
+        from nas.train import evaluate
+
+        test_set = load_split(data, "test")
+        summary["test_acc"], summary["test_loss"], summary["test_per_class"] = evaluate(
+            model, test_set, dev, stats=channel_stats(train_set))
     if as_json:
         print_json(summary)
         return
@@ -623,7 +633,8 @@ def train(
     if result.status != "ok":
         raise NasError(f"training diverged (non-finite loss) after {result.images_seen:,} images with lr={recipe.lr:g}; "
                        f"lower --lr or add warm-up (--set warmup_epochs=1)")
-    out.print(f"val acc {result.val_acc:.2%}; {result.images_per_s:,.0f} images/s on {dev}; {result.seconds:.1f} s")
+    test = f"; test acc {summary['test_acc']:.2%} on {len(test_set):,} images" if eval_split == "test" else ""
+    out.print(f"val acc {result.val_acc:.2%}{test}; {result.images_per_s:,.0f} images/s on {dev}; {result.seconds:.1f} s")
 
 
 @command

@@ -75,3 +75,16 @@ def test_bad_input_exits_nonzero_with_one_line_and_no_traceback(args, fragment):
 def test_budget_spellings(budget, expected):
     from nas.numbers import parse_count
     assert parse_count(budget) == expected
+
+
+def test_train_reports_validation_by_default_and_test_only_when_asked(small_cifar):
+    common = ["train", "--blocks", "1", "--channels", "8", "--data", str(small_cifar), "--epochs", "1",
+              "--val-size", "100", "--batch-size", "64", "--json"]
+    val_only = json.loads(nas(*common).stdout)
+    assert 0 <= val_only["val_acc"] <= 1 and "test_acc" not in val_only
+    r = nas(*common, "--eval", "test")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert 0 <= d["test_acc"] <= 1 and len(d["test_per_class"]) == 10
+    bad = nas(*common[:-1], "--eval", "train")
+    assert bad.returncode == 2 and "--eval='train' is unknown" in bad.stderr
