@@ -1,3 +1,4 @@
 from nas.cli import app
 
-app(prog_name="nas")
+if __name__ == "__main__":  # worker processes (spawn) import this module: they must not run the CLI
+    app(prog_name="nas")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
@@ -220,15 +221,18 @@ def search(
     pruner: Annotated[str, typer.Option(help="halving | hyperband | median | none.")] = "halving",
     sampler: Annotated[str, typer.Option(help="tpe | random.")] = "tpe",
     device: Device = "auto",
+    workers: Annotated[int, typer.Option(help="Local worker processes on one study (needs --storage postgresql://...); CPU threads are shared out, one GPU each.")] = 1,
 ) -> None:
     """Search the space for the most accurate architecture within the parameter budget.
 
     Re-running the same command resumes the study: finished trials are kept, nothing is trained twice.
+    Many `nas search --storage postgresql://...` processes, on any machines, share one study.
     """
     from nas import artifacts
     from nas.results import leaderboard, trials_frame, write_trials_csv
     from nas.search import (Fidelity, SEARCH_RECIPE, SearchConfig, default_fidelity, estimate_trial_seconds,
-                            evaluated, load_search_data, run_search)
+                            evaluated, existing_budget, load_search_data, open_study, run_search, storage_backend)
+    from nas.workers import check_concurrent_storage, cpu_threads, run_workers, stop_on_signals
     from nas.space import load_space
     from nas.survey import survey
     from nas.train import select_device
@@ -252,23 +256,23 @@ def search(
     url = storage or artifacts.default_storage(results_dir, study)
     cfg = SearchConfig(budget=cap, trials=trials, study=study, storage=url, fidelity=fid, recipe=SEARCH_RECIPE,
                        seed=seed, val_size=val_size, timeout=timeout, pruner=pruner, sampler=sampler)
+    check_concurrent_storage(storage_backend(url), artifacts.safe_url(url), workers)
     s = survey(sp, samples=20_000, seed=seed)
     if s.fits(cap) == 0:
         raise NasError(f"no candidate of {sp.name} fits the budget {cap:,} (smallest {'' if s.method == 'exact' else 'sampled '}"
                        f"has {int(s.params.min()):,} parameters): raise --budget or add smaller choices to the space")
     search_data = load_search_data(data, cfg)
-
-    # 2. files and study
-    if storage is None:
-        folder.mkdir(parents=True, exist_ok=True)
-    artifacts.write_run_files(folder, {"command": "search", "space_file": space_file, "data": data, "device": str(dev),
-                                       "storage": artifacts.safe_url(url), "config": {**artifacts.as_jsonable(cfg), "storage": artifacts.safe_url(url)}},
-                              space_file)
-    from nas.search import open_study
-    st = open_study(cfg)
-    previous = st.user_attrs.get("budget")
+    previous = existing_budget(cfg)  # connects to the database (a bad URL or password fails here) and writes nothing
     if previous is not None and previous != cap:
         raise NasError(f"study {study!r} was searched with budget {previous:,}, not {cap:,}: use a new --study name to search another budget")
+
+    # 2. files and study (created once here, before any worker starts: field-notes)
+    folder.mkdir(parents=True, exist_ok=True)
+    artifacts.write_run_files(folder, {"command": "search", "space_file": space_file, "data": data, "device": str(dev),
+                                       "workers": workers, "storage": artifacts.safe_url(url),
+                                       "config": {**artifacts.as_jsonable(cfg), "storage": artifacts.safe_url(url)}},
+                              space_file)
+    st = open_study(cfg)
     st.set_user_attr("budget", cap)
     st.set_user_attr("space", sp.name)
 
@@ -282,9 +286,19 @@ def search(
               f"{len(search_data.val):,} validation images, pruner {pruner}; ~{per_trial:.1f} s per full trial, "
               f"<= ~{remaining * per_trial / 60:.1f} min for {remaining} trials (pruning cuts this)")
 
-    # 4. run
-    with SearchView(out, trials, already) as view:
-        st = run_search(sp, cfg, search_data, dev, on_trial=view.update)
+    # 4. run: Ctrl+C and SIGTERM end the running trial as FAIL and queue its candidate again
+    try:
+        with SearchView(out, trials, already) as view, stop_on_signals() as stop:
+            if workers == 1:
+                st = run_search(sp, cfg, search_data, dev, on_trial=view.update)
+            else:
+                out.print(f"{workers} worker processes, {cpu_threads(workers)} CPU thread(s) each")
+                run_workers(sp, cfg, data, dev, workers, stop, on_poll=_progress(st, view))
+    except KeyboardInterrupt:
+        err.print(f"[bold red]stopped[/] by {signal.Signals(stop.signal or signal.SIGINT).name}: the running trial "
+                  f"was recorded as failed and its candidate queued again; run the same command to resume",
+                  markup=True, soft_wrap=True)
+        raise typer.Exit(stop.exit_code) from None
 
     # 5. results
     frame = trials_frame(st)
@@ -293,6 +307,18 @@ def search(
     board = leaderboard(frame, top=10)
     print_leaderboard(board)
     out.print(f"{evaluated(st)}/{trials} candidates trained; files in {folder}/ (trials.csv, report.html, config.json)")
+
+
+def _progress(study, view) -> Callable[[], None]:
+    """The live view for many workers: the parent polls the study and shows each newly finished trial."""
+    seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+
+    def poll() -> None:
+        for t in study.get_trials(deepcopy=False):
+            if t.state.is_finished() and t.number not in seen:
+                seen.add(t.number)
+                view.update(study, t)
+    return poll
 
 
 def write_search_report(frame, folder: Path, budget: int, study: str) -> None:

@@ -18,6 +18,10 @@ import gc
 import hashlib
 import json
 import math
+import os
+import random
+import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -36,6 +40,7 @@ from nas.space import Choice, Range, Space
 from nas.train import EvalPoint, train
 
 EVALUATED = ("complete", "pruned", "nonfinite")  # outcomes that spent training compute
+CONCURRENT_BACKENDS = ("postgresql", "mysql")  # storages safe for many writers (SQLite is not: field-notes)
 PRUNERS = ("halving", "hyperband", "median", "none")
 SAMPLERS = ("tpe", "random")
 
@@ -131,10 +136,108 @@ def make_pruner(cfg: SearchConfig) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def open_study(cfg: SearchConfig) -> optuna.Study:
-    """Create the study, or load it to resume (the same command continues where it stopped)."""
-    return optuna.create_study(study_name=cfg.study, storage=cfg.storage, direction="maximize",
-                               sampler=make_sampler(cfg), pruner=make_pruner(cfg), load_if_exists=True)
+def heartbeat_settings() -> tuple[int, int]:
+    """(interval, grace) in seconds. A worker beats every `interval`; a trial silent for `grace` is
+    failed and its candidate queued again. Trials run for minutes, so a minute of beats costs
+    nothing, and 3x grace never fails a live worker stalled by a slow database. Tests shorten both
+    with NAS_HEARTBEAT_INTERVAL / NAS_GRACE_PERIOD."""
+    def read(name: str, default: int) -> int:
+        text = os.environ.get(name, str(default))
+        try:
+            value = int(text)
+        except ValueError:
+            raise NasError(f"{name}={text!r} must be a whole number of seconds") from None
+        if value < 1:
+            raise NasError(f"{name}={value} must be >= 1 second")
+        return value
+
+    interval = read("NAS_HEARTBEAT_INTERVAL", 60)
+    grace = read("NAS_GRACE_PERIOD", 3 * interval)
+    if grace <= interval:
+        raise NasError(f"NAS_GRACE_PERIOD={grace} must exceed NAS_HEARTBEAT_INTERVAL={interval}, or live trials are failed")
+    return interval, grace
+
+
+def storage_backend(url: str) -> str:
+    """'sqlite', 'postgresql' or 'mysql' for a valid URL; a NasError naming the fix otherwise."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    from nas.artifacts import safe_url
+
+    try:
+        backend = make_url(url).get_backend_name()
+    except (ArgumentError, ValueError):
+        raise NasError(f"--storage={safe_url(url)!r} is not a database URL: use sqlite:///PATH or "
+                       f"postgresql://USER@HOST:PORT/DB") from None
+    if backend not in ("sqlite", *CONCURRENT_BACKENDS):
+        raise NasError(f"--storage backend {backend!r} is not supported: use sqlite:///PATH or postgresql://USER@HOST:PORT/DB")
+    return backend
+
+
+def make_storage(url: str) -> optuna.storages.RDBStorage:
+    """A database storage with heartbeats: a trial whose worker died (SIGKILL, lost node) is failed
+    after the grace period and its candidate re-queued, to be run by whichever worker asks next."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from nas.artifacts import safe_url
+
+    storage_backend(url)
+    interval, grace = heartbeat_settings()
+    try:
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5 and have been since 2.x
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url, heartbeat_interval=interval, grace_period=grace,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3))
+    except SQLAlchemyError as e:
+        raise NasError(f"cannot open storage {safe_url(url)}: {_db_message(e, url)}: check that the server runs "
+                       f"and the URL, user and password are right") from None
+    except ImportError as e:
+        raise NasError(f"storage {safe_url(url)} needs a database driver ({e}): pip install 'nas[postgres]'") from None
+
+
+def _db_message(e: Exception, url: str) -> str:
+    """The driver's first line, with the password blanked in case a driver ever echoes it."""
+    from sqlalchemy.engine import make_url
+
+    text = str(getattr(e, "orig", None) or e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    password = make_url(url).password
+    return text.replace(password, "***") if password else text
+
+
+def open_study(cfg: SearchConfig, attempts: int = 8) -> optuna.Study:
+    """Create the study, or load it to resume (the same command continues where it stopped).
+
+    Workers started together race: two may both find no study (or no tables) and both create it; the
+    loser sees a duplicate-key error. Retrying the load then finds the winner's study."""
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(attempts):
+        try:
+            return optuna.create_study(study_name=cfg.study, storage=make_storage(cfg.storage), direction="maximize",
+                                       sampler=make_sampler(cfg), pruner=make_pruner(cfg), load_if_exists=True)
+        except (optuna.exceptions.DuplicatedStudyError, IntegrityError, ProgrammingError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.1 * (attempt + 1) * (1 + random.random()))
+    raise AssertionError("unreachable")
+
+
+def existing_budget(cfg: SearchConfig) -> int | None:
+    """The budget a study of this name was searched with, or None when there is no such study yet.
+    Read before anything is written, so a wrong --budget changes nothing."""
+    from sqlalchemy.engine import make_url
+
+    if storage_backend(cfg.storage) == "sqlite":
+        database = make_url(cfg.storage).database
+        if not database or database == ":memory:" or not Path(database).exists():
+            return None
+    try:
+        study = optuna.load_study(study_name=cfg.study, storage=make_storage(cfg.storage))
+    except KeyError:
+        return None
+    return study.user_attrs.get("budget")
 
 
 def suggest(trial: optuna.Trial, space: Space) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -163,6 +266,46 @@ def count_outcomes(study: optuna.Study) -> dict[str, int]:
 
 def evaluated(study: optuna.Study) -> int:
     return sum(n for k, n in count_outcomes(study).items() if k in EVALUATED)
+
+
+def _slots(study: optuna.Study) -> tuple[int, int]:
+    """(trained, training now): one read, so a trial moving from one to the other is counted once."""
+    done = training = 0
+    for t in study.get_trials(deepcopy=False):
+        outcome = t.user_attrs.get("outcome")
+        done += outcome in EVALUATED
+        training += outcome == "training" and t.state == optuna.trial.TrialState.RUNNING
+    return done, training
+
+
+def claim_training_slot(trial: optuna.Trial, target: int, poll: float = 1.0) -> bool:
+    """True when this trial may train, False when the study already has `target` trained trials.
+
+    Many workers share one study, and `--trials N` must mean exactly N trained. A worker writes its
+    claim first and then counts: of any N+1 claims, the last one written sees all of them and backs
+    off, so no more than N ever train. A worker that backs off withdraws its claim while it waits
+    (so two waiting workers cannot block each other) and claims again when a slot frees, which
+    happens when a trial fails or a dead worker's trial goes stale. Stale trials are failed here
+    too: Optuna only checks when a trial starts, and a waiting worker starts none."""
+    rng = random.Random()
+    while True:
+        trial.set_user_attr("outcome", "training")
+        done, training = _slots(trial.study)
+        if done >= target:
+            return False
+        if done + training <= target:
+            return True
+        trial.set_user_attr("outcome", "waiting")
+        while True:
+            time.sleep(poll * (0.5 + rng.random()))  # jitter: two colliding workers do not collide again
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(trial.study)
+            done, training = _slots(trial.study)
+            if done >= target:
+                return False
+            if done + training < target:
+                break
 
 
 # -- the objective ---------------------------------------------------------------------------
@@ -224,9 +367,25 @@ def make_objective(space: Space, cfg: SearchConfig, data: SearchData, device: to
             trial.set_user_attr("outcome", "duplicate")
             trial.set_user_attr("reason", f"same architecture and recipe as trial {earlier.number}")
             return earlier.value if earlier.value is not None else 0.0
-        return _train_trial(trial, arch, recipe, cfg, data, device, build)
+        try:
+            if not claim_training_slot(trial, cfg.trials):
+                trial.set_user_attr("outcome", "surplus")
+                trial.set_user_attr("reason", f"not trained: other workers had already trained {cfg.trials} trials")
+                trial.study.stop()
+                raise TrialFault("surplus")
+            return _train_trial(trial, arch, recipe, cfg, data, device, build)
+        except KeyboardInterrupt:  # Ctrl+C or SIGTERM (nas.workers): Optuna marks this trial FAIL
+            requeue(trial)
+            raise
 
     return objective
+
+
+def requeue(trial: optuna.Trial) -> None:
+    """Queue a stopped trial's candidate again, so the next worker trains it first."""
+    trial.set_user_attr("outcome", "interrupted")
+    trial.set_user_attr("reason", "worker stopped by Ctrl+C/SIGTERM: candidate queued again")
+    trial.study.enqueue_trial(dict(trial.params), user_attrs={"requeued_from": trial.number})
 
 
 def hash_recipe(recipe: Recipe) -> str:

@@ -1,0 +1,143 @@
+"""Many search workers on one study, and stopping any of them cleanly.
+
+Why it is built this way (field-notes.md):
+- Workers share nothing but the study's database; each is a whole `run_search`, so N local processes,
+  N SLURM array tasks and N machines are the same thing. `--trials N` stays exact because a worker
+  claims a training slot in the database before it trains (nas.search.claim_training_slot).
+- Processes, not threads: training holds the interpreter; each worker gets its share of the CPU
+  threads (or its own GPU) so N workers do not oversubscribe the cores.
+- Optuna fails the running trial on KeyboardInterrupt but leaves it RUNNING on SIGTERM (the default
+  action kills the process). SIGTERM (SLURM preemption, `kill`, a container stop) is therefore turned
+  into KeyboardInterrupt, so both end the same way: trial FAIL, candidate queued again, exit 128+signal.
+  A second signal exits at once; the heartbeat then fails whatever was left RUNNING.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import optuna
+import torch
+
+from nas.errors import NasError
+from nas.search import SearchConfig, load_search_data, run_search
+from nas.space import Space
+
+STOP_GRACE_SECONDS = 30  # how long a stopping worker may take to record its trial before it is killed
+
+
+@dataclass
+class Stop:
+    """What stop_on_signals saw: the signal number received (None until then), and what to do before
+    exiting on a second signal (run_workers kills its processes)."""
+
+    signal: int | None = None
+    on_force: Callable[[], None] | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + (self.signal or signal.SIGINT)
+
+
+@contextlib.contextmanager
+def stop_on_signals(signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[Stop]:
+    """First signal: KeyboardInterrupt in the main thread (the Ctrl+C path, which Optuna records).
+    Second: `on_force`, then exit at once."""
+    stop = Stop()
+
+    def handler(signum: int, frame: object) -> None:
+        if stop.signal is not None:
+            if stop.on_force is not None:
+                stop.on_force()
+            os.write(2, b"second signal: stopped at once; trials left running are failed by the heartbeat\n")
+            os._exit(128 + signum)
+        stop.signal = signum
+        raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, handler) for s in signals}
+    try:
+        yield stop
+    finally:
+        if stop.signal is None:  # once stopping, keep "a second signal exits at once" until the end
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+
+def cpu_threads(workers: int) -> int:
+    """The CPU threads each of `workers` processes may use: the cores this process may run on, shared."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // workers)
+
+
+def worker_device(device: torch.device, index: int) -> torch.device:
+    """One GPU per worker, round robin, when several are visible and none was named.
+    Written for CUDA machines; not run here (no GPU)."""
+    if device.type == "cuda" and device.index is None and torch.cuda.device_count() > 1:
+        return torch.device("cuda", index % torch.cuda.device_count())
+    return device
+
+
+def check_concurrent_storage(backend: str, url_shown: str, workers: int) -> None:
+    if workers < 1:
+        raise NasError(f"--workers={workers} must be >= 1")
+    if workers > 1 and backend == "sqlite":
+        raise NasError(f"--workers {workers} needs a database that many processes can write at once, and SQLite "
+                       f"({url_shown}) is not one: pass --storage postgresql://USER@HOST:PORT/DB (see README, Many workers)")
+
+
+def _worker(space: Space, cfg: SearchConfig, source: str, device: torch.device, threads: int) -> None:
+    """One worker process: Ctrl+C reaches it only through the parent, which forwards it once as SIGTERM."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with stop_on_signals((signal.SIGTERM,)) as stop:
+        try:
+            run_search(space, cfg, load_search_data(source, cfg), device)
+        except KeyboardInterrupt:
+            sys.exit(stop.exit_code)
+
+
+def run_workers(space: Space, cfg: SearchConfig, source: str, device: torch.device, workers: int, stop: Stop,
+                on_poll: Callable[[], None] | None = None, poll: float = 2.0) -> None:
+    """Run `workers` processes on the (already created) study until it has `cfg.trials` trained trials.
+
+    On Ctrl+C/SIGTERM the workers are told once (SIGTERM), given STOP_GRACE_SECONDS to record their
+    trials, then killed; KeyboardInterrupt is re-raised for the caller's exit message. Call it inside
+    stop_on_signals(), whose `stop` it is given, so a second signal kills the workers too."""
+    ctx = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools and locks
+    threads = cpu_threads(workers)
+    procs = [ctx.Process(target=_worker, name=f"nas-worker-{i}",
+                         args=(space, cfg, source, worker_device(device, i), threads)) for i in range(workers)]
+
+    def kill_all() -> None:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+
+    stop.on_force = kill_all
+    for p in procs:
+        p.start()
+    try:
+        while any(p.is_alive() for p in procs):
+            for p in procs:
+                p.join(timeout=poll / workers)
+            if on_poll is not None:
+                on_poll()
+    except KeyboardInterrupt:
+        for p in procs:
+            if p.is_alive():
+                os.kill(p.pid, signal.SIGTERM)
+        for p in procs:
+            p.join(timeout=STOP_GRACE_SECONDS)
+        kill_all()
+        raise
+    failed = {p.name: p.exitcode for p in procs if p.exitcode != 0}
+    if failed:
+        raise NasError(f"{len(failed)} of {workers} workers failed (exit codes {failed}): "
+                       f"run the same command again to resume the study")
