@@ -175,26 +175,39 @@ def storage_backend(url: str) -> str:
     return backend
 
 
-def make_storage(url: str) -> optuna.storages.RDBStorage:
+def make_storage(url: str, attempts: int = 8) -> optuna.storages.RDBStorage:
     """A database storage with heartbeats: a trial whose worker died (SIGKILL, lost node) is failed
-    after the grace period and its candidate re-queued, to be run by whichever worker asks next."""
-    from sqlalchemy.exc import SQLAlchemyError
+    after the grace period and its candidate re-queued, to be run by whichever worker asks next.
+
+    Workers opening a fresh database together race to create its tables; the losers see a
+    duplicate-key error and simply retry, finding the tables made."""
+    from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
 
     from nas.artifacts import safe_url
 
     storage_backend(url)
     interval, grace = heartbeat_settings()
-    try:
-        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5 and have been since 2.x
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url, heartbeat_interval=interval, grace_period=grace,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3))
-    except SQLAlchemyError as e:
-        raise NasError(f"cannot open storage {safe_url(url)}: {_db_message(e, url)}: check that the server runs "
-                       f"and the URL, user and password are right") from None
-    except ImportError as e:
-        raise NasError(f"storage {safe_url(url)} needs a database driver ({e}): pip install 'nas[postgres]'") from None
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5 and have been since 2.x
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url, heartbeat_interval=interval, grace_period=grace,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3))
+        except (IntegrityError, ProgrammingError) as e:
+            if attempt == attempts - 1:
+                raise NasError(f"cannot create the tables in {safe_url(url)}: {_db_message(e, url)}") from None
+            _backoff(attempt)
+        except SQLAlchemyError as e:
+            raise NasError(f"cannot open storage {safe_url(url)}: {_db_message(e, url)}: check that the server runs "
+                           f"and the URL, user and password are right") from None
+        except ImportError as e:
+            raise NasError(f"storage {safe_url(url)} needs a database driver ({e}): pip install 'nas[postgres]'") from None
+    raise AssertionError("unreachable")
+
+
+def _backoff(attempt: int) -> None:
+    time.sleep(0.1 * (attempt + 1) * (1 + random.random()))  # jittered, so racers do not collide again
 
 
 def _db_message(e: Exception, url: str) -> str:
@@ -220,7 +233,7 @@ def open_study(cfg: SearchConfig, attempts: int = 8) -> optuna.Study:
         except (optuna.exceptions.DuplicatedStudyError, IntegrityError, ProgrammingError):
             if attempt == attempts - 1:
                 raise
-            time.sleep(0.1 * (attempt + 1) * (1 + random.random()))
+            _backoff(attempt)
     raise AssertionError("unreachable")
 
 

@@ -49,3 +49,22 @@ def small_cifar(cifar_tarball, tmp_path_factory) -> Path:
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Decoded-image caches go to a per-session folder, never the user's ~/.cache."""
     monkeypatch.setenv("NAS_CACHE", str(tmp_path_factory.getbasetemp() / "nas-cache"))
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server for the session (tests/postgres.py), installed if missing."""
+    import postgres  # tests/postgres.py: pytest puts this folder on sys.path
+
+    try:
+        server, stop = postgres.start()
+    except (RuntimeError, FileNotFoundError) as e:
+        pytest.skip(f"no PostgreSQL server for the multi-worker tests: {e}")
+    yield server
+    stop()
+
+
+@pytest.fixture
+def pg_url(postgres_server) -> str:
+    """A fresh, empty database on the session's server, as a URL with a password in it."""
+    return postgres_server.url(postgres_server.create_database())
