@@ -240,7 +240,7 @@ def search(
 
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the live view says what happens
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # the live view says what happens, trial faults included
     # 1. validate everything before anything is written
     cap = parse_count(budget)
     sp = load_space(space_file)

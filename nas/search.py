@@ -105,6 +105,8 @@ class SearchConfig:
             raise NasError(f"--timeout={self.timeout} must be > 0 seconds")
         if self.val_size < 10:
             raise NasError(f"val_size={self.val_size} must be >= 10 images")
+        if not 0 <= self.seed < 2**32:  # numpy's seed range, which the samplers use
+            raise NasError(f"--seed={self.seed} must be between 0 and {2**32 - 1}")
 
     def trial_recipe(self, overrides: dict[str, Any]) -> Recipe:
         f = self.fidelity

@@ -142,6 +142,7 @@ def _ints(p: _Problems, key: str, raw: Any, rule: str, ok) -> tuple[int, ...]:
             continue
         if not ok(iv):
             p.add(key, v, f"is invalid: {rule}")
+            continue  # an invalid value must not size anything (layers: 10**30 would allocate per layer)
         out.append(iv)
     if len(set(out)) != len(out):
         p.add(key, raw, "repeats a choice: list each choice once")
@@ -251,7 +252,8 @@ def parse_space(data: Any, name: str = "space") -> Space:
     for key in ("layers", "blocks", "channels"):
         if key not in data:
             p.append(f"{key}: missing: every space names the choices for layers, blocks and channels")
-    layers = _ints(p, "layers", data.get("layers", [1]), "the number of residual layers must be >= 1", lambda v: v >= 1)
+    layers = _ints(p, "layers", data.get("layers", [1]), "the number of residual layers must be between 1 and 64",
+                   lambda v: 1 <= v <= 64)
     n_max = max(layers, default=1)
     per_layer = {k: _per_layer(p, k, data.get(k, DEFAULTS.get(k, [1])), n_max) for k in PER_LAYER}
     scalars = {}

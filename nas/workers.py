@@ -95,7 +95,7 @@ def _worker(space: Space, cfg: SearchConfig, source: str, device: torch.device, 
     """One worker process: Ctrl+C reaches it only through the parent, which forwards it once as SIGTERM."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # outcomes and reasons are in the study
     with stop_on_signals((signal.SIGTERM,)) as stop:
         try:
             run_search(space, cfg, load_search_data(source, cfg), device)
