@@ -76,7 +76,7 @@ def test_sigterm_stops_a_worker_in_seconds_and_queues_its_candidate_again(small_
     assert trials[stopped].state == optuna.trial.TrialState.FAIL  # not left RUNNING
     assert trials[stopped].user_attrs["outcome"] == "interrupted"
     queued = [t for t in trials.values() if t.state == optuna.trial.TrialState.WAITING]
-    assert [t.params for t in queued] == [trials[stopped].params]
+    assert [t.system_attrs["fixed_params"] for t in queued] == [trials[stopped].params]  # enqueue_trial's store
 
     r = nas_cli(args, cwd=tmp_path, env=FAST_HEARTBEAT)  # resume: the queued candidate is trained first
     assert r.returncode == 0, r.stderr
@@ -98,7 +98,8 @@ def test_ctrl_c_on_many_workers_stops_them_all_cleanly(small_cifar, pg_url, tmp_
     assert not [t for t in trials if t.state == RUNNING]
     interrupted = [t for t in trials if t.user_attrs.get("outcome") == "interrupted"]
     waiting = [t for t in trials if t.state == optuna.trial.TrialState.WAITING]
-    assert interrupted and sorted(map(str, (t.params for t in waiting))) == sorted(map(str, (t.params for t in interrupted)))
+    queued = sorted(str(sorted(t.system_attrs["fixed_params"].items())) for t in waiting)
+    assert interrupted and queued == sorted(str(sorted(t.params.items())) for t in interrupted)
 
 
 # -- trial faults, in process with stubs -----------------------------------------------------
