@@ -16,39 +16,36 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nas import count_params
+from nas import Arch, count_params
 from nas.model import build_model
 from nas.results import rank_correlation
 from nas.search import CPU_FIDELITY, SEARCH_RECIPE, SearchConfig, load_search_data
-from nas.space import load_space
 from nas.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def panel(n: int, budget: int, seed: int):
-    """n distinct random candidates of the default space within the budget, spread over sizes."""
-    space = load_space(ROOT / "search_spaces" / "default.yaml")
-    rng = np.random.default_rng(seed)
-    found = {}
-    while len(found) < n:
-        layers = int(rng.choice(space.layers))
-        values = {"layers": layers, **{k.name: k.values[rng.integers(len(k.values))] for k in space.arch_knobs(layers)}}
-        try:
-            arch = space.arch(values)
-        except Exception:
-            continue
-        if count_params(arch) <= budget:
-            found[arch.id] = arch
-    return list(found.values())
+PANEL = [  # the reports' designs and variants they tried (seed-designs.md), all under 5M parameters
+    Arch(blocks=(5, 4, 3), channels=(64, 128, 256)),
+    Arch(blocks=(2, 1, 1, 1), channels=(64, 128, 256, 512)),
+    Arch(blocks=(1, 1, 1, 1), channels=(64, 128, 256, 512)),
+    Arch(blocks=(4, 4, 3), channels=(64, 128, 256), se_ratio=16),
+    Arch(blocks=(2, 2, 2), channels=(16, 32, 64)),
+    Arch(blocks=(2, 2, 2, 1), channels=(16, 32, 64, 512)),
+    Arch(blocks=(2, 3, 3, 1, 1), channels=(16, 32, 64, 128, 512)),
+    Arch(blocks=(3, 3, 3), channels=(32, 64, 128), kernels=5),
+    Arch(blocks=(1, 1, 1), channels=(32, 64, 128)),
+    Arch(blocks=(2, 2, 2, 2), channels=(32, 64, 128, 256), block="bottleneck"),
+    Arch(blocks=(1, 1), channels=(16, 32)),
+    Arch(blocks=(2, 2, 2), channels=(48, 96, 192), skip_kernels=3),
+]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--panel", type=int, default=10)
+    ap.add_argument("--panel", type=int, default=len(PANEL))
     ap.add_argument("--longer-by", type=int, default=5)
     ap.add_argument("--budget", type=float, default=5e6)
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"))
     ap.add_argument("--out", default=str(ROOT / "results" / "fidelity_study.json"))
     args = ap.parse_args()
@@ -64,7 +61,7 @@ def main() -> None:
           f"{long.train_subset} img ({long.epochs * long.train_subset / (short.epochs * short.train_subset):.1f}x); "
           f"val {len(data.val)} images; threads {torch.get_num_threads()}", flush=True)
     rows = []
-    for arch in panel(args.panel, int(args.budget), args.seed):
+    for arch in PANEL[:args.panel]:
         r = {"arch": arch.describe(), "params": count_params(arch)}
         for name, recipe in (("short", short), ("long", long)):
             t = time.perf_counter()
