@@ -25,7 +25,12 @@ from optuna.trial import FrozenTrial, TrialState
 from nas.checkpoint import write_text_atomic
 from nas.errors import NasError
 
-OUTCOMES = ("complete", "over_budget", "pruned", "nonfinite", "duplicate", "oom", "error")
+# Final outcomes a trial can record (while running it says "training" or "waiting"):
+# trained: complete, pruned, nonfinite; rejected before compute: over_budget, invalid, duplicate;
+# faults that never stop a search: oom, error, interrupted (re-queued); surplus: another worker
+# had already trained --trials candidates.
+OUTCOMES = ("complete", "pruned", "nonfinite", "over_budget", "invalid", "duplicate", "oom", "error",
+            "interrupted", "surplus")
 BUDGET_CONSTRAINT = "params_over_budget"
 ARCH_KNOBS = (
     "blocks", "channels", "kernels", "skip_kernels", "pool", "block",

@@ -123,8 +123,10 @@ def make_sampler(cfg: SearchConfig) -> optuna.samplers.BaseSampler:
     # without it they are sampled independently and the sampler barely learns the budget: on the
     # default space it cut over-budget proposals from 79 to 25 per 100 trained (benchmarks/bench_search.py).
     # constant_liar keeps parallel workers apart; the budget constraint comes from trial.set_constraint.
-    return optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=10, multivariate=True, group=True,
-                                      constant_liar=True)
+    with warnings.catch_warnings():  # `group` is marked experimental in Optuna 5 (since 2.8)
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=10, multivariate=True, group=True,
+                                          constant_liar=True)
 
 
 def make_pruner(cfg: SearchConfig) -> optuna.pruners.BasePruner:
