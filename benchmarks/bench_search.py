@@ -30,9 +30,8 @@ def main() -> None:
     in_trials = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials)
     training = sum(t.user_attrs.get("seconds", 0.0) for t in trials)
     trained = [t for t in trials if t.user_attrs.get("outcome") in EVALUATED]
-    # pruned trials have no "seconds": their whole duration is counted as training, minus nothing
-    pruned_time = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trained if "seconds" not in t.user_attrs)
-    training += pruned_time
+    # studies from before pruned trials recorded "seconds": count their whole duration as training
+    training += sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trained if "seconds" not in t.user_attrs)
     overhead = wall - training
     print(f"study {args.study}: {len(trials)} finished trials, outcomes {count_outcomes(study)}")
     print(f"wall {wall:.1f} s (inside trials {in_trials:.1f} s); training+validation {training:.1f} s; "

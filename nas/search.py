@@ -416,6 +416,7 @@ def _train_trial(trial: optuna.Trial, arch: Arch, recipe: Recipe, cfg: SearchCon
     def on_eval(point: EvalPoint) -> None:
         curve.append([round(point.epoch, 4), point.val_acc])
         trial.set_user_attr("val_curve", curve)
+        trial.set_user_attr("seconds", round(point.seconds, 3))  # so pruned trials show their cost too
         trial.report(point.val_acc, step=len(curve))
         if trial.should_prune():
             trial.set_user_attr("outcome", "pruned")
