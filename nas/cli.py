@@ -303,7 +303,9 @@ def search(
     # 5. results
     frame = trials_frame(st)
     write_trials_csv(frame, folder / "trials.csv")
-    write_search_report(frame, folder, cap, study)
+    from nas.retrain import refresh_report
+
+    refresh_report(st, results_dir, EXAMPLES)  # keeps retrained results and baselines on the page
     board = leaderboard(frame, top=10)
     print_leaderboard(board)
     out.print(f"{evaluated(st)}/{trials} candidates trained; files in {folder}/ (trials.csv, report.html, config.json)")
@@ -319,12 +321,6 @@ def _progress(study, view) -> Callable[[], None]:
                 seen.add(t.number)
                 view.update(study, t)
     return poll
-
-
-def write_search_report(frame, folder: Path, budget: int, study: str) -> None:
-    from nas.report import write_report
-
-    write_report(frame, folder / "report.html", budget=budget, title=f"nas study {study}")
 
 
 def print_leaderboard(board) -> None:
