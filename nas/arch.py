@@ -20,6 +20,11 @@ BLOCK_TYPES = ("basic", "bottleneck")
 BOTTLENECK_DIVISOR = 4  # bottleneck inner width = C_i // 4, as in torchvision's ResNet-50
 
 
+def short_hash(obj: Any, length: int = 10) -> str:
+    """A stable short id of JSON-able data (sorted keys), shared by architectures, recipes and protocols."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:length]
+
+
 def _as_tuple(name: str, value: Any, n: int) -> tuple[int, ...]:
     """Broadcast a scalar to one value per layer; keep sequences as tuples."""
     if isinstance(value, int) and not isinstance(value, bool):
@@ -181,7 +186,7 @@ class Arch:
         d["skip_kernels"] = [k if self.skip_used(i) else 1 for i, k in enumerate(self.skip_kernels)]
         d["pool"] = self.pool_size
         d["dropout"] = float(self.dropout)
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+        return short_hash(d)
 
     def describe(self) -> str:
         """One line a human can read in a table: N=4 B=2-2-2-2 C=64-128-256-512 F=3 K=1 P=4 basic."""

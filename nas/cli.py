@@ -305,7 +305,7 @@ def search(
     write_trials_csv(frame, folder / "trials.csv")
     from nas.retrain import refresh_report
 
-    refresh_report(st, results_dir, EXAMPLES)  # keeps retrained results and baselines on the page
+    refresh_report(st, results_dir, EXAMPLES, frame)  # keeps retrained results and baselines on the page
     board = leaderboard(frame, top=10)
     print_leaderboard(board)
     out.print(f"{evaluated(st)}/{trials} candidates trained; files in {folder}/ (trials.csv, report.html, config.json)")

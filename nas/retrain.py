@@ -24,7 +24,6 @@ its last complete epoch (re-running the same command is the resume).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import platform
@@ -40,7 +39,7 @@ import torch
 import yaml
 from torch import nn
 
-from nas.arch import Arch
+from nas.arch import Arch, short_hash
 from nas.errors import NasError
 from nas.recipe import Recipe
 
@@ -163,7 +162,7 @@ def resolve_recipe(candidate: Candidate, flags: Mapping[str, Any], base: Recipe 
 def protocol_key(recipe: Recipe, val_size: int, data: str) -> str:
     """Hash of everything that makes two runs comparable except the seed (which varies within a protocol)."""
     d = {**recipe.to_dict(), "seed": None, "val_size": val_size, "data": Path(str(data)).name}
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
+    return short_hash(d, 8)
 
 
 def run_dir(root: Path, arch: Arch, recipe: Recipe, val_size: int, data: str) -> Path:
@@ -395,15 +394,16 @@ def baseline_entries(results_dir: Path, examples: Path) -> list[dict[str, Any]]:
     return entries
 
 
-def refresh_report(study: Any, results_dir: Path, examples: Path) -> Path:
-    """Rewrite RESULTS/<study>/report.html with the search, the retrained candidates and the baselines."""
+def refresh_report(study: Any, results_dir: Path, examples: Path, frame: Any = None) -> Path:
+    """Rewrite RESULTS/<study>/report.html with the search, the retrained candidates and the baselines.
+    `frame` is the study's trials table when the caller already built it."""
     from nas.report import write_report
     from nas.results import trials_frame
 
     budget = study.user_attrs.get("budget")
     if budget is None:
         raise NasError(f"study {study.study_name!r} records no budget: it was not created by `nas search`")
-    frame = trials_frame(study)
+    frame = trials_frame(study) if frame is None else frame
     retrained = [{k: e[k] for k in ("name", "params", "test_acc", "test_acc_std", "val_acc")}
                  for e in summarize(finished_runs(retrain_root(results_dir, study.study_name)))]
     baselines = [{k: e.get(k) for k in ("name", "params", "test_acc", "test_acc_std")}

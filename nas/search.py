@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import hashlib
-import json
 import math
 import os
 import random
@@ -29,7 +27,7 @@ from typing import Any, Callable
 import optuna
 import torch
 
-from nas.arch import Arch
+from nas.arch import Arch, short_hash
 from nas.counting import count_macs, count_params
 from nas.data import ImageSet, load_split, split_validation, stratified_subset
 from nas.errors import NasError
@@ -459,7 +457,7 @@ def requeue(trial: optuna.Trial) -> None:
 
 
 def hash_recipe(recipe: Recipe) -> str:
-    return hashlib.sha256(json.dumps(recipe.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
+    return short_hash(recipe.to_dict())
 
 
 def _train_trial(trial: optuna.Trial, arch: Arch, recipe: Recipe, cfg: SearchConfig, data: SearchData,
