@@ -232,7 +232,8 @@ def search(
     from nas.results import leaderboard, trials_frame, write_trials_csv
     from nas.search import (Fidelity, SEARCH_RECIPE, SearchConfig, default_fidelity, estimate_trial_seconds,
                             evaluated, existing_budget, load_search_data, open_study, run_search, storage_backend)
-    from nas.workers import check_concurrent_storage, cpu_threads, run_workers, stop_on_signals
+    from nas.stopping import stop_on_signals
+    from nas.workers import check_concurrent_storage, cpu_threads, run_workers
     from nas.space import load_space
     from nas.survey import survey
     from nas.train import select_device

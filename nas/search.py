@@ -27,6 +27,7 @@ from typing import Any, Callable
 import optuna
 import torch
 
+from nas import stopping
 from nas.arch import Arch, short_hash
 from nas.counting import count_macs, count_params
 from nas.data import ImageSet, load_split, split_validation, stratified_subset
@@ -442,7 +443,7 @@ def make_objective(space: Space, cfg: SearchConfig, data: SearchData, device: to
                 trial.study.stop()
                 raise TrialFault("surplus")
             return _train_trial(trial, arch, recipe, cfg, data, device, build)
-        except KeyboardInterrupt:  # Ctrl+C or SIGTERM (nas.workers): Optuna marks this trial FAIL
+        except KeyboardInterrupt:  # Ctrl+C or SIGTERM (nas.stopping): Optuna marks this trial FAIL
             requeue(trial)
             raise
 
@@ -465,19 +466,23 @@ def _train_trial(trial: optuna.Trial, arch: Arch, recipe: Recipe, cfg: SearchCon
     curve: list[list[float]] = []
 
     def on_eval(point: EvalPoint) -> None:
-        curve.append([round(point.epoch, 4), point.val_acc])
-        trial.set_user_attr("val_curve", curve)
-        trial.set_user_attr("seconds", round(point.seconds, 3))  # so pruned trials show their cost too
-        trial.report(point.val_acc, step=len(curve))
-        if trial.should_prune():
-            trial.set_user_attr("outcome", "pruned")
-            trial.set_user_attr("reason", f"val_acc {point.val_acc:.4f} at epoch {point.epoch:g} below the pruner's rung")
+        with stopping.held():  # database writes
+            curve.append([round(point.epoch, 4), point.val_acc])
+            trial.set_user_attr("val_curve", curve)
+            trial.set_user_attr("seconds", round(point.seconds, 3))  # so pruned trials show their cost too
+            trial.report(point.val_acc, step=len(curve))
+            prune = trial.should_prune()
+            if prune:
+                trial.set_user_attr("outcome", "pruned")
+                trial.set_user_attr("reason", f"val_acc {point.val_acc:.4f} at epoch {point.epoch:g} below the pruner's rung")
+        if prune:
             raise optuna.TrialPruned()
 
     oom = False
     try:
-        model = build(arch.scaled(cfg.fidelity.width), recipe.init)
-        result = train(model, recipe, data.train, data.val, device, on_eval=on_eval)
+        with stopping.at_once():  # nothing is being written while a trial trains
+            model = build(arch.scaled(cfg.fidelity.width), recipe.init)
+            result = train(model, recipe, data.train, data.val, device, on_eval=on_eval)
     except torch.OutOfMemoryError:
         oom = True  # free memory outside the except block: the exception keeps frames alive
     except (optuna.TrialPruned, KeyboardInterrupt):
@@ -520,13 +525,14 @@ def run_search(space: Space, cfg: SearchConfig, data: SearchData, device: torch.
         rejected_in_a_row = rejected_in_a_row + 1 if outcome in ("over_budget", "invalid", "duplicate") else 0
         if on_trial is not None:
             on_trial(study, trial)
-        if evaluated(study) >= cfg.trials or rejected_in_a_row >= max_rejections:
+        if evaluated(study) >= cfg.trials or rejected_in_a_row >= max_rejections or stopping.pending():
             study.stop()
 
     if evaluated(study) >= cfg.trials:
         return study
-    study.optimize(make_objective(space, cfg, data, device, build), timeout=cfg.timeout,
-                   callbacks=[stop_when_done], catch=(TrialFault,), gc_after_trial=False)
+    with stopping.held():  # a stop signal is raised only while a trial trains, or after Optuna's loop
+        study.optimize(make_objective(space, cfg, data, device, build), timeout=cfg.timeout,
+                       callbacks=[stop_when_done], catch=(TrialFault,), gc_after_trial=False)
     return study
 
 

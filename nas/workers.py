@@ -6,21 +6,17 @@ Why it is built this way (field-notes.md):
   claims a training slot in the database before it trains (nas.search.claim_training_slot).
 - Processes, not threads: training holds the interpreter; each worker gets its share of the CPU
   threads (or its own GPU) so N workers do not oversubscribe the cores.
-- Optuna fails the running trial on KeyboardInterrupt but leaves it RUNNING on SIGTERM (the default
-  action kills the process). SIGTERM (SLURM preemption, `kill`, a container stop) is therefore turned
-  into KeyboardInterrupt, so both end the same way: trial FAIL, candidate queued again, exit 128+signal.
-  A second signal exits at once; the heartbeat then fails whatever was left RUNNING.
+- Ctrl+C reaches the parent only; it forwards SIGTERM once to each worker, which stops the way a single
+  search does (nas.stopping): trial FAIL, candidate queued again, exit 128+signal.
 """
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import os
 import signal
 import sys
-from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
 import optuna
 import torch
@@ -28,45 +24,9 @@ import torch
 from nas.errors import NasError
 from nas.search import SearchConfig, load_search_data, run_search
 from nas.space import Space
+from nas.stopping import Stop, stop_on_signals
 
 STOP_GRACE_SECONDS = 30  # how long a stopping worker may take to record its trial before it is killed
-
-
-@dataclass
-class Stop:
-    """What stop_on_signals saw: the signal number received (None until then), and what to do before
-    exiting on a second signal (run_workers kills its processes)."""
-
-    signal: int | None = None
-    on_force: Callable[[], None] | None = None
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + (self.signal or signal.SIGINT)
-
-
-@contextlib.contextmanager
-def stop_on_signals(signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[Stop]:
-    """First signal: KeyboardInterrupt in the main thread (the Ctrl+C path, which Optuna records).
-    Second: `on_force`, then exit at once."""
-    stop = Stop()
-
-    def handler(signum: int, frame: object) -> None:
-        if stop.signal is not None:
-            if stop.on_force is not None:
-                stop.on_force()
-            os.write(2, b"second signal: stopped at once; trials left running are failed by the heartbeat\n")
-            os._exit(128 + signum)
-        stop.signal = signum
-        raise KeyboardInterrupt
-
-    previous = {s: signal.signal(s, handler) for s in signals}
-    try:
-        yield stop
-    finally:
-        if stop.signal is None:  # once stopping, keep "a second signal exits at once" until the end
-            for s, h in previous.items():
-                signal.signal(s, h)
 
 
 def cpu_threads(workers: int) -> int:

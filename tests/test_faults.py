@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import nas.search
+import nas.stopping
 from nas.results import trials_frame
 from nas.search import SEARCH_RECIPE, Fidelity, SearchConfig, load_search_data, run_search
 from nas.space import load_space
@@ -103,6 +104,32 @@ def test_ctrl_c_on_many_workers_stops_them_all_cleanly(small_cifar, pg_url, tmp_
 
 
 # -- trial faults, in process with stubs -----------------------------------------------------
+def test_a_signal_while_optuna_records_a_result_keeps_the_result_and_stops_after_it(small_cifar, tmp_path,
+                                                                                   monkeypatch):
+    """CI once sent SIGINT inside Optuna's own write of a finished trial: a traceback, the trial half-told."""
+    cfg = config(tmp_path)
+    monkeypatch.setattr(nas.search, "train", lambda *a, **k: fake_result(val_acc=0.4))
+    write = optuna.storages.RDBStorage.set_trial_state_values
+
+    def interrupted_write(self, trial_id, state, values=None):
+        if values == [0.4]:  # a trained trial (over-budget proposals are recorded as 0.0)
+            os.kill(os.getpid(), signal.SIGINT)
+        return write(self, trial_id, state, values)
+
+    monkeypatch.setattr(optuna.storages.RDBStorage, "set_trial_state_values", interrupted_write)
+    saved = signal.getsignal(signal.SIGINT)
+    try:
+        with nas.stopping.stop_on_signals() as stop, pytest.raises(KeyboardInterrupt):
+            run_search(load_space(TINY), cfg, load_search_data(str(small_cifar), cfg), torch.device("cpu"))
+    finally:
+        signal.signal(signal.SIGINT, saved)
+    trials = optuna.load_study(study_name="f", storage=cfg.storage).get_trials()
+    assert stop.signal == signal.SIGINT
+    assert [(t.state, t.value, t.user_attrs["outcome"]) for t in trials if t.value] == [
+        (optuna.trial.TrialState.COMPLETE, 0.4, "complete")]  # recorded whole
+    assert trials[-1].user_attrs["outcome"] == "complete"  # and no proposal after it
+
+
 def config(tmp_path: Path, trials: int = 3) -> SearchConfig:
     return SearchConfig(budget=50_000, trials=trials, study="f", storage=f"sqlite:///{tmp_path / 'f.db'}",
                         fidelity=Fidelity(epochs=1, train_subset=128, val_subset=100, width=1.0, evals_per_epoch=1),
