@@ -6,6 +6,7 @@ Every user error is a NasError printed as one line on stderr with exit code 2, n
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import signal
 import sys
@@ -57,19 +58,21 @@ def _int_list(text: str | None, name: str) -> tuple[int, ...] | None:
         raise NasError(f"--{name}={text!r} must be comma-separated integers, e.g. 2,2,2,2") from None
 
 
-ArchFile = Annotated[Optional[Path], typer.Argument(help="Architecture file (JSON or YAML, as in examples/); or give --blocks and --channels.", show_default=False)]
-Blocks = Annotated[Optional[str], typer.Option(help="Blocks per residual layer B_i, e.g. 2,2,2,2.")]
-Channels = Annotated[Optional[str], typer.Option(help="Output channels per layer C_i, e.g. 64,128,256,512.")]
-Kernels = Annotated[Optional[str], typer.Option(help="Conv kernel F_i: one odd value for all layers or one per layer. (default: 3)")]
-SkipKernels = Annotated[Optional[str], typer.Option("--skip-kernels", help="Shortcut conv kernel K_i (odd). (default: 1)")]
-Pool = Annotated[Optional[int], typer.Option(help="Average-pool kernel P. (default: global)")]
-Block = Annotated[str, typer.Option(help=f"Block type: {' | '.join(BLOCK_TYPES)}.")]
-Se = Annotated[bool, typer.Option("--se", help="Add squeeze-and-excitation (reduction --se-ratio).")]
-SeRatio = Annotated[int, typer.Option("--se-ratio", help="SE reduction ratio, used with --se.")]
-Groups = Annotated[int, typer.Option(help="Groups in the KxK convs (ResNeXt cardinality).")]
-Dropout = Annotated[float, typer.Option(help="Dropout between a block's convs.")]
-Classes = Annotated[int, typer.Option("--classes", help="Number of classes.")]
-InputSize = Annotated[int, typer.Option("--input-size", help="Input image side in pixels.")]
+ARCH_FLAGS: dict[str, tuple[Any, Any]] = {  # parameter: (annotation, default)
+    "arch_file": (Annotated[Optional[Path], typer.Argument(help="Architecture file (JSON or YAML, as in examples/); or give --blocks and --channels.", show_default=False)], None),
+    "blocks": (Annotated[Optional[str], typer.Option(help="Blocks per residual layer B_i, e.g. 2,2,2,2.")], None),
+    "channels": (Annotated[Optional[str], typer.Option(help="Output channels per layer C_i, e.g. 64,128,256,512.")], None),
+    "kernels": (Annotated[Optional[str], typer.Option(help="Conv kernel F_i: one odd value for all layers or one per layer. (default: 3)")], None),
+    "skip_kernels": (Annotated[Optional[str], typer.Option("--skip-kernels", help="Shortcut conv kernel K_i (odd). (default: 1)")], None),
+    "pool": (Annotated[Optional[int], typer.Option(help="Average-pool kernel P. (default: global)")], None),
+    "block": (Annotated[str, typer.Option(help=f"Block type: {' | '.join(BLOCK_TYPES)}.")], "basic"),
+    "se": (Annotated[bool, typer.Option("--se", help="Add squeeze-and-excitation (reduction --se-ratio).")], False),
+    "se_ratio": (Annotated[int, typer.Option("--se-ratio", help="SE reduction ratio, used with --se.")], 16),
+    "groups": (Annotated[int, typer.Option(help="Groups in the KxK convs (ResNeXt cardinality).")], 1),
+    "dropout": (Annotated[float, typer.Option(help="Dropout between a block's convs.")], 0.0),
+    "classes": (Annotated[int, typer.Option("--classes", help="Number of classes.")], 10),
+    "input_size": (Annotated[int, typer.Option("--input-size", help="Input image side in pixels.")], 32),
+}
 
 
 def read_arch_file(path: Path) -> Arch:
@@ -87,39 +90,48 @@ def read_arch_file(path: Path) -> Arch:
         raise NasError(f"{path}: {e}") from None
 
 
-def arch_from_flags(arch_file: Path | None, blocks: str | None, channels: str | None, kernels: str | None,
-                    skip_kernels: str | None, pool: int | None, block: str, se: bool, se_ratio: int,
-                    groups: int, dropout: float, classes: int, input_size: int) -> Arch:
-    """An Arch from a file or from flags (not both: a file is the whole architecture)."""
-    flags_given = any(v is not None for v in (blocks, channels, kernels, skip_kernels, pool))
+def arch_from_flags(arch_file: Path | None = None, **flags: Any) -> Arch:
+    """An Arch from a file or from the ARCH_FLAGS (not both: a file is the whole architecture)."""
+    f = {name: default for name, (_, default) in ARCH_FLAGS.items() if name != "arch_file"} | flags
     if arch_file is not None:
-        if flags_given:
-            raise NasError("give either an ARCH_FILE or --blocks/--channels/..., not both")
+        given = [name for name, value in flags.items() if value != ARCH_FLAGS[name][1]]
+        if given:
+            raise NasError(f"give either an ARCH_FILE or flags, not both: {arch_file} is the whole architecture, "
+                           f"so --{given[0].replace('_', '-')} would be ignored")
         return read_arch_file(arch_file)
-    if blocks is None or channels is None:
+    if f["blocks"] is None or f["channels"] is None:
         raise NasError("no architecture given: pass an ARCH_FILE, or --blocks and --channels (e.g. --blocks 2,2,2,2 --channels 64,128,256,512)")
-    b = _int_list(blocks, "blocks")
-    ks = _int_list(kernels, "kernels") or (3,)
-    sk = _int_list(skip_kernels, "skip-kernels") or (1,)
+    b = _int_list(f["blocks"], "blocks")
+    ks = _int_list(f["kernels"], "kernels") or (3,)
+    sk = _int_list(f["skip_kernels"], "skip-kernels") or (1,)
     n = len(b or ())
-    return Arch(blocks=b, channels=_int_list(channels, "channels"),
+    return Arch(blocks=b, channels=_int_list(f["channels"], "channels"),
                 kernels=ks * n if len(ks) == 1 else ks, skip_kernels=sk * n if len(sk) == 1 else sk,
-                pool=pool, block=block, se_ratio=se_ratio if se else 0, groups=groups, dropout=dropout,
-                num_classes=classes, input_size=input_size)
+                pool=f["pool"], block=f["block"], se_ratio=f["se_ratio"] if f["se"] else 0, groups=f["groups"],
+                dropout=f["dropout"], num_classes=f["classes"], input_size=f["input_size"])
 
+
+def arch_command(fn: Callable) -> Callable:
+    """Register a command over one architecture: it gets ARCH_FILE and the --blocks/--channels/... flags
+    (the same in count, train and bench) and is called with the `Arch` they describe."""
+    own = inspect.signature(fn, eval_str=True)
+    flags = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=a, default=d)
+             for name, (a, d) in ARCH_FLAGS.items()]
+
+    @functools.wraps(fn)
+    def wrapper(**kwargs: Any) -> Any:
+        return fn(arch_from_flags(**{name: kwargs.pop(name) for name in ARCH_FLAGS}), **kwargs)
+
+    wrapper.__signature__ = own.replace(parameters=[*flags, *list(own.parameters.values())[1:]])  # for Typer
+    return command(wrapper)
 
 # -- count -----------------------------------------------------------------------------------
-@command
+@arch_command
 def count(
-    arch_file: ArchFile = None, blocks: Blocks = None, channels: Channels = None, kernels: Kernels = None,
-    skip_kernels: SkipKernels = None, pool: Pool = None, block: Block = "basic", se: Se = False,
-    se_ratio: SeRatio = 16, groups: Groups = 1, dropout: Dropout = 0.0, classes: Classes = 10,
-    input_size: InputSize = 32,
+    arch: Arch,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Count parameters and MACs of one architecture, exactly, without building it."""
-    arch = arch_from_flags(arch_file, blocks, channels, kernels, skip_kernels, pool, block, se, se_ratio,
-                           groups, dropout, classes, input_size)
     rows = breakdown(arch)
     params, macs = count_params(arch), count_macs(arch)
     if as_json:
@@ -588,12 +600,9 @@ def _model_for(arch: Arch, n_classes: int, init: str, seed: int):
     return build_model(arch, init=init)
 
 
-@command
+@arch_command
 def train(
-    arch_file: ArchFile = None, blocks: Blocks = None, channels: Channels = None, kernels: Kernels = None,
-    skip_kernels: SkipKernels = None, pool: Pool = None, block: Block = "basic", se: Se = False,
-    se_ratio: SeRatio = 16, groups: Groups = 1, dropout: Dropout = 0.0, classes: Classes = 10,
-    input_size: InputSize = 32,
+    arch: Arch,
     data: Data = "cifar10",
     val_size: Annotated[int, typer.Option("--val-size", help="Training images held out for validation (stratified, seed 0); 0 = none.")] = 5000,
     epochs: Annotated[Optional[int], typer.Option(help="Epochs. (default: 200)")] = None,
@@ -616,8 +625,6 @@ def train(
     from nas.train import select_device
     from nas.train import train as run_training
 
-    arch = arch_from_flags(arch_file, blocks, channels, kernels, skip_kernels, pool, block, se, se_ratio,
-                           groups, dropout, classes, input_size)
     flags = {k: v for k, v in {"epochs": epochs, "batch_size": batch_size, "lr": lr, "precision": precision,
                                "train_subset": train_subset, "seed": seed}.items() if v is not None}
     recipe = Recipe.from_dict({**parse_overrides(settings or []), **flags})
@@ -660,12 +667,9 @@ def train(
     out.print(f"val acc {result.val_acc:.2%}{test}; {result.images_per_s:,.0f} images/s on {dev}; {result.seconds:.1f} s")
 
 
-@command
+@arch_command
 def bench(
-    arch_file: ArchFile = None, blocks: Blocks = None, channels: Channels = None, kernels: Kernels = None,
-    skip_kernels: SkipKernels = None, pool: Pool = None, block: Block = "basic", se: Se = False,
-    se_ratio: SeRatio = 16, groups: Groups = 1, dropout: Dropout = 0.0, classes: Classes = 10,
-    input_size: InputSize = 32,
+    arch: Arch,
     data: Data = "cifar10",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step, both sides.")] = 128,
     steps: Annotated[int, typer.Option(help="Timed steps per round and side.")] = 10,
@@ -682,8 +686,6 @@ def bench(
     from nas.recipe import Recipe
     from nas.train import select_device
 
-    arch = arch_from_flags(arch_file, blocks, channels, kernels, skip_kernels, pool, block, se, se_ratio,
-                           groups, dropout, classes, input_size)
     recipe = Recipe(precision=precision)
     dev = select_device(device)
     train_set = load_split(data, "train")

@@ -56,6 +56,8 @@ def test_space_samples_large_spaces_and_prints_a_histogram():
     (["count", "--blocks", "2", "--channels", "8", "--kernels", "2"], "kernels[0]=2"),
     (["count", "missing.json"], "cannot read architecture file"),
     (["count", "examples/resnet18.json", "--blocks", "1"], "not both"),
+    (["count", "examples/resnet18.json", "--se"], "--se would be ignored"),
+    (["train", "examples/resnet18.json", "--groups", "2"], "--groups would be ignored"),
     (["count", "--blocks", "1", "--channels", "8", "--pool", "64"], "pool=64 is invalid"),
     (["space", "search_spaces/tiny.yaml", "--budget", "5x"], "budget='5x' is not a count"),
     (["space", "search_spaces/tiny.yaml", "--budget", "0"], "positive whole number"),
