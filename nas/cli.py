@@ -308,8 +308,8 @@ def search(
                 out.print(f"{workers} worker processes, {cpu_threads(workers)} CPU thread(s) each")
                 run_workers(sp, cfg, data, dev, workers, stop, on_poll=_progress(st, view))
     except KeyboardInterrupt:
-        err.print(f"[bold red]stopped[/] by {signal.Signals(stop.signal or signal.SIGINT).name}: the running trial "
-                  f"was recorded as failed and its candidate queued again; run the same command to resume",
+        err.print(f"[bold red]stopped[/] by {signal.Signals(stop.signal or signal.SIGINT).name}: a trial stopped in "
+                  f"training was recorded as failed and its candidate queued again; run the same command to resume",
                   markup=True, soft_wrap=True)
         raise typer.Exit(stop.exit_code) from None
 
