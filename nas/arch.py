@@ -139,15 +139,16 @@ class Arch:
 
     def scaled(self, width: float) -> Arch:
         """The same network with channels times `width`, for cheap proxy training: widths are
-        rounded up to what stays valid (divisible by groups and the bottleneck divisor, >= se_ratio)."""
+        rounded up to a multiple of groups and the bottleneck divisor, and the SE ratio is lowered
+        to the narrowest layer where needed. (Raising narrow layers to the SE ratio instead made
+        every SE candidate up to 64 channels wide the same 16-channel proxy, with the same score.)"""
         if not 0 < width <= 1:
             raise NasError(f"width={width!r} must be in (0, 1]: it scales channels down for proxy training")
         if width == 1:
             return self
         step = self.groups * (BOTTLENECK_DIVISOR if self.block == "bottleneck" else 1)
-        low = max(self.se_ratio, step)
-        channels = tuple(max(low, -(-round(c * width) // step) * step) for c in self.channels)
-        return dataclasses.replace(self, channels=channels)
+        channels = tuple(max(step, -(-round(c * width) // step) * step) for c in self.channels)
+        return dataclasses.replace(self, channels=channels, se_ratio=min(self.se_ratio, *channels))
 
     # -- identity and serialisation ---------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -422,9 +422,10 @@ def make_objective(space: Space, cfg: SearchConfig, data: SearchData, device: to
             return 0.0
         params = count_params(arch)
         recipe = cfg.trial_recipe(overrides)
+        proxy = arch.scaled(cfg.fidelity.width)  # what is trained: two candidates may share one proxy
         for key, value in (("arch", arch.to_dict()), ("arch_id", arch.id), ("params", params),
                            ("macs", count_macs(arch)), ("recipe", recipe.to_dict()),
-                           ("candidate_key", f"{arch.id}:{hash_recipe(recipe)}")):
+                           ("candidate_key", f"{proxy.id}:{hash_recipe(recipe)}")):
             trial.set_user_attr(key, value)
         trial.set_constraint(BUDGET_CONSTRAINT, float(params - cfg.budget))
         if params > cfg.budget:  # rejected in microseconds: nothing built, nothing trained
@@ -434,7 +435,7 @@ def make_objective(space: Space, cfg: SearchConfig, data: SearchData, device: to
         earlier = _previous(trial.study, trial.user_attrs["candidate_key"])
         if earlier is not None:
             trial.set_user_attr("outcome", "duplicate")
-            trial.set_user_attr("reason", f"same architecture and recipe as trial {earlier.number}")
+            trial.set_user_attr("reason", f"trains the same network and recipe as trial {earlier.number}")
             return earlier.value if earlier.value is not None else 0.0
         try:
             if not claim_training_slot(trial, cfg.trials):
@@ -442,7 +443,7 @@ def make_objective(space: Space, cfg: SearchConfig, data: SearchData, device: to
                 trial.set_user_attr("reason", f"not trained: other workers had already trained {cfg.trials} trials")
                 trial.study.stop()
                 raise TrialFault("surplus")
-            return _train_trial(trial, arch, recipe, cfg, data, device, build)
+            return _train_trial(trial, proxy, recipe, data, device, build)
         except KeyboardInterrupt:  # Ctrl+C or SIGTERM (nas.stopping): Optuna marks this trial FAIL
             requeue(trial)
             raise
@@ -461,8 +462,8 @@ def hash_recipe(recipe: Recipe) -> str:
     return short_hash(recipe.to_dict())
 
 
-def _train_trial(trial: optuna.Trial, arch: Arch, recipe: Recipe, cfg: SearchConfig, data: SearchData,
-                 device: torch.device, build: Callable[[Arch, str], torch.nn.Module]) -> float:
+def _train_trial(trial: optuna.Trial, proxy: Arch, recipe: Recipe, data: SearchData, device: torch.device,
+                 build: Callable[[Arch, str], torch.nn.Module]) -> float:
     curve: list[list[float]] = []
 
     def on_eval(point: EvalPoint) -> None:
@@ -481,7 +482,7 @@ def _train_trial(trial: optuna.Trial, arch: Arch, recipe: Recipe, cfg: SearchCon
     oom = False
     try:
         with stopping.at_once():  # nothing is being written while a trial trains
-            model = build(arch.scaled(cfg.fidelity.width), recipe.init)
+            model = build(proxy, recipe.init)
             result = train(model, recipe, data.train, data.val, device, on_eval=on_eval)
     except torch.OutOfMemoryError:
         oom = True  # free memory outside the except block: the exception keeps frames alive

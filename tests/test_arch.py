@@ -71,3 +71,19 @@ def test_id_is_stable_and_ignores_what_does_not_change_the_network():
     assert a.id == Arch(blocks=(2, 2), channels=(16, 32), pool=16).id
     assert a.id != Arch(blocks=(2, 2), channels=(16, 32), skip_kernels=(1, 3)).id
     assert a.id != Arch(blocks=(2, 2), channels=(16, 32), pool=8).id
+
+
+@pytest.mark.parametrize("block, groups, se_ratio", [("basic", 1, 16), ("basic", 1, 0), ("bottleneck", 1, 16),
+                                                     ("basic", 4, 0), ("bottleneck", 2, 16)])
+def test_proxies_are_valid_and_keep_the_default_space_s_widths_apart(block, groups, se_ratio):
+    """A search at width x0.25 scores proxies: widths that collapse into one proxy get one score.
+    (SE once raised every layer to the SE ratio, so 16-, 32-, 48- and 64-channel layers were one proxy.)"""
+    widths = (16, 32, 48, 64, 96, 128)
+    proxies = [Arch(blocks=(1, 1), channels=(c, 2 * c), block=block, groups=groups, se_ratio=se_ratio).scaled(0.25)
+               for c in widths]
+    assert len({p.id for p in proxies}) == len(widths)
+    for c, p in zip(widths, proxies):
+        assert c // 4 <= p.channels[0] < c // 4 + groups * (4 if block == "bottleneck" else 1)
+        assert p.se_ratio == (min(se_ratio, p.channels[0]) if se_ratio else 0)
+    full = Arch(blocks=(1, 1), channels=(64, 128), se_ratio=16)
+    assert full.scaled(1) is full

@@ -13,6 +13,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
+import yaml
 
 import nas.data
 import nas.search
@@ -23,7 +24,7 @@ from nas.data import ImageSet
 from nas.search import (SEARCH_RECIPE, Fidelity, SearchConfig, SearchData, load_search_data, over_budget_fraction,
                         run_search)
 from nas.train import TrainResult
-from nas.space import load_space
+from nas.space import load_space, parse_space
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "search_spaces" / "tiny.yaml"
@@ -96,19 +97,21 @@ def test_over_budget_candidates_are_never_built(small_cifar, tmp_path):
 
 def test_over_budget_proposals_vanish_after_start_up_and_are_rarer_than_random(tmp_path, monkeypatch):
     """The sampler's side only: training is replaced by a deterministic score (bigger is better,
-    as in real searches, which pushes proposals towards the budget edge)."""
+    as in real searches, which pushes proposals towards the budget edge). The space lets every layer
+    take every width, so about half of it is over 5M parameters."""
     def scored(model, recipe, train_set, val_set, device, on_eval=None, **kw):
         p = sum(x.numel() for x in model.parameters())
         return TrainResult("ok", (), 0.5 + 0.04 * math.log(p), 0.0, 0.0, 0, 0.0)
 
     monkeypatch.setattr(nas.search, "train", scored)
     blank = ImageSet(torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.zeros(4, dtype=torch.long), ("x",))
+    raw = yaml.safe_load((ROOT / "search_spaces" / "default.yaml").read_text())
+    wide = parse_space({**raw, "channels": [16, 32, 48, 64, 96, 128, 192, 256, 384, 512]})
     share, curve = {}, []
     for sampler in ("tpe", "random"):
         cfg = config(tmp_path, study=sampler, sampler=sampler, budget=5_000_000, trials=60,
                      fidelity=Fidelity(1, 0, 0, 1.0, 1))
-        study = run_search(load_space(ROOT / "search_spaces" / "default.yaml"), cfg, SearchData(blank, blank),
-                           torch.device("cpu"))
+        study = run_search(wide, cfg, SearchData(blank, blank), torch.device("cpu"))
         outcomes = [t.user_attrs["outcome"] for t in study.trials]
         share[sampler] = outcomes.count("over_budget") / len(outcomes)
         assert outcomes.count("complete") == 60
@@ -166,4 +169,23 @@ def test_duplicates_are_not_trained_twice(small_cifar, tmp_path):
     study.optimize(nas.search.make_objective(space, cfg, data, torch.device("cpu"),
                                              build=lambda a, i: built.append(a) or build_model(a, i)), n_trials=1)
     last = study.trials[-1]
+    assert last.user_attrs["outcome"] == "duplicate" and last.value == first.value and built == []
+
+
+def test_candidates_that_share_a_proxy_are_trained_once(small_cifar, tmp_path):
+    """At width x0.05 layer widths 8 and 16 both become 1 channel: the same network is trained."""
+    space = load_space(TINY)
+    cfg = config(tmp_path, trials=1, fidelity=Fidelity(epochs=1, train_subset=128, val_subset=100, width=0.05,
+                                                       evals_per_epoch=1))
+    data = load_search_data(str(small_cifar), cfg)
+    study = run_search(space, cfg, data, torch.device("cpu"))
+    first = next(t for t in study.trials if t.user_attrs.get("outcome") == "complete")
+    wider = {**first.params, "channels_1": 16 if first.params["channels_1"] == 8 else 8}
+    assert Arch.from_dict(first.user_attrs["arch"]).scaled(0.05) == space.arch(wider).scaled(0.05)
+    study.enqueue_trial(wider)
+    built = []
+    study.optimize(nas.search.make_objective(space, cfg, data, torch.device("cpu"),
+                                             build=lambda a, i: built.append(a) or build_model(a, i)), n_trials=1)
+    last = study.trials[-1]
+    assert last.params == wider and last.user_attrs["arch_id"] != first.user_attrs["arch_id"]
     assert last.user_attrs["outcome"] == "duplicate" and last.value == first.value and built == []
