@@ -3,6 +3,8 @@ short-schedule score and a training LONGER_BY times longer, on a panel of in-bud
 
 Run: python benchmarks/fidelity_study.py [--panel 10] [--longer-by 5] [--data PATH]
 Prints one line per architecture and the rank correlations (issue 4 asks tau >= 0.6).
+With --study NAME --top K, a search's K best join the panel: does their lead over the seed designs
+at the search's fidelity hold at the longer training? (--panel 0 runs only them.)
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import optuna
 import torch
 
 from nas import Arch, count_params
 from nas.model import build_model
-from nas.results import rank_correlation
+from nas.artifacts import default_storage
+from nas.results import leaderboard, rank_correlation, trials_frame
 from nas.search import CPU_FIDELITY, SEARCH_RECIPE, SearchConfig, load_search_data
 from nas.train import train
 
@@ -47,8 +51,14 @@ def main() -> None:
     ap.add_argument("--longer-by", type=int, default=5)
     ap.add_argument("--budget", type=float, default=5e6)
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"))
+    ap.add_argument("--study", help="also train the K best trials of this study (results/STUDY/study.db)")
+    ap.add_argument("--top", type=int, default=3)
     ap.add_argument("--out", default=str(ROOT / "results" / "fidelity_study.json"))
     args = ap.parse_args()
+    panel = PANEL[:args.panel]
+    if args.study:
+        study = optuna.load_study(study_name=args.study, storage=default_storage(ROOT / "results", args.study))
+        panel += [Arch.from_dict(a) for a in leaderboard(trials_frame(study), top=args.top)["arch_json"].map(json.loads)]
     fid = CPU_FIDELITY
     cfg = SearchConfig(budget=int(args.budget), trials=1, study="fidelity", storage="sqlite://", fidelity=fid,
                        recipe=SEARCH_RECIPE)
@@ -61,10 +71,11 @@ def main() -> None:
           f"{long.train_subset} img ({long.epochs * long.train_subset / (short.epochs * short.train_subset):.1f}x); "
           f"val {len(data.val)} images; threads {torch.get_num_threads()}", flush=True)
     rows = []
-    for arch in PANEL[:args.panel]:
+    for arch in panel:
         r = {"arch": arch.describe(), "params": count_params(arch)}
         for name, recipe in (("short", short), ("long", long)):
             t = time.perf_counter()
+            torch.manual_seed(recipe.seed)  # the initial weights a search trial would get
             res = train(build_model(arch.scaled(fid.width)), recipe, data.train, data.val, torch.device("cpu"))
             r[name], r[f"{name}_s"], r[f"{name}_loss_sum"] = res.val_acc, time.perf_counter() - t, res.train_loss_sum
         rows.append(r)

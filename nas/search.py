@@ -482,6 +482,7 @@ def _train_trial(trial: optuna.Trial, proxy: Arch, recipe: Recipe, data: SearchD
     oom = False
     try:
         with stopping.at_once():  # nothing is being written while a trial trains
+            torch.manual_seed(recipe.seed)  # a score depends on the candidate and recipe, not on earlier trials
             model = build(proxy, recipe.init)
             result = train(model, recipe, data.train, data.val, device, on_eval=on_eval)
     except torch.OutOfMemoryError:

@@ -21,8 +21,8 @@ from nas import Arch, count_params
 from nas.model import build_model
 from nas.results import BUDGET_CONSTRAINT
 from nas.data import ImageSet
-from nas.search import (SEARCH_RECIPE, Fidelity, SearchConfig, SearchData, load_search_data, over_budget_fraction,
-                        run_search)
+from nas.search import (SEARCH_RECIPE, Fidelity, SearchConfig, SearchData, load_search_data, open_study,
+                        over_budget_fraction, run_search)
 from nas.train import TrainResult
 from nas.space import load_space, parse_space
 
@@ -189,3 +189,19 @@ def test_candidates_that_share_a_proxy_are_trained_once(small_cifar, tmp_path):
     last = study.trials[-1]
     assert last.params == wider and last.user_attrs["arch_id"] != first.user_attrs["arch_id"]
     assert last.user_attrs["outcome"] == "duplicate" and last.value == first.value and built == []
+
+
+def test_a_trial_s_score_depends_only_on_its_candidate_and_recipe(small_cifar, tmp_path):
+    """The initial weights were once drawn from whatever RNG state earlier trials left behind."""
+    space = load_space(TINY)
+    scores = []
+    for run in range(2):
+        cfg = config(tmp_path / str(run), trials=1)
+        (tmp_path / str(run)).mkdir()
+        if run:
+            open_study(cfg, space).enqueue_trial(first.params)
+        torch.rand(1000 * (run + 1))  # a different random history before the trial
+        study = run_search(space, cfg, load_search_data(str(small_cifar), cfg), torch.device("cpu"))
+        first = next(t for t in study.trials if t.user_attrs.get("outcome") == "complete")
+        scores.append((first.params, first.user_attrs["val_curve"]))
+    assert scores[0] == scores[1]
