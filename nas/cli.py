@@ -125,6 +125,7 @@ def arch_command(fn: Callable) -> Callable:
     wrapper.__signature__ = own.replace(parameters=[*flags, *list(own.parameters.values())[1:]])  # for Typer
     return command(wrapper)
 
+
 # -- count -----------------------------------------------------------------------------------
 @arch_command
 def count(

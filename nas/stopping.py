@@ -51,6 +51,7 @@ def stop_on_signals(signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal
     stop = Stop()
 
     def handler(signum: int, frame: object) -> None:
+        global _pending
         if stop.signal is not None:
             if stop.on_force is not None:
                 stop.on_force()
@@ -59,7 +60,6 @@ def stop_on_signals(signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal
         stop.signal = signum
         if _raise_at_once:
             raise KeyboardInterrupt
-        global _pending
         _pending = True
 
     previous = {s: signal.signal(s, handler) for s in signals}
