@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,12 @@ def postgres_server():
 def pg_url(postgres_server) -> str:
     """A fresh, empty database on the session's server, as a URL with a password in it."""
     return postgres_server.url(postgres_server.create_database())
+
+
+@pytest.fixture
+def handlers():
+    """stop_on_signals keeps its handler once a signal came (a second one exits): put pytest's back."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for s, h in saved.items():
+        signal.signal(s, h)

@@ -105,7 +105,7 @@ def test_ctrl_c_on_many_workers_stops_them_all_cleanly(small_cifar, pg_url, tmp_
 
 # -- trial faults, in process with stubs -----------------------------------------------------
 def test_a_signal_while_optuna_records_a_result_keeps_the_result_and_stops_after_it(small_cifar, tmp_path,
-                                                                                   monkeypatch):
+                                                                                   monkeypatch, handlers):
     """CI once sent SIGINT inside Optuna's own write of a finished trial: a traceback, the trial half-told."""
     cfg = config(tmp_path)
     monkeypatch.setattr(nas.search, "train", lambda *a, **k: fake_result(val_acc=0.4))
@@ -117,12 +117,8 @@ def test_a_signal_while_optuna_records_a_result_keeps_the_result_and_stops_after
         return write(self, trial_id, state, values)
 
     monkeypatch.setattr(optuna.storages.RDBStorage, "set_trial_state_values", interrupted_write)
-    saved = signal.getsignal(signal.SIGINT)
-    try:
-        with nas.stopping.stop_on_signals() as stop, pytest.raises(KeyboardInterrupt):
-            run_search(load_space(TINY), cfg, load_search_data(str(small_cifar), cfg), torch.device("cpu"))
-    finally:
-        signal.signal(signal.SIGINT, saved)
+    with nas.stopping.stop_on_signals() as stop, pytest.raises(KeyboardInterrupt):
+        run_search(load_space(TINY), cfg, load_search_data(str(small_cifar), cfg), torch.device("cpu"))
     trials = optuna.load_study(study_name="f", storage=cfg.storage).get_trials()
     assert stop.signal == signal.SIGINT
     assert [(t.state, t.value, t.user_attrs["outcome"]) for t in trials if t.value] == [

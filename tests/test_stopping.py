@@ -10,15 +10,6 @@ import pytest
 from nas import stopping
 
 
-@pytest.fixture
-def handlers():
-    """stop_on_signals keeps its handler once a signal came (a second one exits): put pytest's back."""
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    for s, h in saved.items():
-        signal.signal(s, h)
-
-
 def test_a_signal_outside_any_block_raises_at_once(handlers):
     with stopping.stop_on_signals() as stop, pytest.raises(KeyboardInterrupt):
         os.kill(os.getpid(), signal.SIGTERM)
