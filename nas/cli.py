@@ -235,16 +235,21 @@ def search(
     sampler: Annotated[str, typer.Option(help="tpe | random.")] = "tpe",
     device: Device = "auto",
     workers: Annotated[int, typer.Option(help="Local worker processes on one study (needs --storage postgresql://...); CPU threads are shared out, one GPU each.")] = 1,
+    confirm: Annotated[bool, typer.Option("--confirm/--no-confirm", help="Final rung once all trials are trained: the best of each depth N and the best seed design train 5x longer, and that score ranks the leaderboard.")] = True,
 ) -> None:
     """Search the space for the most accurate architecture within the parameter budget.
+
+    The space file's seed designs are tried first; the short schedule then filters candidates and a
+    final rung, 5x longer, picks the winner among the best of each depth and the best seed design.
 
     Re-running the same command resumes the study: finished trials are kept, nothing is trained twice.
     Many `nas search --storage postgresql://...` processes, on any machines, share one study.
     """
     from nas import artifacts
     from nas.results import leaderboard, trials_frame, write_trials_csv
-    from nas.search import (Fidelity, SEARCH_RECIPE, SearchConfig, default_fidelity, estimate_trial_seconds,
-                            evaluated, existing_budget, load_search_data, open_study, run_search, storage_backend)
+    from nas.search import (CONFIRM_LONGER_BY, Fidelity, SEARCH_RECIPE, SearchConfig, default_fidelity, enqueue_seeds,
+                            estimate_trial_seconds, evaluated, existing_budget, load_search_data, open_study, run_search,
+                            storage_backend)
     from nas.stopping import stop_on_signals
     from nas.workers import check_concurrent_storage, cpu_threads, run_workers
     from nas.space import load_space
@@ -289,6 +294,7 @@ def search(
     st = open_study(cfg)
     st.set_user_attr("budget", cap)
     st.set_user_attr("space", sp.name)
+    seeded = enqueue_seeds(st, sp, cap)
 
     # 3. what it will cost
     already = evaluated(st)
@@ -299,6 +305,12 @@ def search(
     out.print(f"fidelity: {fid.epochs} epochs x {fid.train_subset or len(search_data.train):,} images, width x{fid.width:g}, "
               f"{len(search_data.val):,} validation images, pruner {pruner}; ~{per_trial:.1f} s per full trial, "
               f"<= ~{remaining * per_trial / 60:.1f} min for {remaining} trials (pruning cuts this)")
+    if seeded:
+        out.print(f"seed designs tried first: {', '.join(seeded)}")
+    if confirm:
+        rung = len(sp.layers) + bool(sp.seeds)
+        out.print(f"final rung: up to {rung} candidates (best of each depth, best seed design) trained {CONFIRM_LONGER_BY}x "
+                  f"longer, ~{rung * CONFIRM_LONGER_BY * per_trial / 60:.1f} min")
 
     # 4. run: Ctrl+C and SIGTERM end the running trial as FAIL and queue its candidate again
     try:
@@ -308,6 +320,10 @@ def search(
             else:
                 out.print(f"{workers} worker processes, {cpu_threads(workers)} CPU thread(s) each")
                 run_workers(sp, cfg, data, dev, workers, stop, on_poll=_progress(st, view))
+            if confirm and evaluated(st) >= trials:
+                final_rung(st, cfg, search_data, dev)
+            elif confirm:
+                out.print(f"final rung skipped: {evaluated(st)}/{trials} trials trained; run the same command to finish")
     except KeyboardInterrupt:
         err.print(f"[bold red]stopped[/] by {signal.Signals(stop.signal or signal.SIGINT).name}: a trial stopped in "
                   f"training was recorded as failed and its candidate queued again; run the same command to resume",
@@ -320,9 +336,32 @@ def search(
     from nas.retrain import refresh_report
 
     refresh_report(st, results_dir, EXAMPLES, frame)  # keeps retrained results and baselines on the page
-    board = leaderboard(frame, top=10)
-    print_leaderboard(board)
+    out.print(board_table(board_rows(leaderboard(frame, top=10), results_dir, study), study))
     out.print(f"{evaluated(st)}/{trials} candidates trained; files in {folder}/ (trials.csv, report.html, config.json)")
+
+
+def final_rung(study, cfg, data, device) -> None:
+    """Run the search's final rung, a line per candidate, then say whether the search beat the seed designs."""
+    from nas.search import CONFIRM_LONGER_BY, confirm
+
+    out.print(f"[bold]final rung[/]: training the best of each depth and the best seed design {CONFIRM_LONGER_BY}x longer")
+
+    def show(trial, record) -> None:
+        acc = "non-finite" if record["val_acc"] is None else f"{record['val_acc']:.2%}"
+        who = trial.user_attrs.get("seed_design") or "found"
+        out.print(f"  trial {trial.number} ({who}): {trial.value:.2%} short -> {acc} at {record['epochs']} epochs x "
+                  f"{record['train_subset']:,} images ({record['seconds']:.0f} s)  {Arch.from_dict(trial.user_attrs['arch']).describe()}")
+
+    records = confirm(study, cfg, data, device, on_result=show, progress=out.is_terminal)
+    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    scored = [(r["val_acc"], by_number[n]) for n, r in records.items() if r["val_acc"] is not None]
+    found = max(((a, t) for a, t in scored if "seed_design" not in t.user_attrs), default=None, key=lambda x: x[0])
+    seed = max(((a, t) for a, t in scored if "seed_design" in t.user_attrs), default=None, key=lambda x: x[0])
+    if found and seed:
+        verdict = "beats" if found[0] > seed[0] else "does not beat"
+        out.print(f"best found (trial {found[1].number}, {found[1].user_attrs['params']:,} params) {found[0]:.2%} {verdict} "
+                  f"the best seed design {seed[1].user_attrs['seed_design']} ({seed[1].user_attrs['params']:,} params) "
+                  f"{seed[0]:.2%} at {CONFIRM_LONGER_BY}x the search's schedule (validation, one initialisation each)")
 
 
 def _progress(study, view) -> Callable[[], None]:
@@ -335,17 +374,6 @@ def _progress(study, view) -> Callable[[], None]:
                 seen.add(t.number)
                 view.update(study, t)
     return poll
-
-
-def print_leaderboard(board) -> None:
-    table = Table(title="leaderboard (validation accuracy, short schedule)", title_justify="left")
-    for col in ("trial", "val acc", "params", "MACs", "architecture"):
-        table.add_column(col, justify="left" if col == "architecture" else "right")
-    for _, r in board.iterrows():
-        table.add_row(str(r["number"]), f"{r['val_acc']:.2%}", f"{int(r['params']):,}", f"{int(r['macs']):,}",
-                      f"B={r['blocks']} C={r['channels']} F={r['kernels']} K={r['skip_kernels']} P={r['pool']} {r['block']}"
-                      + (f" se{r['se_ratio']}" if r['se_ratio'] else ""))
-    out.print(table)
 
 
 # -- retrain / report / leaderboard / show (issue 5) ------------------------------------------
@@ -514,7 +542,7 @@ def leaderboard(
     top: Annotated[int, typer.Option(help="Rows to show.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Best finished in-budget trials by search validation accuracy, with retrained test accuracy where it exists."""
+    """Best finished in-budget trials (final-rung score first, then the short one), with retrained test accuracy where it exists."""
     from nas.results import leaderboard as board_of, trials_frame
     from nas.retrain import load_study
 
@@ -524,24 +552,38 @@ def leaderboard(
     if board.empty:
         raise NasError(f"study {study!r} has no trial that completed within the budget ({len(frame)} trials): "
                        f"run `nas search --study {study}` longer")
-    retrained = _retrained_by_trial(results_dir, study)
-    rows = []
-    for _, r in board.iterrows():
-        arch = Arch.from_dict(json.loads(r["arch_json"]))
-        e = retrained.get(int(r["number"]), {})
-        rows.append({"rank": int(r["rank"]), "trial": int(r["number"]), "val_acc": float(r["val_acc"]),
-                     "params": int(r["params"]), "macs": int(r["macs"]), "arch_id": r["arch_id"],
-                     "arch": arch.describe(), "test_acc": e.get("test_acc"), "test_acc_std": e.get("test_acc_std")})
+    rows = board_rows(board, results_dir, study)
     if as_json:
         print_json({"study": study, "budget": st.user_attrs.get("budget"), "leaderboard": rows})
         return
-    table = Table(title=f"leaderboard of {study} (val acc: search schedule; test acc: retrained)", title_justify="left")
-    for col in ("rank", "trial", "val acc", "test acc", "params", "MACs", "architecture"):
+    out.print(board_table(rows, study))
+
+
+def board_rows(board, results_dir: Path, study: str) -> list[dict[str, Any]]:
+    """Leaderboard rows as plain values, with retrained test accuracy where it exists."""
+    retrained = _retrained_by_trial(results_dir, study)
+    rows = []
+    for _, r in board.iterrows():
+        e = retrained.get(int(r["number"]), {})
+        rows.append({"rank": int(r["rank"]), "trial": int(r["number"]), "val_acc": float(r["val_acc"]),
+                     "confirm_acc": None if np.isnan(r["confirm_acc"]) else float(r["confirm_acc"]),
+                     "seed_design": r["seed_design"] if isinstance(r["seed_design"], str) else None,
+                     "params": int(r["params"]), "macs": int(r["macs"]), "arch_id": r["arch_id"],
+                     "arch": Arch.from_dict(json.loads(r["arch_json"])).describe(),
+                     "test_acc": e.get("test_acc"), "test_acc_std": e.get("test_acc_std")})
+    return rows
+
+
+def board_table(rows: list[dict[str, Any]], study: str) -> Table:
+    table = Table(title=f"leaderboard of {study} (val acc: 5x = the search's final rung, short = its schedule; "
+                        f"test acc: retrained)", title_justify="left")
+    for col in ("rank", "trial", "val 5x", "val short", "test acc", "params", "MACs", "architecture"):
         table.add_column(col, justify="left" if col == "architecture" else "right")
     for r in rows:
-        table.add_row(str(r["rank"]), str(r["trial"]), f"{r['val_acc']:.2%}", _pm(r["test_acc"], r["test_acc_std"]),
-                      f"{r['params']:,}", f"{r['macs']:,}", r["arch"])
-    out.print(table)
+        table.add_row(str(r["rank"]), str(r["trial"]), "" if r["confirm_acc"] is None else f"{r['confirm_acc']:.2%}",
+                      f"{r['val_acc']:.2%}", _pm(r["test_acc"], r["test_acc_std"]), f"{r['params']:,}", f"{r['macs']:,}",
+                      r["arch"] + (f" ({r['seed_design']})" if r["seed_design"] else ""))
+    return table
 
 
 @command

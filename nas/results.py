@@ -7,6 +7,8 @@ What the search stores per trial (and this module reads): user_attrs `arch` (dic
 `arch_id`, `params`, `macs`, `recipe` (dict), `val_curve` ([[epoch, val_acc], ...]),
 `outcome` (one of OUTCOMES), `reason`; the constraint `params_over_budget`
 (params - budget, feasible when <= 0); objective value = final validation accuracy.
+The final rung's longer-trained scores are study user attrs `confirm.<trial>`; where they exist
+they rank the leaderboard (the short score is only the filter that chose them).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from nas.errors import NasError
 OUTCOMES = ("complete", "pruned", "nonfinite", "over_budget", "invalid", "duplicate", "oom", "error",
             "interrupted", "surplus")
 BUDGET_CONSTRAINT = "params_over_budget"
+CONFIRM_PREFIX = "confirm."  # study user attr per confirmed trial: "confirm.12" -> {"val_acc": ..., ...}
 ARCH_KNOBS = (
     "blocks", "channels", "kernels", "skip_kernels", "pool", "block",
     "se_ratio", "groups", "dropout", "num_classes", "input_size", "in_channels",
@@ -39,7 +42,7 @@ ARCH_KNOBS = (
 # Knobs flattened to text ("2-2-2-2", "global"); read back as text so "2" stays "2".
 TEXT_KNOBS = ("blocks", "channels", "kernels", "skip_kernels", "pool")
 BASE_COLUMNS = (
-    "number", "state", "outcome", "reason", "val_acc", "params", "macs",
+    "number", "state", "outcome", "reason", "val_acc", "confirm_acc", "seed_design", "params", "macs",
     "over_budget_by", "arch_id", "duration_s", "datetime_start",
 )  # fmt: skip
 CURVE_PREFIX = "val_acc_ep"  # one column per reported epoch: val_acc_ep1, val_acc_ep2, ...
@@ -81,7 +84,7 @@ def _curve(trial: FrozenTrial) -> dict[int, float]:
     return {int(step): float(acc) for step, acc in trial.intermediate_values.items()}
 
 
-def _trial_row(trial: FrozenTrial) -> dict[str, Any]:
+def _trial_row(trial: FrozenTrial, confirmed: dict[str, Any]) -> dict[str, Any]:
     attrs = trial.user_attrs
     arch = attrs.get("arch") or {}
     return {
@@ -90,6 +93,8 @@ def _trial_row(trial: FrozenTrial) -> dict[str, Any]:
         "outcome": attrs.get("outcome"),
         "reason": attrs.get("reason") or None,
         "val_acc": trial.value if trial.state == TrialState.COMPLETE else None,
+        "confirm_acc": (confirmed or {}).get("val_acc"),
+        "seed_design": attrs.get("seed_design"),
         "params": attrs.get("params"),
         "macs": attrs.get("macs"),
         "over_budget_by": trial.constraints.get(BUDGET_CONSTRAINT),
@@ -119,9 +124,12 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
             f"study {study.study_name!r} has {len(study.directions)} objectives; "
             "nas studies maximise one (validation accuracy): pass a study created by `nas search`"
         )
-    frame = pd.DataFrame([_trial_row(t) for t in study.get_trials(deepcopy=False)])
+    attrs = study.user_attrs
+    frame = pd.DataFrame([_trial_row(t, attrs.get(f"{CONFIRM_PREFIX}{t.number}")) for t in study.get_trials(deepcopy=False)])
     frame = frame.reindex(columns=_ordered(list(frame.columns)))
-    frame["val_acc"] = frame["val_acc"].astype(float)
+    for column in ("val_acc", "confirm_acc"):
+        frame[column] = frame[column].astype(float)
+    frame["seed_design"] = frame["seed_design"].astype("str")  # missing stays missing, as read_trials_csv reads it
     return frame
 
 
@@ -135,7 +143,7 @@ def read_trials_csv(path: Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise NasError(f"trials table {path} does not exist; write it with `nas results` first")
-    frame = pd.read_csv(path, dtype={k: str for k in TEXT_KNOBS}, parse_dates=["datetime_start"])
+    frame = pd.read_csv(path, dtype={k: str for k in (*TEXT_KNOBS, "seed_design")}, parse_dates=["datetime_start"])
     return frame.reindex(columns=_ordered(list(frame.columns)))
 
 
@@ -174,11 +182,13 @@ def pareto_front(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def leaderboard(frame: pd.DataFrame, top: int = 10) -> pd.DataFrame:
-    """Best `top` finished in-budget trials; ties go to the smaller model, then the earlier trial."""
+    """Best `top` finished in-budget trials: those the final rung confirmed first, by their longer-trained
+    score, then the rest by the short one; ties go to the smaller model, then the earlier trial."""
     if top < 1:
         raise NasError(f"leaderboard size must be >= 1, but got top={top}")
     done = frame[finished_in_budget(frame)]
-    board = done.sort_values(["val_acc", "params", "number"], ascending=[False, True, True]).head(top)
+    board = done.sort_values(["confirm_acc", "val_acc", "params", "number"], ascending=[False, False, True, True],
+                             na_position="last").head(top)
     board = board.reset_index(drop=True)
     board.insert(0, "rank", range(1, len(board) + 1))
     return board

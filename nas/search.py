@@ -9,6 +9,9 @@ Why it is built this way (field-notes.md):
 - Identical architectures (by `Arch.id`) with identical recipes are never trained twice: the
   earlier result is reused.
 - The test split is never loaded here: only train, split into train/validation.
+- The short schedule favours shallow networks (benchmarks/fidelity_study.py), so it does not pick
+  the winner alone: a final rung (`confirm`) trains the best of each depth and the best seed design
+  5x longer, and the leaderboard ranks by that.
 """
 
 from __future__ import annotations
@@ -34,10 +37,11 @@ from nas.data import ImageSet, load_split, split_validation, stratified_subset
 from nas.errors import NasError
 from nas.model import build_model
 from nas.recipe import Recipe
-from nas.results import BUDGET_CONSTRAINT
+from nas.results import BUDGET_CONSTRAINT, CONFIRM_PREFIX
 from nas.space import Choice, Range, Space
 from nas.train import EvalPoint, train
 
+CONFIRM_LONGER_BY = 5  # the final rung: the fidelity study's long training, whose ranking is the reference
 EVALUATED = ("complete", "pruned", "nonfinite")  # outcomes that spent training compute
 CONCURRENT_BACKENDS = ("postgresql", "mysql")  # storages safe for many writers (SQLite is not: field-notes)
 PRUNERS = ("halving", "hyperband", "median", "none")
@@ -293,6 +297,17 @@ def open_study(cfg: SearchConfig, space: Space | None = None, attempts: int = 8)
     raise AssertionError("unreachable")
 
 
+def enqueue_seeds(study: optuna.Study, space: Space, budget: int) -> list[str]:
+    """Queue the space's seed designs that fit the budget as a new study's first trials (names returned):
+    the sampler starts from known-good networks, and every search is measured against them."""
+    if study.get_trials(deepcopy=False):
+        return []
+    fitting = [(name, arch) for name, arch in space.seeds if count_params(arch) <= budget]
+    for name, arch in fitting:
+        study.enqueue_trial(space.values(arch), user_attrs={"seed_design": name})
+    return [name for name, _ in fitting]
+
+
 def existing_budget(cfg: SearchConfig) -> int | None:
     """The budget a study of this name was searched with, or None when there is no such study yet.
     Read before anything is written, so a wrong --budget changes nothing."""
@@ -458,6 +473,12 @@ def requeue(trial: optuna.Trial) -> None:
     trial.study.enqueue_trial(dict(trial.params), user_attrs={"requeued_from": trial.number})
 
 
+def fresh_model(build: Callable[[Arch, str], torch.nn.Module], arch: Arch, recipe: Recipe) -> torch.nn.Module:
+    """Initial weights seeded by the recipe: a score depends on the candidate and recipe, not on what ran before."""
+    torch.manual_seed(recipe.seed)
+    return build(arch, recipe.init)
+
+
 def hash_recipe(recipe: Recipe) -> str:
     return short_hash(recipe.to_dict())
 
@@ -482,8 +503,7 @@ def _train_trial(trial: optuna.Trial, proxy: Arch, recipe: Recipe, data: SearchD
     oom = False
     try:
         with stopping.at_once():  # nothing is being written while a trial trains
-            torch.manual_seed(recipe.seed)  # a score depends on the candidate and recipe, not on earlier trials
-            model = build(proxy, recipe.init)
+            model = fresh_model(build, proxy, recipe)
             result = train(model, recipe, data.train, data.val, device, on_eval=on_eval)
     except torch.OutOfMemoryError:
         oom = True  # free memory outside the except block: the exception keeps frames alive
@@ -536,6 +556,54 @@ def run_search(space: Space, cfg: SearchConfig, data: SearchData, device: torch.
         study.optimize(make_objective(space, cfg, data, device, build), timeout=cfg.timeout,
                        callbacks=[stop_when_done], catch=(TrialFault,), gc_after_trial=False)
     return study
+
+
+# -- the final rung ---------------------------------------------------------------------------
+def longer(recipe: Recipe, by: int, available: int) -> Recipe:
+    """`recipe` trained `by` times longer: more distinct images while the split has them, then more epochs."""
+    per_epoch = recipe.train_subset or available
+    images = min(available, per_epoch * by)
+    return dataclasses.replace(recipe, train_subset=0 if images == available else images,
+                               epochs=max(1, round(recipe.epochs * by * per_epoch / images)))
+
+
+def confirm_pool(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The trials the final rung trains longer: the best short score of each depth N, and the best seed
+    design. Per depth, because the short schedule ranks depths wrongly (it favours shallow networks),
+    and within one depth it ranks well enough; the seed design, so each search meets its baseline."""
+    done = sorted((t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                   if t.user_attrs.get("outcome") == "complete"),
+                  key=lambda t: (-(t.value or 0.0), t.user_attrs["params"], t.number))
+    best: dict[Any, optuna.trial.FrozenTrial] = {}
+    for t in done:
+        best.setdefault(len(t.user_attrs["arch"]["blocks"]), t)
+        if "seed_design" in t.user_attrs:
+            best.setdefault("seed", t)
+    return sorted({t.number: t for t in best.values()}.values(), key=lambda t: t.number)
+
+
+def confirm(study: optuna.Study, cfg: SearchConfig, data: SearchData, device: torch.device,
+            on_result: Callable[[optuna.trial.FrozenTrial, dict[str, Any]], None] | None = None,
+            build: Callable[[Arch, str], torch.nn.Module] = build_model, progress: bool = False) -> dict[int, dict[str, Any]]:
+    """Train the confirm_pool CONFIRM_LONGER_BY times longer, same proxy, recipe and initial weights, and
+    store each score as the study user attr `confirm.<trial>` (a resumed run skips those already there).
+    Returns {trial number: record} for the whole pool."""
+    records: dict[int, dict[str, Any]] = {}
+    for t in confirm_pool(study):
+        key = f"{CONFIRM_PREFIX}{t.number}"
+        if key not in study.user_attrs:
+            recipe = longer(Recipe.from_dict(t.user_attrs["recipe"]), CONFIRM_LONGER_BY, len(data.train))
+            with stopping.at_once():
+                model = fresh_model(build, Arch.from_dict(t.user_attrs["arch"]).scaled(cfg.fidelity.width), recipe)
+                result = train(model, recipe, data.train, data.val, device, progress=progress)
+            record = {"val_acc": result.val_acc if result.status == "ok" else None, "seconds": round(result.seconds, 1),
+                      "epochs": recipe.epochs, "train_subset": recipe.train_subset or len(data.train)}
+            with stopping.held():
+                study.set_user_attr(key, record)
+        records[t.number] = study.user_attrs[key]
+        if on_result is not None:
+            on_result(t, records[t.number])
+    return records
 
 
 def over_budget_fraction(study: optuna.Study, window: int = 50) -> list[float]:

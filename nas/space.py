@@ -13,6 +13,8 @@ A space file is YAML (read with `safe_load`) naming the choices for each ResNet 
     train:                          # optional: Recipe fields, fixed / choices / ranges
       lr: {low: 0.02, high: 0.4, log: true}
       optimizer: [sgd, adamw]
+    seeds:                          # optional: known designs the search tries first and must beat
+      - {name: resnet10, blocks: [2, 1, 1, 1], channels: [64, 128, 256, 512]}
 
 This module knows nothing of Optuna: it exposes knobs (`Choice`, `Range`) that the search
 turns into suggestions, and `Space.arch(values)` that turns the suggestions into an `Arch`.
@@ -36,7 +38,7 @@ GLOBAL = ("pool", "block", "se_ratio", "groups", "dropout")
 SCALARS = {"num_classes": 10, "input_size": 32, "in_channels": 3}
 DEFAULTS: dict[str, list[Any]] = {"kernels": [3], "skip_kernels": [1], "pool": ["global"], "block": ["basic"],
                                   "se_ratio": [0], "groups": [1], "dropout": [0.0]}
-KEYS = ("name", "description", "layers", *PER_LAYER, *GLOBAL, *SCALARS, "train")
+KEYS = ("name", "description", "layers", *PER_LAYER, *GLOBAL, *SCALARS, "train", "seeds")
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ class Space:
     groups: tuple[int, ...]
     dropout: tuple[float, ...]
     train: tuple[Knob, ...] = ()
+    seeds: tuple[tuple[str, Arch], ...] = ()  # (name, design) pairs, each inside the space
     num_classes: int = 10
     input_size: int = 32
     in_channels: int = 3
@@ -97,6 +100,16 @@ class Space:
         per_layer = {name: tuple(values[f"{name}_{i + 1}"] if name != "skip_kernels" or Arch.skip_used(i) else 1
                                  for i in range(n)) for name in PER_LAYER}
         return Arch(**per_layer, **{g: values[g] for g in GLOBAL}, **self.fixed_arch_fields())
+
+    def values(self, arch: Arch) -> dict[str, Any]:
+        """The knob values that make `arch` (the inverse of `arch()`), e.g. to enqueue a known design."""
+        pool = arch.pool if arch.pool in self.pool else None  # global pooling, however the design wrote it
+        values: dict[str, Any] = {"layers": arch.num_layers, **{g: getattr(arch, g) for g in GLOBAL}, "pool": pool}
+        for i in range(arch.num_layers):
+            for name in PER_LAYER:
+                if name != "skip_kernels" or Arch.skip_used(i):
+                    values[f"{name}_{i + 1}"] = getattr(arch, name)[i]
+        return values
 
     def fixed_arch_fields(self) -> dict[str, int]:
         return {"num_classes": self.num_classes, "input_size": self.input_size, "in_channels": self.in_channels}
@@ -227,6 +240,22 @@ def _train_knobs(p: _Problems, raw: Any) -> tuple[Knob, ...]:
     return tuple(knobs)
 
 
+def _seeds(p: _Problems, raw: Any, fixed: dict[str, int]) -> tuple[tuple[str, Arch], ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(x, dict) for x in raw):
+        p.add("seeds", raw, "must be a list of architectures, e.g. - {name: resnet10, blocks: [2, 1, 1, 1], channels: [64, 128, 256, 512]}")
+        return ()
+    seeds = []
+    for i, item in enumerate(raw):
+        fields = {k: None if k == "pool" and v == "global" else v for k, v in item.items() if k != "name"}
+        try:
+            seeds.append((str(item.get("name", f"seed-{i}")), Arch.from_dict({**fixed, **fields})))
+        except (NasError, TypeError) as e:
+            p.add(f"seeds[{i}]", item, f"is not a valid architecture: {e}")
+    return tuple(seeds)
+
+
 def _coerce(value: Any, kind: type, where: str) -> Any:
     if kind is bool:
         if not isinstance(value, bool):
@@ -292,11 +321,16 @@ def parse_space(data: Any, name: str = "space") -> Space:
         except NasError:
             p.add("dropout", v, "must be a number in [0, 1)")
     train = _train_knobs(p, data.get("train"))
+    seeds = _seeds(p, data.get("seeds"), scalars)
     space_name = data.get("name", name)
     if p:
         raise NasError(f"{name}: {len(p)} problem(s) in the space file:\n  " + "\n  ".join(p))
     space = Space(name=str(space_name), layers=layers, **per_layer, pool=tuple(pool), block=block,
-                  se_ratio=se_ratio, groups=groups, dropout=tuple(dropout), train=train, **scalars)
+                  se_ratio=se_ratio, groups=groups, dropout=tuple(dropout), train=train, seeds=seeds, **scalars)
+    outside = [f"seeds: {n!r} ({a.describe()}) is outside the space: add its values to the choices, or drop it"
+               for n, a in seeds if not space.contains(a)]
+    if outside:
+        raise NasError(f"{name}: {len(outside)} problem(s) in the space file:\n  " + "\n  ".join(outside))
     if space_size(space) == 0:
         raise NasError(f"{name}: no candidate in this space is a valid network (check pool sizes against the "
                        "last feature map, se_ratio against channels, groups against widths)")
