@@ -10,7 +10,6 @@ at the search's fidelity hold at the longer training? (--panel 0 runs only them.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from nas import Arch, count_params
 from nas.model import build_model
 from nas.artifacts import default_storage
 from nas.results import leaderboard, rank_correlation, trials_frame
-from nas.search import CPU_FIDELITY, SEARCH_RECIPE, SearchConfig, load_search_data
+from nas.search import CONFIRM_LONGER_BY, CPU_FIDELITY, SEARCH_RECIPE, SearchConfig, load_search_data, longer
 from nas.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +47,7 @@ PANEL = [  # the reports' designs and variants they tried (seed-designs.md), all
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--panel", type=int, default=len(PANEL))
-    ap.add_argument("--longer-by", type=int, default=5)
+    ap.add_argument("--longer-by", type=int, default=CONFIRM_LONGER_BY)
     ap.add_argument("--budget", type=float, default=5e6)
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"))
     ap.add_argument("--study", help="also train the K best trials of this study (results/STUDY/study.db)")
@@ -64,19 +63,18 @@ def main() -> None:
                        recipe=SEARCH_RECIPE)
     data = load_search_data(args.data, cfg)
     short = cfg.trial_recipe({})
-    long = dataclasses.replace(short, train_subset=min(len(data.train), fid.train_subset * args.longer_by))
-    if long.train_subset < fid.train_subset * args.longer_by:
-        long = dataclasses.replace(long, epochs=short.epochs * args.longer_by * fid.train_subset // long.train_subset)
+    long = longer(short, args.longer_by, len(data.train))
+    long_images = long.train_subset or len(data.train)
     print(f"short: {short.epochs} ep x {short.train_subset} img, width {fid.width}; long: {long.epochs} ep x "
-          f"{long.train_subset} img ({long.epochs * long.train_subset / (short.epochs * short.train_subset):.1f}x); "
+          f"{long_images} img ({long.epochs * long_images / (short.epochs * short.train_subset):.1f}x); "
           f"val {len(data.val)} images; threads {torch.get_num_threads()}", flush=True)
     rows = []
     for arch in panel:
         r = {"arch": arch.describe(), "params": count_params(arch)}
         for name, recipe in (("short", short), ("long", long)):
             t = time.perf_counter()
-            torch.manual_seed(recipe.seed)  # the initial weights a search trial would get
-            res = train(build_model(arch.scaled(fid.width)), recipe, data.train, data.val, torch.device("cpu"))
+            model = build_model(arch.scaled(fid.width), recipe.init, recipe.seed)  # the weights a search trial starts from
+            res = train(model, recipe, data.train, data.val, torch.device("cpu"))
             r[name], r[f"{name}_s"], r[f"{name}_loss_sum"] = res.val_acc, time.perf_counter() - t, res.train_loss_sum
         rows.append(r)
         print(f"{r['params']:>9,} {r['short']:.3f} ({r['short_s']:.0f}s)  {r['long']:.3f} ({r['long_s']:.0f}s)  {r['arch']}", flush=True)

@@ -307,6 +307,9 @@ def search(
               f"<= ~{remaining * per_trial / 60:.1f} min for {remaining} trials (pruning cuts this)")
     if seeded:
         out.print(f"seed designs tried first: {', '.join(seeded)}")
+    if len(sp.layers) > 1 and sampler == "tpe":
+        out.print(f"depths {', '.join(map(str, sp.layers))} take turns, and trials are pruned against their own depth "
+                  f"(the short schedule ranks within a depth, not across)")
     if confirm:
         rung = len(sp.layers) + bool(sp.seeds)
         out.print(f"final rung: up to {rung} candidates (best of each depth, best seed design) trained {CONFIRM_LONGER_BY}x "
@@ -633,14 +636,11 @@ def show(
 # -- train / bench (issue 3) -----------------------------------------------------------------
 def _model_for(arch: Arch, n_classes: int, init: str, seed: int):
     """Seeded build, so `nas train` runs with one seed are identical end to end."""
-    import torch
-
     from nas.model import build_model
 
     if arch.num_classes != n_classes:
         raise NasError(f"--classes {arch.num_classes} but the data has {n_classes} classes; pass --classes {n_classes}")
-    torch.manual_seed(seed)
-    return build_model(arch, init=init)
+    return build_model(arch, init, seed)
 
 
 @arch_command

@@ -87,7 +87,11 @@ def init_weights(model: nn.Module, scheme: str = "kaiming") -> None:
             nn.init.zeros_(m.bias)
 
 
-def build_model(arch: Arch, init: str = "kaiming") -> ResNet:
+def build_model(arch: Arch, init: str = "kaiming", seed: int | None = None) -> ResNet:
+    """`seed` fixes the initial weights, so a score depends on the candidate and recipe alone,
+    not on whatever the global RNG went through before."""
+    if seed is not None:
+        torch.manual_seed(seed)
     model = ResNet(arch)
     init_weights(model, init)
     return model

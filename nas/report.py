@@ -197,7 +197,9 @@ def leaderboard_table(frame: pd.DataFrame, top: int = 10) -> str:
         {
             "rank": board["rank"],
             "trial": board["number"],
-            "val acc": board["val_acc"].map(_pct),
+            "val acc 5x (final rung)": board["confirm_acc"].map(_pct),
+            "val acc (short)": board["val_acc"].map(_pct),
+            "seed design": board["seed_design"],
             "params": board["params"].map(_count),
             "MACs": board["macs"].map(_count),
             **{k: board[k] for k in KNOBS if k in board},

@@ -231,8 +231,7 @@ def retrain_one(candidate: Candidate, recipe: Recipe, data: RetrainData, device:
     write_json_atomic(candidate.arch.to_dict(), directory / ARCH_FILE)
     write_json_atomic(recipe.to_dict(), directory / RECIPE_FILE)
 
-    torch.manual_seed(recipe.seed)  # the initial weights are part of what the seed fixes
-    model = build_model(candidate.arch, recipe.init)
+    model = build_model(candidate.arch, recipe.init, recipe.seed)  # the initial weights are part of what the seed fixes
     result = train(model, recipe, data.train, data.val, device, checkpoint_dir=directory / CHECKPOINTS,
                    progress=progress)
     if result.status != "ok":

@@ -9,9 +9,11 @@ Why it is built this way (field-notes.md):
 - Identical architectures (by `Arch.id`) with identical recipes are never trained twice: the
   earlier result is reused.
 - The test split is never loaded here: only train, split into train/validation.
-- The short schedule favours shallow networks (benchmarks/fidelity_study.py), so it does not pick
-  the winner alone: a final rung (`confirm`) trains the best of each depth and the best seed design
-  5x longer, and the leaderboard ranks by that.
+- The short schedule ranks networks of one depth well and across depths badly (it favours shallow
+  ones: benchmarks/fidelity_study.py). So depth is not left to it: each depth gets its share of
+  trials (CandidateSampler), pruning compares a trial with its own depth (SameDepthPruner), and a
+  final rung (`confirm`) trains the best of each depth and the best seed design 5x longer; the
+  leaderboard ranks by that.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from nas.train import EvalPoint, train
 CONFIRM_LONGER_BY = 5  # the final rung: the fidelity study's long training, whose ranking is the reference
 EVALUATED = ("complete", "pruned", "nonfinite")  # outcomes that spent training compute
 CONCURRENT_BACKENDS = ("postgresql", "mysql")  # storages safe for many writers (SQLite is not: field-notes)
+Builder = Callable[[Arch, str, int], torch.nn.Module]  # build_model(arch, init, seed); tests inject recorders
 PRUNERS = ("halving", "hyperband", "median", "none")
 SAMPLERS = ("tpe", "random")
 
@@ -119,15 +122,25 @@ class SearchConfig:
 
 
 # -- Optuna plumbing -------------------------------------------------------------------------
-class FeasibleSampler(optuna.samplers.BaseSampler):
-    """Redraws the inner sampler's joint proposal, up to `tries` times, while it decodes to an
-    architecture over the budget: counting costs microseconds, a rejected trial a database round
-    trip and a wasted proposal. Rejections still happen (start-up trials are sampled knob by knob,
-    and a proposal can miss knobs the sampler has never seen) and still teach it via the constraint."""
+class CandidateSampler(optuna.samplers.BaseSampler):
+    """The search's sampler around TPE. Two things the short schedule makes necessary:
 
-    def __init__(self, inner: optuna.samplers.BaseSampler, fits: Callable[[dict[str, Any]], bool | None],
-                 tries: int = 32) -> None:
-        self._inner, self._fits, self._tries = inner, fits, tries
+    - Depth is not learned but rotated: trial k gets depth `depths[k % len(depths)]`. The short
+      schedule ranks networks of one depth well and across depths badly (fidelity study: within a
+      depth 16 of 19 pairs keep their order at 5x, across depths 43 of 59; two-layer nets lead all
+      at 4 epochs and trail the deepest at 5x), so TPE would give up the deep networks early. Every
+      depth gets its share; the final rung (`confirm`) decides between depths.
+    - Over-budget proposals are redrawn, up to `tries` times: counting costs microseconds, a rejected
+      trial a database round trip. Rejections still happen (start-up trials are sampled knob by knob,
+      and a proposal can miss knobs the sampler has never seen) and still teach it via the constraint.
+    """
+
+    def __init__(self, inner: optuna.samplers.BaseSampler, depths: tuple[int, ...],
+                 fits: Callable[[dict[str, Any]], bool | None], tries: int = 32) -> None:
+        self._inner, self._depths, self._fits, self._tries = inner, depths, fits, tries
+
+    def depth(self, trial: optuna.trial.FrozenTrial) -> int:
+        return self._depths[trial.number % len(self._depths)]
 
     def infer_relative_search_space(self, study, trial):  # type: ignore[no-untyped-def]
         return self._inner.infer_relative_search_space(study, trial)
@@ -136,11 +149,15 @@ class FeasibleSampler(optuna.samplers.BaseSampler):
         params: dict[str, Any] = {}
         for _ in range(self._tries):
             params = self._inner.sample_relative(study, trial, search_space)
+            if "layers" in search_space:
+                params["layers"] = self.depth(trial)
             if self._fits(params) is not False:
                 break
         return params
 
     def sample_independent(self, study, trial, param_name, param_distribution):  # type: ignore[no-untyped-def]
+        if param_name == "layers":
+            return self.depth(trial)
         return self._inner.sample_independent(study, trial, param_name, param_distribution)
 
     def before_trial(self, study, trial):  # type: ignore[no-untyped-def]
@@ -151,6 +168,30 @@ class FeasibleSampler(optuna.samplers.BaseSampler):
 
     def reseed_rng(self) -> None:
         self._inner.reseed_rng()
+
+
+class _SameDepth:
+    """A study seen through one depth's trials, for a pruner (see SameDepthPruner)."""
+
+    def __init__(self, study: optuna.Study, layers: Any) -> None:
+        self._study, self._layers = study, layers
+
+    def get_trials(self, deepcopy: bool = True, states: Any = None) -> list[optuna.trial.FrozenTrial]:
+        return [t for t in self._study.get_trials(deepcopy=deepcopy, states=states) if t.params.get("layers") == self._layers]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+
+class SameDepthPruner(optuna.pruners.BasePruner):
+    """Prunes a trial only against trials of its own depth: across depths the short schedule's early
+    epochs say little (see CandidateSampler), and a deep network would lose every rung to shallow ones."""
+
+    def __init__(self, inner: optuna.pruners.BasePruner) -> None:
+        self._inner = inner
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        return self._inner.prune(_SameDepth(study, trial.params.get("layers")), trial)  # type: ignore[arg-type]
 
 
 def budget_check(space: Space, budget: int) -> Callable[[dict[str, Any]], bool | None]:
@@ -170,14 +211,14 @@ def budget_check(space: Space, budget: int) -> Callable[[dict[str, Any]], bool |
 
 
 def make_sampler(cfg: SearchConfig, space: Space | None = None) -> optuna.samplers.BaseSampler:
-    """The configured sampler; given the space, wrapped so it redraws over-budget proposals."""
+    """The configured sampler; given the space, wrapped to rotate depths and redraw over-budget proposals."""
     if cfg.sampler == "random":
         return optuna.samplers.RandomSampler(seed=cfg.seed)  # the unlearned baseline: never wrapped
     if space is not None:
-        return FeasibleSampler(make_sampler(cfg), budget_check(space, cfg.budget))
+        return CandidateSampler(make_sampler(cfg), space.layers, budget_check(space, cfg.budget))
     # group=True models the conditional knobs jointly (layer 4's channels exist only when N >= 4);
     # without it they are sampled independently and TPE barely learns the budget (79 vs 25 over-budget
-    # proposals per 100 trained on the default space); FeasibleSampler then takes that to ~0 after the
+    # proposals per 100 trained on the default space); CandidateSampler then takes that to ~0 after the
     # start-up trials. constant_liar keeps parallel workers apart.
     with warnings.catch_warnings():  # `group` is marked experimental in Optuna 5 (since 2.8)
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -188,11 +229,11 @@ def make_sampler(cfg: SearchConfig, space: Space | None = None) -> optuna.sample
 def make_pruner(cfg: SearchConfig) -> optuna.pruners.BasePruner:
     steps = cfg.fidelity.epochs * cfg.fidelity.evals_per_epoch
     if cfg.pruner == "halving":  # one bracket: no start-up trials wasted per bracket (field-notes)
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
-    if cfg.pruner == "hyperband":
+        return SameDepthPruner(optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3))
+    if cfg.pruner == "hyperband":  # its brackets are studies of their own: it compares across depths
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=steps, reduction_factor=3)
     if cfg.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+        return SameDepthPruner(optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1))
     return optuna.pruners.NopPruner()
 
 
@@ -340,10 +381,13 @@ def suggest(trial: optuna.Trial, space: Space) -> tuple[dict[str, Any], dict[str
     return values, overrides
 
 
+_STATE_WORDS = {optuna.trial.TrialState.RUNNING: "running", optuna.trial.TrialState.WAITING: "queued"}  # enqueued
+
+
 def count_outcomes(study: optuna.Study) -> dict[str, int]:
     counts: dict[str, int] = {}
     for t in study.get_trials(deepcopy=False):
-        key = t.user_attrs.get("outcome") or ("running" if t.state == optuna.trial.TrialState.RUNNING else t.state.name.lower())
+        key = t.user_attrs.get("outcome") or _STATE_WORDS.get(t.state, t.state.name.lower())
         counts[key] = counts.get(key, 0) + 1
     return counts
 
@@ -422,7 +466,7 @@ def _previous(study: optuna.Study, key: str) -> optuna.trial.FrozenTrial | None:
 
 
 def make_objective(space: Space, cfg: SearchConfig, data: SearchData, device: torch.device,
-                   build: Callable[[Arch, str], torch.nn.Module] = build_model) -> Callable[[optuna.Trial], float]:
+                   build: Builder = build_model) -> Callable[[optuna.Trial], float]:
     """The function Optuna calls per trial. `build` is injectable so tests can prove that
     over-budget candidates are never built."""
 
@@ -473,18 +517,12 @@ def requeue(trial: optuna.Trial) -> None:
     trial.study.enqueue_trial(dict(trial.params), user_attrs={"requeued_from": trial.number})
 
 
-def fresh_model(build: Callable[[Arch, str], torch.nn.Module], arch: Arch, recipe: Recipe) -> torch.nn.Module:
-    """Initial weights seeded by the recipe: a score depends on the candidate and recipe, not on what ran before."""
-    torch.manual_seed(recipe.seed)
-    return build(arch, recipe.init)
-
-
 def hash_recipe(recipe: Recipe) -> str:
     return short_hash(recipe.to_dict())
 
 
 def _train_trial(trial: optuna.Trial, proxy: Arch, recipe: Recipe, data: SearchData, device: torch.device,
-                 build: Callable[[Arch, str], torch.nn.Module]) -> float:
+                 build: Builder) -> float:
     curve: list[list[float]] = []
 
     def on_eval(point: EvalPoint) -> None:
@@ -503,7 +541,7 @@ def _train_trial(trial: optuna.Trial, proxy: Arch, recipe: Recipe, data: SearchD
     oom = False
     try:
         with stopping.at_once():  # nothing is being written while a trial trains
-            model = fresh_model(build, proxy, recipe)
+            model = build(proxy, recipe.init, recipe.seed)
             result = train(model, recipe, data.train, data.val, device, on_eval=on_eval)
     except torch.OutOfMemoryError:
         oom = True  # free memory outside the except block: the exception keeps frames alive
@@ -535,7 +573,7 @@ def _train_trial(trial: optuna.Trial, proxy: Arch, recipe: Recipe, data: SearchD
 # -- running ---------------------------------------------------------------------------------
 def run_search(space: Space, cfg: SearchConfig, data: SearchData, device: torch.device,
                on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
-               build: Callable[[Arch, str], torch.nn.Module] = build_model, max_rejections: int = 20_000) -> optuna.Study:
+               build: Builder = build_model, max_rejections: int = 20_000) -> optuna.Study:
     """Run trials until `cfg.trials` candidates have been trained in this study (resumed runs
     count what is already there), or the timeout passes."""
     study = open_study(cfg, space)
@@ -584,7 +622,7 @@ def confirm_pool(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 def confirm(study: optuna.Study, cfg: SearchConfig, data: SearchData, device: torch.device,
             on_result: Callable[[optuna.trial.FrozenTrial, dict[str, Any]], None] | None = None,
-            build: Callable[[Arch, str], torch.nn.Module] = build_model, progress: bool = False) -> dict[int, dict[str, Any]]:
+            build: Builder = build_model, progress: bool = False) -> dict[int, dict[str, Any]]:
     """Train the confirm_pool CONFIRM_LONGER_BY times longer, same proxy, recipe and initial weights, and
     store each score as the study user attr `confirm.<trial>` (a resumed run skips those already there).
     Returns {trial number: record} for the whole pool."""
@@ -594,7 +632,7 @@ def confirm(study: optuna.Study, cfg: SearchConfig, data: SearchData, device: to
         if key not in study.user_attrs:
             recipe = longer(Recipe.from_dict(t.user_attrs["recipe"]), CONFIRM_LONGER_BY, len(data.train))
             with stopping.at_once():
-                model = fresh_model(build, Arch.from_dict(t.user_attrs["arch"]).scaled(cfg.fidelity.width), recipe)
+                model = build(Arch.from_dict(t.user_attrs["arch"]).scaled(cfg.fidelity.width), recipe.init, recipe.seed)
                 result = train(model, recipe, data.train, data.val, device, progress=progress)
             record = {"val_acc": result.val_acc if result.status == "ok" else None, "seconds": round(result.seconds, 1),
                       "epochs": recipe.epochs, "train_subset": recipe.train_subset or len(data.train)}

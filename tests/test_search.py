@@ -19,10 +19,12 @@ import nas.data
 import nas.search
 from nas import Arch, count_params
 from nas.model import build_model
-from nas.results import BUDGET_CONSTRAINT
+from nas.recipe import Recipe
+from nas.results import BUDGET_CONSTRAINT, leaderboard, trials_frame
 from nas.data import ImageSet
-from nas.search import (SEARCH_RECIPE, Fidelity, SearchConfig, SearchData, load_search_data, open_study,
-                        over_budget_fraction, run_search)
+from nas.retrain import select_trials
+from nas.search import (SEARCH_RECIPE, Fidelity, SearchConfig, SearchData, confirm, confirm_pool, enqueue_seeds,
+                        load_search_data, longer, open_study, over_budget_fraction, run_search)
 from nas.train import TrainResult
 from nas.space import load_space, parse_space
 
@@ -82,9 +84,9 @@ def test_over_budget_candidates_are_never_built(small_cifar, tmp_path):
     cfg = config(tmp_path, budget=30_000, trials=6)
     built: list[Arch] = []
 
-    def recording_build(arch: Arch, init: str) -> torch.nn.Module:
+    def recording_build(arch: Arch, init: str, seed: int) -> torch.nn.Module:
         built.append(arch)
-        return build_model(arch, init)
+        return build_model(arch, init, seed)
 
     study = run_search(space, cfg, load_search_data(str(small_cifar), cfg), torch.device("cpu"), build=recording_build)
     rejected = [t for t in study.trials if t.user_attrs.get("outcome") == "over_budget"]
@@ -167,7 +169,7 @@ def test_duplicates_are_not_trained_twice(small_cifar, tmp_path):
     study.enqueue_trial(first.params)  # propose the very same candidate again
     built = []
     study.optimize(nas.search.make_objective(space, cfg, data, torch.device("cpu"),
-                                             build=lambda a, i: built.append(a) or build_model(a, i)), n_trials=1)
+                                             build=lambda a, i, s: built.append(a) or build_model(a, i, s)), n_trials=1)
     last = study.trials[-1]
     assert last.user_attrs["outcome"] == "duplicate" and last.value == first.value and built == []
 
@@ -185,7 +187,7 @@ def test_candidates_that_share_a_proxy_are_trained_once(small_cifar, tmp_path):
     study.enqueue_trial(wider)
     built = []
     study.optimize(nas.search.make_objective(space, cfg, data, torch.device("cpu"),
-                                             build=lambda a, i: built.append(a) or build_model(a, i)), n_trials=1)
+                                             build=lambda a, i, s: built.append(a) or build_model(a, i, s)), n_trials=1)
     last = study.trials[-1]
     assert last.params == wider and last.user_attrs["arch_id"] != first.user_attrs["arch_id"]
     assert last.user_attrs["outcome"] == "duplicate" and last.value == first.value and built == []
@@ -205,3 +207,96 @@ def test_a_trial_s_score_depends_only_on_its_candidate_and_recipe(small_cifar, t
         first = next(t for t in study.trials if t.user_attrs.get("outcome") == "complete")
         scores.append((first.params, first.user_attrs["val_curve"]))
     assert scores[0] == scores[1]
+
+
+def seeded_tiny(budget: int):
+    """The tiny space with two seed designs: one within `budget`, one over it."""
+    raw = yaml.safe_load(TINY.read_text())
+    small, big = {"name": "small", "blocks": [1, 1], "channels": [8, 16]}, {"name": "big", "blocks": [2, 2, 2], "channels": [32] * 3}
+    space = parse_space({**raw, "seeds": [small, big]})
+    assert count_params(space.seeds[0][1]) <= budget < count_params(space.seeds[1][1])
+    return space
+
+
+def test_seed_designs_within_budget_are_tried_first_and_only_once(small_cifar, tmp_path):
+    space, cfg = seeded_tiny(30_000), config(tmp_path, budget=30_000, trials=2)
+    study = open_study(cfg, space)
+    assert enqueue_seeds(study, space, cfg.budget) == ["small"]
+    study = run_search(space, cfg, load_search_data(str(small_cifar), cfg), torch.device("cpu"))
+    first = study.trials[0]
+    assert first.user_attrs["seed_design"] == "small" and first.user_attrs["outcome"] == "complete"
+    assert Arch.from_dict(first.user_attrs["arch"]) == space.seeds[0][1]
+    assert [t.user_attrs.get("seed_design") for t in study.trials[1:]] == [None] * (len(study.trials) - 1)
+    assert enqueue_seeds(study, space, cfg.budget) == []  # a resumed study is not seeded again
+
+
+def test_longer_means_more_distinct_images_then_more_epochs():
+    r = Recipe(epochs=4, train_subset=5000)
+    assert (longer(r, 5, 45_000).epochs, longer(r, 5, 45_000).train_subset) == (4, 25_000)
+    assert (longer(r, 5, 20_000).epochs, longer(r, 5, 20_000).train_subset) == (5, 0)  # 0 = the whole split
+    assert (longer(Recipe(epochs=10, train_subset=0), 5, 45_000).epochs, longer(Recipe(epochs=10), 5, 45_000).train_subset) == (50, 0)
+
+
+def test_final_rung_trains_the_best_of_each_depth_and_the_best_seed_longer_once(small_cifar, tmp_path):
+    space = seeded_tiny(30_000)
+    cfg = config(tmp_path, budget=30_000, trials=8, fidelity=Fidelity(epochs=1, train_subset=64, val_subset=100,
+                                                                      width=1.0, evals_per_epoch=1), pruner="none")
+    data = load_search_data(str(small_cifar), cfg)
+    study = open_study(cfg, space)
+    enqueue_seeds(study, space, cfg.budget)
+    study = run_search(space, cfg, data, torch.device("cpu"))
+    done = [t for t in study.trials if t.user_attrs.get("outcome") == "complete"]
+    pool = confirm_pool(study)
+    depth = lambda t: len(t.user_attrs["arch"]["blocks"])  # noqa: E731
+    for n in {depth(t) for t in done}:  # the best short score of every depth is in the pool
+        assert max((t for t in done if depth(t) == n), key=lambda t: t.value).value in [t.value for t in pool if depth(t) == n]
+    assert any(t.user_attrs.get("seed_design") == "small" for t in pool)
+    assert len(pool) <= len(space.layers) + 1
+
+    built: list[Arch] = []
+    build = lambda a, i, s: built.append(a) or build_model(a, i, s)  # noqa: E731
+    records = confirm(study, cfg, data, torch.device("cpu"), build=build)
+    assert sorted(records) == [t.number for t in pool] and len(built) == len(pool)
+    assert all(r["epochs"] * r["train_subset"] == 5 * 64 for r in records.values())  # 5x the images of a trial
+    assert confirm(study, cfg, data, torch.device("cpu"), build=build) == records and len(built) == len(pool)  # resumed
+
+    board = leaderboard(trials_frame(study), top=len(done))
+    confirmed = board[board["confirm_acc"].notna()]
+    assert list(confirmed["number"]) == list(board["number"][:len(pool)])  # confirmed trials rank first, by that score
+    assert list(confirmed["confirm_acc"]) == sorted(confirmed["confirm_acc"], reverse=True)
+    assert select_trials(study, "best")[0].number == int(confirmed["number"].iloc[0])
+
+
+def test_pruning_compares_a_trial_only_with_its_own_depth():
+    """Three two-layer trials at 90% after one epoch, then a three-layer one at 30%: plain successive
+    halving prunes it against the shallow ones, the search's pruner lets it continue."""
+    layers = optuna.distributions.CategoricalDistribution([2, 3])
+    verdicts = {}
+    for name, pruner in (("plain", optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)),
+                         ("same depth", nas.search.SameDepthPruner(optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)))):
+        study = optuna.create_study(direction="maximize", pruner=pruner)
+        for depth, acc in ((2, 0.9), (2, 0.9), (2, 0.9), (3, 0.3)):
+            study.enqueue_trial({"layers": depth})
+            trial = study.ask({"layers": layers})
+            trial.report(acc, step=1)
+            verdicts[name] = trial.should_prune()
+            study.tell(trial, acc)
+    assert verdicts == {"plain": True, "same depth": False}
+
+
+def test_every_depth_gets_its_share_of_trials(tmp_path, monkeypatch):
+    """Scores that favour shallow networks (as the short schedule does): TPE alone would spend the
+    study on two layers; the search rotates depths, so each gets a quarter of the proposals."""
+    def shallow_first(model, recipe, train_set, val_set, device, on_eval=None, **kw):
+        depth = len(model.layers)
+        return TrainResult("ok", (), 1.0 - 0.1 * depth, 0.0, 0.0, 0, 0.0)
+
+    monkeypatch.setattr(nas.search, "train", shallow_first)
+    blank = ImageSet(torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.zeros(4, dtype=torch.long), ("x",))
+    space = load_space(ROOT / "search_spaces" / "default.yaml")
+    cfg = config(tmp_path, budget=5_000_000, trials=40, fidelity=Fidelity(1, 0, 0, 1.0, 1))
+    study = run_search(space, cfg, SearchData(blank, blank), torch.device("cpu"))
+    proposed = [t.params["layers"] for t in study.trials]
+    trained = [t.params["layers"] for t in study.trials if t.user_attrs["outcome"] == "complete"]
+    assert max(proposed.count(n) for n in space.layers) - min(proposed.count(n) for n in space.layers) <= 1
+    assert all(trained.count(n) >= 8 for n in space.layers), trained  # rejections (start-up) take the rest

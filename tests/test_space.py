@@ -106,3 +106,23 @@ def test_bad_space_files_report_every_problem_with_key_value_and_rule(tmp_path, 
     for fragment in fragments:
         assert fragment in str(e.value)
     assert str(f) in str(e.value)
+
+
+def test_default_seeds_are_the_reports_designs_and_their_values_rebuild_them():
+    sp = load_space(ROOT / "search_spaces" / "default.yaml")
+    assert [name for name, _ in sp.seeds] == ["residual-network-design", "resnet10", "mini-project", "efficient-resnet-se"]
+    for name, arch in sp.seeds:
+        assert arch == Arch.from_dict(json.loads((ROOT / "examples" / f"{name}.json").read_text())["arch"])
+        assert sp.arch(sp.values(arch)) == arch
+
+
+def test_seeds_outside_the_space_or_invalid_are_named():
+    base = {"layers": [2], "blocks": [1, 2], "channels": [8, 16]}
+    with pytest.raises(NasError, match=r"'wide'.*outside the space"):
+        parse_space({**base, "seeds": [{"name": "wide", "blocks": [1, 1], "channels": [8, 32]}]})
+    with pytest.raises(NasError, match=r"seeds\[0\].*missing"):
+        parse_space({**base, "seeds": [{"blocks": [1, 1]}]})
+    with pytest.raises(NasError, match="must be a list of architectures"):
+        parse_space({**base, "seeds": {"blocks": [1, 1]}})
+    sp = parse_space({**base, "pool": ["global"], "seeds": [{"blocks": [1, 2], "channels": [8, 16], "pool": "global"}]})
+    assert sp.seeds == (("seed-0", Arch(blocks=(1, 2), channels=(8, 16))),)
