@@ -122,65 +122,83 @@ class SearchConfig:
 
 
 # -- Optuna plumbing -------------------------------------------------------------------------
-class CandidateSampler(optuna.samplers.BaseSampler):
-    """The search's sampler around TPE. Two things the short schedule makes necessary:
-
-    - Depth is not learned but rotated: trial k gets depth `depths[k % len(depths)]`. The short
-      schedule ranks networks of one depth well and across depths badly (fidelity study: within a
-      depth 16 of 19 pairs keep their order at 5x, across depths 43 of 59; two-layer nets lead all
-      at 4 epochs and trail the deepest at 5x), so TPE would give up the deep networks early. Every
-      depth gets its share; the final rung (`confirm`) decides between depths.
-    - Over-budget proposals are redrawn, up to `tries` times: counting costs microseconds, a rejected
-      trial a database round trip. Rejections still happen (start-up trials are sampled knob by knob,
-      and a proposal can miss knobs the sampler has never seen) and still teach it via the constraint.
-    """
-
-    def __init__(self, inner: optuna.samplers.BaseSampler, depths: tuple[int, ...],
-                 fits: Callable[[dict[str, Any]], bool | None], tries: int = 32) -> None:
-        self._inner, self._depths, self._fits, self._tries = inner, depths, fits, tries
-
-    def depth(self, trial: optuna.trial.FrozenTrial) -> int:
-        return self._depths[trial.number % len(self._depths)]
-
-    def infer_relative_search_space(self, study, trial):  # type: ignore[no-untyped-def]
-        return self._inner.infer_relative_search_space(study, trial)
-
-    def sample_relative(self, study, trial, search_space):  # type: ignore[no-untyped-def]
-        params: dict[str, Any] = {}
-        for _ in range(self._tries):
-            params = self._inner.sample_relative(study, trial, search_space)
-            if "layers" in search_space:
-                params["layers"] = self.depth(trial)
-            if self._fits(params) is not False:
-                break
-        return params
-
-    def sample_independent(self, study, trial, param_name, param_distribution):  # type: ignore[no-untyped-def]
-        if param_name == "layers":
-            return self.depth(trial)
-        return self._inner.sample_independent(study, trial, param_name, param_distribution)
-
-    def before_trial(self, study, trial):  # type: ignore[no-untyped-def]
-        self._inner.before_trial(study, trial)
-
-    def after_trial(self, study, trial, state, values):  # type: ignore[no-untyped-def]
-        self._inner.after_trial(study, trial, state, values)
-
-    def reseed_rng(self) -> None:
-        self._inner.reseed_rng()
-
-
-class _SameDepth:
-    """A study seen through one depth's trials, for a pruner (see SameDepthPruner)."""
+class DepthView:
+    """A study seen through the trials of one depth (`layers`), for a sampler or a pruner: what they
+    read of the study (trials) is filtered, everything else is the study's own."""
 
     def __init__(self, study: optuna.Study, layers: Any) -> None:
         self._study, self._layers = study, layers
 
     def get_trials(self, deepcopy: bool = True, states: Any = None) -> list[optuna.trial.FrozenTrial]:
-        return [t for t in self._study.get_trials(deepcopy=deepcopy, states=states) if t.params.get("layers") == self._layers]
+        return self._mine(self._study.get_trials(deepcopy=deepcopy, states=states))
+
+    def _get_trials(self, deepcopy: bool = True, states: Any = None, use_cache: bool = False) -> list[optuna.trial.FrozenTrial]:
+        return self._mine(self._study._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache))
+
+    def _mine(self, trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+        return [t for t in trials if t.params.get("layers") == self._layers]
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._study, name)
+
+
+class CandidateSampler(optuna.samplers.BaseSampler):
+    """The search's sampler: one sampler per depth, taking turns. Two things make it necessary:
+
+    - The short schedule ranks networks of one depth well and across depths badly (fidelity study:
+      within a depth 16 of 19 pairs keep their order at 5x, across depths 43 of 59; two-layer nets
+      lead all at 4 epochs and trail the deepest at 5x). One TPE over all depths gives up the deep
+      networks early. So trial k has depth `depths[k % len(depths)]`, its knobs are proposed by that
+      depth's own TPE, which sees only that depth's trials (DepthView), and the final rung
+      (`confirm`) decides between depths.
+    - Per depth, every knob is present in every trial, so TPE models them jointly and learns the
+      budget: over-budget proposals are redrawn, up to `tries` times (counting costs microseconds,
+      a rejected trial a database round trip). Rejections still happen (start-up trials are sampled
+      knob by knob) and still teach TPE via the constraint.
+    """
+
+    def __init__(self, make_inner: Callable[[int], optuna.samplers.BaseSampler], depths: tuple[int, ...],
+                 fits: Callable[[dict[str, Any]], bool | None], tries: int = 32) -> None:
+        self._inner = {n: make_inner(i) for i, n in enumerate(depths)}
+        self._depths, self._fits, self._tries = depths, fits, tries
+
+    def depth(self, trial: optuna.trial.FrozenTrial) -> int:
+        return self._depths[trial.number % len(self._depths)]
+
+    def _for(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> tuple[optuna.samplers.BaseSampler, Any]:
+        n = self.depth(trial)
+        return self._inner[n], DepthView(study, n)
+
+    def infer_relative_search_space(self, study, trial):  # type: ignore[no-untyped-def]
+        inner, view = self._for(study, trial)
+        return inner.infer_relative_search_space(view, trial)
+
+    def sample_relative(self, study, trial, search_space):  # type: ignore[no-untyped-def]
+        inner, view = self._for(study, trial)
+        params: dict[str, Any] = {}
+        for _ in range(self._tries):
+            params = {**inner.sample_relative(view, trial, search_space), "layers": self.depth(trial)}
+            if self._fits(params) is not False:
+                break
+        return params if "layers" in search_space else {k: v for k, v in params.items() if k != "layers"}
+
+    def sample_independent(self, study, trial, param_name, param_distribution):  # type: ignore[no-untyped-def]
+        if param_name == "layers":
+            return self.depth(trial)
+        inner, view = self._for(study, trial)
+        return inner.sample_independent(view, trial, param_name, param_distribution)
+
+    def before_trial(self, study, trial):  # type: ignore[no-untyped-def]
+        inner, view = self._for(study, trial)
+        inner.before_trial(view, trial)
+
+    def after_trial(self, study, trial, state, values):  # type: ignore[no-untyped-def]
+        inner, view = self._for(study, trial)
+        inner.after_trial(view, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        for inner in self._inner.values():
+            inner.reseed_rng()
 
 
 class SameDepthPruner(optuna.pruners.BasePruner):
@@ -191,7 +209,7 @@ class SameDepthPruner(optuna.pruners.BasePruner):
         self._inner = inner
 
     def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
-        return self._inner.prune(_SameDepth(study, trial.params.get("layers")), trial)  # type: ignore[arg-type]
+        return self._inner.prune(DepthView(study, trial.params.get("layers")), trial)  # type: ignore[arg-type]
 
 
 def budget_check(space: Space, budget: int) -> Callable[[dict[str, Any]], bool | None]:
@@ -211,18 +229,21 @@ def budget_check(space: Space, budget: int) -> Callable[[dict[str, Any]], bool |
 
 
 def make_sampler(cfg: SearchConfig, space: Space | None = None) -> optuna.samplers.BaseSampler:
-    """The configured sampler; given the space, wrapped to rotate depths and redraw over-budget proposals."""
+    """The configured sampler; given the space, one per depth, taking turns, redrawing over-budget proposals."""
     if cfg.sampler == "random":
         return optuna.samplers.RandomSampler(seed=cfg.seed)  # the unlearned baseline: never wrapped
     if space is not None:
-        return CandidateSampler(make_sampler(cfg), space.layers, budget_check(space, cfg.budget))
-    # group=True models the conditional knobs jointly (layer 4's channels exist only when N >= 4);
-    # without it they are sampled independently and TPE barely learns the budget (79 vs 25 over-budget
-    # proposals per 100 trained on the default space); CandidateSampler then takes that to ~0 after the
-    # start-up trials. constant_liar keeps parallel workers apart.
+        return CandidateSampler(lambda i: tpe(cfg.seed + i), space.layers, budget_check(space, cfg.budget))
+    return tpe(cfg.seed)
+
+
+def tpe(seed: int) -> optuna.samplers.TPESampler:
+    # multivariate models the knobs jointly, which is how TPE learns the budget (a sum over knobs);
+    # group=True keeps that for conditional knobs where one sampler sees several depths.
+    # constant_liar keeps parallel workers apart.
     with warnings.catch_warnings():  # `group` is marked experimental in Optuna 5 (since 2.8)
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=10, multivariate=True, group=True,
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=10, multivariate=True, group=True,
                                           constant_liar=True)
 
 

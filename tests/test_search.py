@@ -119,8 +119,8 @@ def test_over_budget_proposals_vanish_after_start_up_and_are_rarer_than_random(t
         assert outcomes.count("complete") == 60
         curve = curve or over_budget_fraction(study, window=20)
     assert share["tpe"] < share["random"], share
-    first, *later = curve  # after the random start-up trials, over-budget proposals all but vanish
-    assert first > 0 and max(later) <= 0.05, curve
+    start, later = curve[:2], curve[2:]  # after the random start-up (10 trials per depth), they all but vanish
+    assert max(start) > 0 and later and max(later) <= 0.05, curve
 
 
 def test_search_never_reads_the_test_split(small_cifar, tmp_path, monkeypatch):
@@ -299,4 +299,4 @@ def test_every_depth_gets_its_share_of_trials(tmp_path, monkeypatch):
     proposed = [t.params["layers"] for t in study.trials]
     trained = [t.params["layers"] for t in study.trials if t.user_attrs["outcome"] == "complete"]
     assert max(proposed.count(n) for n in space.layers) - min(proposed.count(n) for n in space.layers) <= 1
-    assert all(trained.count(n) >= 8 for n in space.layers), trained  # rejections (start-up) take the rest
+    assert all(trained.count(n) >= 6 for n in space.layers), trained  # start-up rejections (deep, random) take the rest
