@@ -28,7 +28,8 @@ app = typer.Typer(
     help="Neural architecture search for ResNet image classifiers under a parameter budget.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
 )
-out = Console(highlight=False, soft_wrap=True)
+# logs and pipes get wide lines (rich's 80-column default cut the leaderboard's architectures short)
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False)
 
 
