@@ -84,7 +84,7 @@ def _curve(trial: FrozenTrial) -> dict[int, float]:
     return {int(step): float(acc) for step, acc in trial.intermediate_values.items()}
 
 
-def _trial_row(trial: FrozenTrial, confirmed: dict[str, Any]) -> dict[str, Any]:
+def _trial_row(trial: FrozenTrial, confirmed: dict[str, Any] | None) -> dict[str, Any]:
     attrs = trial.user_attrs
     arch = attrs.get("arch") or {}
     return {
@@ -93,7 +93,7 @@ def _trial_row(trial: FrozenTrial, confirmed: dict[str, Any]) -> dict[str, Any]:
         "outcome": attrs.get("outcome"),
         "reason": attrs.get("reason") or None,
         "val_acc": trial.value if trial.state == TrialState.COMPLETE else None,
-        "confirm_acc": (confirmed or {}).get("val_acc"),
+        "confirm_acc": confirmed["val_acc"] if confirmed else None,
         "seed_design": attrs.get("seed_design"),
         "params": attrs.get("params"),
         "macs": attrs.get("macs"),
