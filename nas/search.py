@@ -647,10 +647,12 @@ def confirm(study: optuna.Study, cfg: SearchConfig, data: SearchData, device: to
     """Train the confirm_pool CONFIRM_LONGER_BY times longer, same proxy, recipe and initial weights, and
     store each score as the study user attr `confirm.<trial>` (a resumed run skips those already there).
     Returns {trial number: record} for the whole pool."""
+    stored = study.user_attrs  # one read: each access of study.user_attrs is a database query
     records: dict[int, dict[str, Any]] = {}
     for t in confirm_pool(study):
         key = f"{CONFIRM_PREFIX}{t.number}"
-        if key not in study.user_attrs:
+        record = stored.get(key)
+        if record is None:
             recipe = longer(Recipe.from_dict(t.user_attrs["recipe"]), CONFIRM_LONGER_BY, len(data.train))
             with stopping.at_once():
                 model = build(Arch.from_dict(t.user_attrs["arch"]).scaled(cfg.fidelity.width), recipe.init, recipe.seed)
@@ -659,9 +661,9 @@ def confirm(study: optuna.Study, cfg: SearchConfig, data: SearchData, device: to
                       "epochs": recipe.epochs, "train_subset": recipe.train_subset or len(data.train)}
             with stopping.held():
                 study.set_user_attr(key, record)
-        records[t.number] = study.user_attrs[key]
+        records[t.number] = record
         if on_result is not None:
-            on_result(t, records[t.number])
+            on_result(t, record)
     return records
 
 
