@@ -40,6 +40,21 @@ def _check_ints(name: str, values: tuple[Any, ...], rule: str, ok) -> None:
             raise NasError(f"{name}[{i}]={v!r} is invalid: {rule}")
 
 
+def channel_problem(c: int, block: str, se_ratio: int, groups: int, layer: int = 0) -> str | None:
+    """Why `c` channels cannot make layer `layer`'s blocks with these options, or None: the one
+    channel rule, which Arch enforces and the space survey uses to count valid candidates."""
+    if se_ratio and c < se_ratio:
+        return (f"se_ratio={se_ratio} exceeds channels[{layer}]={c}: SE would have 0 hidden units; "
+                "lower se_ratio or widen the layer")
+    if block == "bottleneck" and c < BOTTLENECK_DIVISOR:
+        return (f"channels[{layer}]={c} is too narrow for a bottleneck block (inner width C//4 would be 0): "
+                "use >= 4 channels or block='basic'")
+    what, width = ("bottleneck width", c // BOTTLENECK_DIVISOR) if block == "bottleneck" else ("channels", c)
+    if width % groups:
+        return f"groups={groups} does not divide {what} {width} of layer {layer}: pick groups that divide it"
+    return None
+
+
 @dataclass(frozen=True)
 class Arch:
     """One network. Scalars for kernels/skip_kernels apply to every layer; pool=None is global."""
@@ -97,20 +112,9 @@ class Arch:
                     f"so pool must be an integer from 1 to {final} (or None for global pooling)"
                 )
         for i, c in enumerate(self.channels):
-            if self.se_ratio and c < self.se_ratio:
-                raise NasError(f"se_ratio={self.se_ratio} exceeds channels[{i}]={c}: SE would have 0 hidden units; lower se_ratio or widen the layer")
-            for what, width in self._grouped_widths(c):
-                if width % self.groups:
-                    raise NasError(f"groups={self.groups} does not divide {what} {width} of layer {i}: pick groups that divide it")
-        if self.block == "bottleneck":
-            for i, c in enumerate(self.channels):
-                if c < BOTTLENECK_DIVISOR:
-                    raise NasError(f"channels[{i}]={c} is too narrow for a bottleneck block (inner width C//4 would be 0): use >= 4 channels or block='basic'")
-
-    def _grouped_widths(self, c: int) -> list[tuple[str, int]]:
-        if self.block == "bottleneck":
-            return [("bottleneck width", c // BOTTLENECK_DIVISOR)]
-        return [("channels", c)]
+            problem = channel_problem(c, self.block, self.se_ratio, self.groups, i)
+            if problem:
+                raise NasError(problem)
 
     # -- derived facts ---------------------------------------------------------------------
     @property

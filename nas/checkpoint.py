@@ -18,7 +18,7 @@ import os
 import pickle
 import random
 import re
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -51,11 +51,16 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def _write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
-    """Run `write` on a temp file beside `path`, fsync it, and rename it over `path`."""
+def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
+    """Run `write` on a temp file beside `path`, fsync it, and rename it over `path`.
+
+    The temp file is created with mode 0o666 less the umask, as open() would (mkstemp's 0o600
+    left results that only their owner could read); O_EXCL keeps the random name exclusive.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp_name = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
@@ -71,7 +76,7 @@ def _write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
 
 def write_bytes_atomic(data: bytes, path: Path) -> Path:
     """Write `data` to `path` so that readers see the old or the new file, never a torn one."""
-    return _write_atomic(path, lambda handle: handle.write(data))
+    return write_atomic(path, lambda handle: handle.write(data))
 
 
 def write_text_atomic(text: str, path: Path) -> Path:
@@ -110,7 +115,7 @@ def save_checkpoint(state: dict, directory: Path, epoch: int) -> Path:
     if epoch < 0:
         raise NasError(f"checkpoint epoch must be >= 0, but got epoch={epoch}")
     directory = Path(directory)
-    path = _write_atomic(directory / f"ckpt-{epoch:05d}.pt", lambda handle: torch.save(state, handle))
+    path = write_atomic(directory / f"ckpt-{epoch:05d}.pt", lambda handle: torch.save(state, handle))
     older = [p for e, p in _checkpoints(directory) if e < epoch]
     keep = {path, *older[len(older) - (KEEP_CHECKPOINTS - 1) :]}
     for _, stale in _checkpoints(directory):

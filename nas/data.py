@@ -11,18 +11,20 @@ import hashlib
 import io
 import os
 import pickle
+import sys
 import tarfile
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Iterable, Iterator, Literal
 
 import torch
 
+from nas.checkpoint import write_atomic
 from nas.errors import NasError
 
 CACHE_VERSION = 1  # bump when the cached layout changes, so stale caches are not read
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+EXAMPLE = "../shared/data/cifar10-jpeg.tar.gz"  # the README's local copy
 BUILTIN = {
     # name: (torchvision class, extracted folder, train files, test files, label key, meta file, names key)
     "cifar10": ("CIFAR10", "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"],
@@ -47,6 +49,12 @@ class ImageSet:
         return ImageSet(self.images[index], self.labels[index], self.classes)
 
 
+def note(text: str) -> None:
+    """One line on stderr, at once: what a long step is doing must reach logs (nohup, SLURM, CI),
+    and stdout stays clean for --json."""
+    print(text, file=sys.stderr, flush=True)
+
+
 def default_cache_dir() -> Path:
     return Path(os.environ.get("NAS_CACHE") or Path.home() / ".cache" / "nas")
 
@@ -64,14 +72,14 @@ def load_split(source: str, split: Literal["train", "test"], cache_dir: Path | N
     path = Path(source).expanduser()
     if path.is_dir():
         key = _directory_key(path, split)
-        return _cached(cache, key, split, lambda: _decode_folder(_iter_directory(path, split), f"{path}/{split}"))
+        return _cached(cache, key, split,
+                       lambda: _decode_folder(_iter_directory(path, split), f"{path}/{split}", cache))
     if path.is_file() and path.name.endswith((".tar.gz", ".tgz")):
         key = _file_sha256(path)
-        return _cached(cache, key, split, lambda: _decode_folder(_iter_tar(path, split), f"{path}:{split}"))
-    raise NasError(
-        f"data source {source!r} is not 'cifar10', 'cifar100', a directory with train/ and test/ in ImageFolder "
-        f"layout, or a .tar.gz of one; pass e.g. --data /work/shared/data/cifar10-jpeg.tar.gz"
-    )
+        return _cached(cache, key, split, lambda: _decode_folder(_iter_tar(path, split), f"{path}:{split}", cache))
+    what = "is not" if path.exists() else "does not exist; data sources are"
+    raise NasError(f"data source {source!r} {what} 'cifar10', 'cifar100', a directory with train/ and test/ in "
+                   f"ImageFolder layout, or a .tar.gz of one; pass e.g. --data {EXAMPLE}")
 
 
 def split_validation(train: ImageSet, val_size: int, seed: int = 0) -> tuple[ImageSet, ImageSet]:
@@ -122,22 +130,9 @@ def _cached(cache: Path, key: str, split: str, decode) -> ImageSet:
         blob = torch.load(path, weights_only=True)
         return ImageSet(blob["images"], blob["labels"], tuple(blob["classes"]))
     s = decode()
-    _atomic_save({"images": s.images, "labels": s.labels, "classes": list(s.classes)}, path)
+    blob = {"images": s.images, "labels": s.labels, "classes": list(s.classes)}
+    write_atomic(path, lambda handle: torch.save(blob, handle))
     return s
-
-
-def _atomic_save(obj: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _file_sha256(path: Path) -> str:
@@ -185,7 +180,7 @@ def _iter_tar(path: Path, split: str) -> Iterator[tuple[str, str, bytes]]:
         raise NasError(f"cannot read archive {path}: {e}; check the file is a complete .tar.gz") from None
 
 
-def _decode_folder(items: Iterable[tuple[str, str, bytes]], where: str) -> ImageSet:
+def _decode_folder(items: Iterable[tuple[str, str, bytes]], where: str, cache: Path) -> ImageSet:
     # Pillow, not torchvision.io: the latter's decoders are deprecated since torchvision 0.29
     import numpy as np
     from PIL import Image, UnidentifiedImageError
@@ -193,6 +188,7 @@ def _decode_folder(items: Iterable[tuple[str, str, bytes]], where: str) -> Image
     records = sorted(items)  # (class, name): ImageFolder's order, independent of archive order
     if not records:
         raise NasError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {where}/<class>/; check the layout")
+    note(f"decoding {len(records):,} images of {where} once (cached in {cache})")
     classes = tuple(sorted({c for c, _, _ in records}))
     index = {c: i for i, c in enumerate(classes)}
     images = []
@@ -220,11 +216,11 @@ def _load_builtin(name: str, split: str, cache: Path) -> ImageSet:
     base = root / folder
     files = train_files if split == "train" else test_files
     if not all((base / f).is_file() for f in [*files, meta_file]):
-        _download(cls_name, root, name)
+        _download(cls_name, root, base, name)
     return read_cifar_python(base, files, label_key, meta_file, names_key)
 
 
-def _download(cls_name: str, root: Path, name: str) -> None:
+def _download(cls_name: str, root: Path, base: Path, name: str) -> None:
     import torchvision
 
     try:
@@ -233,8 +229,8 @@ def _download(cls_name: str, root: Path, name: str) -> None:
         raise NasError(
             f"could not download {name} into {root} ({type(e).__name__}: {e}); this machine may be offline. "
             f"Point --data at a local copy instead: an ImageFolder directory with train/ and test/, or a .tar.gz "
-            f"of one (e.g. --data /work/shared/data/cifar10-jpeg.tar.gz), or place the official python-format "
-            f"files in {root}"
+            f"of one (e.g. --data {EXAMPLE}), or put the official python-format files of {name} in {base} "
+            "($NAS_CACHE moves the cache folder)"
         ) from None
 
 

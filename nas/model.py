@@ -8,7 +8,7 @@ from torch import nn
 from nas.arch import BOTTLENECK_DIVISOR, Arch
 from nas.errors import NasError
 
-INITS = ("kaiming", "xavier")
+INITS = ("kaiming", "xavier")  # the schemes init_weights implements; Recipe.init is checked against these
 
 
 def conv_bn(c_in: int, c_out: int, k: int, stride: int = 1, groups: int = 1) -> nn.Sequential:

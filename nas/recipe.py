@@ -12,12 +12,15 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from nas.errors import NasError
+from nas.model import INITS
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "adagrad", "adamax", "adadelta")
 SCHEDULES = ("cosine", "onecycle", "step", "plateau", "constant")
-INITS = ("kaiming", "xavier")
 PAD_MODES = ("zeros", "reflect")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# Fields whose valid values depend on each other (the cross-field rules of Recipe.__post_init__):
+# a space file's `train:` knobs on these are checked in every combination, the others one by one.
+COUPLED = ("optimizer", "momentum", "nesterov", "epochs", "warmup_epochs")
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,17 @@ class Recipe:
         _require(self.seed >= 0, "seed", self.seed, "must be >= 0")
         _require(self.train_subset >= 0, "train_subset", self.train_subset, "must be >= 0 (0 = whole split)")
         _require(self.evals_per_epoch >= 1, "evals_per_epoch", self.evals_per_epoch, "must be >= 1")
+
+    def updated(self, overrides: Mapping[str, Any]) -> Recipe:
+        """This recipe with `overrides` applied (keys and values checked as in from_dict).
+
+        nesterov=True is a refinement of SGD with momentum: where the overrides move to another
+        optimizer or to momentum 0 without naming nesterov, it is dropped, so a base recipe's SGD
+        setting does not abort an adam trial; overrides that ask for nesterov there still raise.
+        """
+        recipe = Recipe.from_dict({**self.to_dict(), **overrides, "nesterov": False})
+        nesterov = overrides.get("nesterov", self.nesterov and recipe.optimizer == "sgd" and recipe.momentum > 0)
+        return dataclasses.replace(recipe, nesterov=nesterov)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of every field, for YAML/JSON next to results."""

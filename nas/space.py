@@ -23,15 +23,17 @@ turns into suggestions, and `Space.arch(values)` that turns the suggestions into
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
 import yaml
 
-from nas.arch import BLOCK_TYPES, Arch
+from nas.arch import BLOCK_TYPES, Arch, channel_problem
 from nas.errors import NasError
 from nas.numbers import parse_float, parse_int
+from nas.recipe import COUPLED, Recipe
 
 PER_LAYER = ("blocks", "channels", "kernels", "skip_kernels")
 GLOBAL = ("pool", "block", "se_ratio", "groups", "dropout")
@@ -81,6 +83,7 @@ class Space:
     num_classes: int = 10
     input_size: int = 32
     in_channels: int = 3
+    num_classes_fixed: bool = False  # the file names num_classes; otherwise it follows the data (for_data)
 
     # -- knobs, in the order the search suggests them ----------------------------------------
     def arch_knobs(self, n: int) -> list[Choice]:
@@ -110,6 +113,26 @@ class Space:
                 if name != "skip_kernels" or Arch.skip_used(i):
                     values[f"{name}_{i + 1}"] = getattr(arch, name)[i]
         return values
+
+    def for_data(self, num_classes: int) -> Space:
+        """This space, seeds included, for data with `num_classes` classes. The count follows the
+        data unless the file fixed it; then another count is an error here, not a crash in training."""
+        if num_classes == self.num_classes:
+            return self
+        if self.num_classes_fixed:
+            raise NasError(f"space {self.name!r} fixes num_classes: {self.num_classes} but the data has {num_classes} "
+                           f"classes: remove num_classes from the space file to follow the data, or pass data with "
+                           f"{self.num_classes} classes")
+        seeds = tuple((name, dataclasses.replace(arch, num_classes=num_classes)) for name, arch in self.seeds)
+        return dataclasses.replace(self, num_classes=num_classes, seeds=seeds)
+
+    def check_train(self, base: Recipe) -> None:
+        """Raise NasError naming every `train:` value or combination that `base.updated` rejects, so a
+        search finds out before its first trial (the loader checks against the default Recipe only)."""
+        problems = recipe_problems(self.train, base)
+        if problems:
+            raise NasError(f"{self.name}: {len(problems)} problem(s) in the space's train: section with the search "
+                           "recipe:\n  " + "\n  ".join(problems))
 
     def fixed_arch_fields(self) -> dict[str, int]:
         return {"num_classes": self.num_classes, "input_size": self.input_size, "in_channels": self.in_channels}
@@ -185,59 +208,78 @@ def _per_layer(p: _Problems, key: str, raw: Any, n_max: int) -> tuple[tuple[int,
 
 
 def _train_knobs(p: _Problems, raw: Any) -> tuple[Knob, ...]:
-    from nas.recipe import Recipe  # the recipe defines which training knobs exist
-
     if raw is None:
         return ()
     if not isinstance(raw, dict):
         p.add("train", raw, "must be a mapping of Recipe fields to values, choices or ranges")
         return ()
-    fields = {f.name: f for f in dataclasses.fields(Recipe)}
+    fields = [f.name for f in dataclasses.fields(Recipe)]
     knobs: list[Knob] = []
+    parsed = len(p)
     for key, value in raw.items():
         where = f"train.{key}"
         if key not in fields:
             p.add(where, key, f"is not a training setting: valid ones are {', '.join(sorted(fields))}")
             continue
         kind = type(getattr(Recipe(), key))
-        if isinstance(value, dict):
-            extra = set(value) - {"low", "high", "log"}
-            if extra or not {"low", "high"} <= set(value):
-                p.add(where, value, "a range needs exactly 'low', 'high' and optionally 'log: true'")
-                continue
-            if kind not in (int, float):
-                p.add(where, value, f"is a range but {key} takes {kind.__name__} values: list the choices instead")
-                continue
-            try:
-                low, high = parse_float(value["low"], f"{where}.low"), parse_float(value["high"], f"{where}.high")
-            except NasError as e:
-                p.append(str(e))
-                continue
-            log = value.get("log", False)
-            if not isinstance(log, bool):
-                p.add(f"{where}.log", log, "must be true or false")
-            elif not low < high or (log and low <= 0):
-                p.add(where, value, "needs low < high (and low > 0 with log: true)")
-            else:
-                knobs.append(Range(key, low, high, log, kind is int))
-            continue
-        choices = []
-        for v in _listify(value):
-            try:
-                choices.append(_coerce(v, kind, where))
-            except NasError as e:
-                p.append(str(e))
-        if not choices:
-            p.add(where, value, "is empty: give at least one value")
-            continue
-        try:  # every choice must make a valid recipe
-            for c in choices:
-                Recipe(**{key: c})
-        except NasError as e:
-            p.append(f"{where}: {e}")
-            continue
-        knobs.append(Choice(key, tuple(choices)))
+        knob = _range(p, where, key, value, kind) if isinstance(value, dict) else _choices(p, where, key, value, kind)
+        if knob is not None:
+            knobs.append(knob)
+    if len(p) == parsed:  # with a knob that failed to parse, the others would be judged without it
+        p.extend(recipe_problems(tuple(knobs), Recipe()))
     return tuple(knobs)
+
+
+def _range(p: _Problems, where: str, key: str, value: dict, kind: type) -> Range | None:
+    if set(value) - {"low", "high", "log"} or not {"low", "high"} <= set(value):
+        p.add(where, value, "a range needs exactly 'low', 'high' and optionally 'log: true'")
+    elif kind not in (int, float):
+        p.add(where, value, f"is a range but {key} takes {kind.__name__} values: list the choices instead")
+    else:
+        try:
+            low, high = parse_float(value["low"], f"{where}.low"), parse_float(value["high"], f"{where}.high")
+        except NasError as e:
+            p.append(str(e))
+            return None
+        log = value.get("log", False)
+        if not isinstance(log, bool):
+            p.add(f"{where}.log", log, "must be true or false")
+        elif not low < high or (log and low <= 0):
+            p.add(where, value, "needs low < high (and low > 0 with log: true)")
+        else:
+            return Range(key, low, high, log, kind is int)
+    return None
+
+
+def _choices(p: _Problems, where: str, key: str, value: Any, kind: type) -> Choice | None:
+    choices = []
+    for v in _listify(value):
+        try:
+            choices.append(_coerce(v, kind, where))
+        except NasError as e:
+            p.append(str(e))
+    if not choices:
+        p.add(where, value, "is empty: give at least one value")
+        return None
+    return Choice(key, tuple(choices))
+
+
+def recipe_problems(knobs: tuple[Knob, ...], base: Recipe) -> list[str]:
+    """What `base.updated` rejects among the knobs' values: each value of an independent field,
+    and every combination of the COUPLED fields' values. Ranges are tried at their bounds, which
+    is exact because every rule of Recipe bounds a field by a constant or by another field."""
+    tried = {k.name: k.values if isinstance(k, Choice) else
+             tuple(int(v) if k.integer else v for v in (k.low, k.high)) for k in knobs}
+    coupled = [name for name in tried if name in COUPLED]
+    combos = [[(name, v)] for name in tried if name not in COUPLED for v in tried[name]]
+    combos += [list(zip(coupled, values)) for values in itertools.product(*(tried[n] for n in coupled))]
+    problems: dict[str, str] = {}  # rule broken -> the first combination that breaks it
+    for combo in combos:
+        try:
+            base.updated(dict(combo))
+        except NasError as e:
+            problems.setdefault(str(e), " with ".join(f"train.{k}: {v!r}" for k, v in combo))
+    return [f"{where}: {rule}" for rule, where in problems.items()]
 
 
 def _seeds(p: _Problems, raw: Any, fixed: dict[str, int]) -> tuple[tuple[str, Arch], ...]:
@@ -254,6 +296,46 @@ def _seeds(p: _Problems, raw: Any, fixed: dict[str, int]) -> tuple[tuple[str, Ar
         except (NasError, TypeError) as e:
             p.add(f"seeds[{i}]", item, f"is not a valid architecture: {e}")
     return tuple(seeds)
+
+
+def _scalars(p: _Problems, data: dict) -> dict[str, int]:
+    scalars = {}
+    for key, default in SCALARS.items():
+        try:
+            scalars[key] = parse_int(data.get(key, default), key)
+            if scalars[key] < 1:
+                p.add(key, data[key], "must be >= 1")
+        except NasError:
+            p.add(key, data.get(key), "must be a whole number >= 1")
+            scalars[key] = default
+    return scalars
+
+
+def _pools(p: _Problems, raw: Any) -> tuple[int | None, ...]:
+    pool: list[int | None] = []
+    for v in _listify(raw):
+        if v in ("global", None):
+            pool.append(None)
+            continue
+        try:
+            pool.append(parse_int(v, "pool"))
+            if pool[-1] < 1:
+                p.add("pool", v, "must be 'global' or an integer >= 1")
+        except NasError:
+            p.add("pool", v, "must be 'global' or an integer >= 1")
+    return tuple(pool)
+
+
+def _dropouts(p: _Problems, raw: Any) -> tuple[float, ...]:
+    dropout = []
+    for v in _listify(raw):
+        try:
+            dropout.append(parse_float(v, "dropout"))
+            if not 0 <= dropout[-1] < 1:
+                p.add("dropout", v, "must be in [0, 1)")
+        except NasError:
+            p.add("dropout", v, "must be a number in [0, 1)")
+    return tuple(dropout)
 
 
 def _coerce(value: Any, kind: type, where: str) -> Any:
@@ -285,48 +367,23 @@ def parse_space(data: Any, name: str = "space") -> Space:
                    lambda v: 1 <= v <= 64)
     n_max = max(layers, default=1)
     per_layer = {k: _per_layer(p, k, data.get(k, DEFAULTS.get(k, [1])), n_max) for k in PER_LAYER}
-    scalars = {}
-    for key, default in SCALARS.items():
-        try:
-            scalars[key] = parse_int(data.get(key, default), key)
-            if scalars[key] < 1:
-                p.add(key, data[key], "must be >= 1")
-        except NasError:
-            p.add(key, data.get(key), "must be a whole number >= 1")
-            scalars[key] = default
-    pool = []
-    for v in _listify(data.get("pool", DEFAULTS["pool"])):
-        if v in ("global", None):
-            pool.append(None)
-        else:
-            try:
-                pool.append(parse_int(v, "pool"))
-                if pool[-1] < 1:
-                    p.add("pool", v, "must be 'global' or an integer >= 1")
-            except NasError:
-                p.add("pool", v, "must be 'global' or an integer >= 1")
+    scalars = _scalars(p, data)
+    pool = _pools(p, data.get("pool", DEFAULTS["pool"]))
     block = tuple(_listify(data.get("block", DEFAULTS["block"])))
     for b in block:
         if b not in BLOCK_TYPES:
             p.add("block", b, f"is not a block type: choose from {', '.join(BLOCK_TYPES)}")
     se_ratio = _ints(p, "se_ratio", data.get("se_ratio", DEFAULTS["se_ratio"]), "0 (off) or a reduction ratio >= 1", lambda v: v >= 0)
     groups = _ints(p, "groups", data.get("groups", DEFAULTS["groups"]), "groups must be >= 1", lambda v: v >= 1)
-    dropout = []
-    for v in _listify(data.get("dropout", DEFAULTS["dropout"])):
-        try:
-            d = parse_float(v, "dropout")
-            dropout.append(d)
-            if not 0 <= d < 1:
-                p.add("dropout", v, "must be in [0, 1)")
-        except NasError:
-            p.add("dropout", v, "must be a number in [0, 1)")
+    dropout = _dropouts(p, data.get("dropout", DEFAULTS["dropout"]))
     train = _train_knobs(p, data.get("train"))
     seeds = _seeds(p, data.get("seeds"), scalars)
     space_name = data.get("name", name)
     if p:
         raise NasError(f"{name}: {len(p)} problem(s) in the space file:\n  " + "\n  ".join(p))
-    space = Space(name=str(space_name), layers=layers, **per_layer, pool=tuple(pool), block=block,
-                  se_ratio=se_ratio, groups=groups, dropout=tuple(dropout), train=train, seeds=seeds, **scalars)
+    space = Space(name=str(space_name), layers=layers, **per_layer, pool=pool, block=block, se_ratio=se_ratio,
+                  groups=groups, dropout=dropout, train=train, seeds=seeds, **scalars,
+                  num_classes_fixed="num_classes" in data)
     outside = [f"seeds: {n!r} ({a.describe()}) is outside the space: add its values to the choices, or drop it"
                for n, a in seeds if not space.contains(a)]
     if outside:
@@ -356,11 +413,8 @@ def load_space(path: str | Path) -> Space:
 
 # -- size ------------------------------------------------------------------------------------
 def valid_channels(space: Space, block: str, se_ratio: int, groups: int, layer: int) -> tuple[int, ...]:
-    """Channel choices of one layer that make a valid block with these global options."""
-    def ok(c: int) -> bool:
-        width = c // 4 if block == "bottleneck" else c
-        return width >= 1 and width % groups == 0 and (not se_ratio or c >= se_ratio)
-    return tuple(c for c in space.channels[layer] if ok(c))
+    """Channel choices of one layer that make a valid block with these global options (Arch's rule)."""
+    return tuple(c for c in space.channels[layer] if channel_problem(c, block, se_ratio, groups) is None)
 
 
 def valid_pools(space: Space, n: int) -> tuple[int | None, ...]:

@@ -9,8 +9,10 @@ Deliberately free of Optuna: the search passes `on_eval`, which may raise to pru
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import functools
 import math
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -22,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas.augment import Augment, ChannelStats, augment_batch, channel_stats, normalize
-from nas.data import ImageSet, stratified_subset
+from nas.data import ImageSet, note, stratified_subset
 from nas.errors import NasError
 from nas.recipe import Recipe
 
@@ -262,18 +264,56 @@ def train(model: nn.Module, recipe: Recipe, train_set: ImageSet, val_set: ImageS
 
     `on_eval` may raise (e.g. optuna.TrialPruned); the exception propagates unchanged. With
     `checkpoint_dir`, state is saved after every epoch and a run there resumes from the latest.
+    `progress` shows the run on stderr: a bar on a terminal, else a plain line per epoch.
     """
     started = time.perf_counter()
-    r = recipe
+    run = _prepare(model, recipe, train_set, val_set, device)
+    st = _State()
+    if checkpoint_dir is not None:
+        _resume(Path(checkpoint_dir), recipe, run, st)
+    with _Progress(progress, recipe, run.steps_per_epoch, st, started) as shown:
+        for epoch in range(st.epoch, recipe.epochs):
+            if not _epoch(run, recipe, epoch, st, started, on_eval, shown):
+                return _result("nonfinite", st, started)
+            if checkpoint_dir is not None:
+                _save(Path(checkpoint_dir), recipe, run, st, started)
+    return _result("ok", st, started)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every step of one training run uses, set up once."""
+
+    net: nn.Module  # the model, compiled when the recipe asks
+    model: nn.Module
+    opt: torch.optim.Optimizer | Lookahead
+    schedule: LrSchedule
+    scaler: torch.amp.GradScaler | None
+    gen: torch.Generator  # data order and augmentation
+    aug: Augment
+    stats: ChannelStats  # of the full training split: the normalisation at training and evaluation
+    images: torch.Tensor  # uint8, resident on the device
+    labels: torch.Tensor
+    val: ImageSet | None
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    batch_dtype: torch.dtype
+    autocast: Callable
+    steps_per_epoch: int
+    ends: tuple[int, ...]  # steps of an epoch after which to evaluate
+
+
+def _prepare(model: nn.Module, r: Recipe, train_set: ImageSet, val_set: ImageSet | None,
+             device: torch.device) -> _Run:
     stats = channel_stats(train_set)  # from the full training split, before any subset
     if r.train_subset:
         if r.train_subset > len(train_set):
             raise NasError(f"train_subset={r.train_subset} exceeds the {len(train_set)} training images; "
-                           f"lower it, or use 0 for the whole split")
+                           f"lower it (--train-subset), or use 0 for the whole split")
         train_set = stratified_subset(train_set, r.train_subset, r.seed)
     if len(train_set) < r.batch_size:
-        raise NasError(f"batch_size={r.batch_size} is larger than the {len(train_set)} training images; "
-                       f"lower batch_size or train on more images")
+        raise NasError(f"batch_size={r.batch_size} is larger than the {len(train_set)} training images; lower "
+                       f"--batch-size (or batch_size in the space's train: section) or train on more images")
     amp_dtype, use_scaler = resolve_precision(r.precision, device)
 
     torch.manual_seed(r.seed)  # for any randomness inside the model (dropout)
@@ -285,76 +325,120 @@ def train(model: nn.Module, recipe: Recipe, train_set: ImageSet, val_set: ImageS
     steps_per_epoch = len(train_set) // r.batch_size  # the incomplete last batch is dropped; order changes
     schedule = LrSchedule(r, steps_per_epoch)
     scaler = torch.amp.GradScaler("cuda") if use_scaler else None  # CUDA-only path
-    gen = torch.Generator(device=device).manual_seed(r.seed)  # data order and augmentation
-    aug = Augment.from_recipe(r)
+    gen = torch.Generator(device=device).manual_seed(r.seed)
     ends = sorted({max(1, round(k * steps_per_epoch / r.evals_per_epoch)) for k in range(1, r.evals_per_epoch + 1)})
-
-    images = train_set.images.to(device, non_blocking=True)  # uint8, resident
-    labels = train_set.labels.to(device, non_blocking=True)
     val = None if val_set is None else ImageSet(val_set.images.to(device), val_set.labels.to(device),
                                                 val_set.classes)
     # the first conv takes the batch in the autocast dtype directly, halving augmentation traffic
     batch_dtype = amp_dtype if device.type == "cuda" and amp_dtype else torch.float32
     autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else nullcontext
+    return _Run(net, model, opt, schedule, scaler, gen, Augment.from_recipe(r), stats,
+                train_set.images.to(device, non_blocking=True), train_set.labels.to(device, non_blocking=True),
+                val, device, amp_dtype, batch_dtype, autocast, steps_per_epoch, tuple(ends))
 
-    st = _State()
-    if checkpoint_dir is not None:
-        _resume(Path(checkpoint_dir), r, model, opt, schedule, scaler, gen, st)
 
-    bar = _progress_bar() if progress else None
-    with bar or nullcontext():
-        task = bar.add_task("training", total=r.epochs * steps_per_epoch,
-                            completed=st.epoch * steps_per_epoch) if bar else None
-        for epoch in range(st.epoch, r.epochs):
-            t_epoch = time.perf_counter()
-            order = torch.randperm(len(train_set), generator=gen, device=device)
-            window_loss, window_steps, epoch_loss = torch.zeros((), device=device), 0, 0.0
-            for step in range(steps_per_epoch):
-                index = order[step * r.batch_size:(step + 1) * r.batch_size]
-                x = augment_batch(images[index], aug, stats, gen, batch_dtype)
-                y = labels[index]
-                for g in opt.param_groups:
-                    g["lr"] = r.lr * schedule.factor(epoch * steps_per_epoch + step)
-                window_loss += _step(net, model, opt, scaler, autocast, x, y, r)
-                window_steps += 1
-                st.images_seen += r.batch_size
-                if bar:
-                    bar.advance(task)
-                at_eval = step + 1 in ends
-                # CPU: the loss is already computed, so checking it each step is free; on CUDA
-                # a check forces a sync, so check every 32 steps and at evaluation points
-                if at_eval or device.type == "cpu" or step % 32 == 31:
-                    if not math.isfinite(float(window_loss)):
-                        st.train_seconds += time.perf_counter() - t_epoch
-                        return _result("nonfinite", st, started)
-                if not at_eval:
-                    continue
-                mean_loss = float(window_loss) / window_steps
-                epoch_loss += mean_loss * window_steps / steps_per_epoch
+def _epoch(run: _Run, r: Recipe, epoch: int, st: _State, started: float,
+           on_eval: Callable[[EvalPoint], None] | None, shown: _Progress) -> bool:
+    """Train one epoch, updating `st`; False as soon as the loss is not finite."""
+    t_epoch, trained = time.perf_counter(), st.train_seconds
+    order = torch.randperm(len(run.labels), generator=run.gen, device=run.device)
+    window_loss, window_steps, epoch_loss = torch.zeros((), device=run.device), 0, 0.0
+    for step in range(run.steps_per_epoch):
+        index = order[step * r.batch_size:(step + 1) * r.batch_size]
+        x = augment_batch(run.images[index], run.aug, run.stats, run.gen, run.batch_dtype)
+        for g in run.opt.param_groups:
+            g["lr"] = r.lr * run.schedule.factor(epoch * run.steps_per_epoch + step)
+        window_loss += _step(run.net, run.model, run.opt, run.scaler, run.autocast, x, run.labels[index], r)
+        window_steps += 1
+        st.images_seen += r.batch_size
+        shown.step(epoch, step)
+        at_eval = step + 1 in run.ends
+        # CPU: the loss is already computed, so checking it each step is free; on CUDA
+        # a check forces a sync, so check every 32 steps and at evaluation points
+        if at_eval or run.device.type == "cpu" or step % 32 == 31:
+            if not math.isfinite(float(window_loss)):
                 st.train_seconds += time.perf_counter() - t_epoch
-                if val is not None:
-                    val_acc, val_loss, _ = evaluate(net, val, device, stats=stats, amp_dtype=amp_dtype)
-                    if not math.isfinite(val_loss):  # e.g. BatchNorm running statistics overflowed
-                        return _result("nonfinite", st, started)
-                else:
-                    val_acc = val_loss = math.nan
-                t_epoch = time.perf_counter()
-                point = EvalPoint(epoch + (step + 1) / steps_per_epoch, mean_loss, val_loss, val_acc,
-                                  time.perf_counter() - started + st.prior_seconds)
-                st.history.append(point)
-                schedule.observe(val_loss if val is not None else mean_loss)
-                if bar:
-                    bar.update(task, description=f"epoch {point.epoch:.2f} loss {mean_loss:.3f} "
-                                                 f"val {val_acc:.2%}")
-                window_loss, window_steps = torch.zeros((), device=device), 0
-                if on_eval is not None:
-                    on_eval(point)  # may raise to prune: nothing below needs cleaning up
-            st.train_seconds += time.perf_counter() - t_epoch
-            st.loss_sum += epoch_loss
-            st.epoch = epoch + 1
-            if checkpoint_dir is not None:
-                _save(Path(checkpoint_dir), r, model, opt, schedule, scaler, gen, st, started)
-    return _result("ok", st, started)
+                return False
+        if not at_eval:
+            continue
+        mean_loss = float(window_loss) / window_steps
+        epoch_loss += mean_loss * window_steps / run.steps_per_epoch
+        st.train_seconds += time.perf_counter() - t_epoch
+        point = _evaluation(run, epoch + (step + 1) / run.steps_per_epoch, mean_loss, st, started)
+        if point is None:
+            return False
+        t_epoch = time.perf_counter()
+        shown.evaluated(point)
+        window_loss, window_steps = torch.zeros((), device=run.device), 0
+        if on_eval is not None:
+            on_eval(point)  # may raise to prune: nothing below needs cleaning up
+    st.train_seconds += time.perf_counter() - t_epoch
+    st.loss_sum += epoch_loss
+    st.epoch = epoch + 1
+    shown.epoch_done(epoch_loss, run.steps_per_epoch * r.batch_size / max(st.train_seconds - trained, 1e-9))
+    return True
+
+
+def _evaluation(run: _Run, epoch: float, mean_loss: float, st: _State, started: float) -> EvalPoint | None:
+    """Validate, record the point and feed the schedule; None when the validation loss is not finite."""
+    if run.val is not None:
+        val_acc, val_loss, _ = evaluate(run.net, run.val, run.device, stats=run.stats, amp_dtype=run.amp_dtype)
+        if not math.isfinite(val_loss):  # e.g. BatchNorm running statistics overflowed
+            return None
+    else:
+        val_acc = val_loss = math.nan
+    point = EvalPoint(epoch, mean_loss, val_loss, val_acc, time.perf_counter() - started + st.prior_seconds)
+    st.history.append(point)
+    run.schedule.observe(val_loss if run.val is not None else mean_loss)
+    return point
+
+
+class _Progress:
+    """What progress=True shows on stderr: a rich bar on a terminal; elsewhere (nohup, SLURM, CI, a
+    pipe) a plain line per epoch, and one every LINE_EVERY_S seconds inside a longer epoch, so a
+    log shows the run is alive. Silent with progress=False."""
+
+    LINE_EVERY_S = 60.0
+
+    def __init__(self, enabled: bool, r: Recipe, steps_per_epoch: int, st: _State, started: float) -> None:
+        self.lines = enabled and not sys.stderr.isatty()
+        self.bar = _progress_bar() if enabled and not self.lines else None
+        self.epochs, self.steps, self.st, self.started = r.epochs, steps_per_epoch, st, started
+        self.last_line = time.perf_counter()
+        self.task = self.bar.add_task("training", total=r.epochs * steps_per_epoch,
+                                      completed=st.epoch * steps_per_epoch) if self.bar else None
+
+    def __enter__(self) -> _Progress:
+        if self.bar:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar:
+            self.bar.stop()
+
+    def step(self, epoch: int, step: int) -> None:
+        if self.bar:
+            self.bar.advance(self.task)
+        elif self.lines and time.perf_counter() - self.last_line >= self.LINE_EVERY_S:
+            self._line(f"epoch {epoch + 1}/{self.epochs}: step {step + 1}/{self.steps}")
+
+    def evaluated(self, point: EvalPoint) -> None:
+        if self.bar:
+            self.bar.update(self.task, description=f"epoch {point.epoch:.2f} loss {point.train_loss:.3f} "
+                                                   f"val {point.val_acc:.2%}")
+
+    def epoch_done(self, train_loss: float, images_per_s: float) -> None:
+        if self.lines:
+            val_acc = self.st.history[-1].val_acc if self.st.history else math.nan
+            val = "" if math.isnan(val_acc) else f", val acc {val_acc:.2%}"
+            self._line(f"epoch {self.st.epoch}/{self.epochs}: train loss {train_loss:.4f}{val}, "
+                       f"{images_per_s:,.0f} images/s")
+
+    def _line(self, text: str) -> None:
+        elapsed = datetime.timedelta(seconds=round(time.perf_counter() - self.started + self.st.prior_seconds))
+        note(f"{text}, {elapsed} elapsed")
+        self.last_line = time.perf_counter()
 
 
 def _step(net: nn.Module, model: nn.Module, opt, scaler, autocast, x: torch.Tensor, y: torch.Tensor,
@@ -412,19 +496,18 @@ def _progress_bar():
 # checkpoints: saved after every epoch; a resumed CPU run ends with bit-identical weights
 
 
-def _save(directory: Path, r: Recipe, model: nn.Module, opt, schedule: LrSchedule, scaler, gen: torch.Generator,
-          st: _State, started: float) -> None:
+def _save(directory: Path, r: Recipe, run: _Run, st: _State, started: float) -> None:
     from nas.checkpoint import capture_rng, save_checkpoint
 
     state = {
         "version": CHECKPOINT_VERSION,
         "recipe": r.to_dict(),
         "epoch": st.epoch,
-        "model": model.state_dict(),
-        "optimizer": opt.state_dict(),
-        "schedule": schedule.state_dict(),
-        "scaler": scaler.state_dict() if scaler is not None else None,
-        "generator": gen.get_state(),
+        "model": run.model.state_dict(),
+        "optimizer": run.opt.state_dict(),
+        "schedule": run.schedule.state_dict(),
+        "scaler": run.scaler.state_dict() if run.scaler is not None else None,
+        "generator": run.gen.get_state(),
         "rng": capture_rng(),
         "images_seen": st.images_seen,
         "loss_sum": st.loss_sum,
@@ -435,8 +518,7 @@ def _save(directory: Path, r: Recipe, model: nn.Module, opt, schedule: LrSchedul
     save_checkpoint(state, directory, st.epoch)
 
 
-def _resume(directory: Path, r: Recipe, model: nn.Module, opt, schedule: LrSchedule, scaler, gen: torch.Generator,
-            st: _State) -> None:
+def _resume(directory: Path, r: Recipe, run: _Run, st: _State) -> None:
     from nas.checkpoint import load_latest_checkpoint, restore_rng
 
     state = load_latest_checkpoint(directory)
@@ -445,12 +527,12 @@ def _resume(directory: Path, r: Recipe, model: nn.Module, opt, schedule: LrSched
     if state.get("version") != CHECKPOINT_VERSION or state.get("recipe") != r.to_dict():
         raise NasError(f"the checkpoint in {directory} was written by a different recipe or engine version; "
                        f"resume with the same recipe, or use an empty checkpoint directory")
-    model.load_state_dict(state["model"])
-    opt.load_state_dict(state["optimizer"])
-    schedule.load_state_dict(state["schedule"])
-    if scaler is not None and state["scaler"] is not None:
-        scaler.load_state_dict(state["scaler"])  # CUDA-only path
-    gen.set_state(state["generator"])
+    run.model.load_state_dict(state["model"])
+    run.opt.load_state_dict(state["optimizer"])
+    run.schedule.load_state_dict(state["schedule"])
+    if run.scaler is not None and state["scaler"] is not None:
+        run.scaler.load_state_dict(state["scaler"])  # CUDA-only path
+    run.gen.set_state(state["generator"])
     restore_rng(state["rng"])
     st.epoch, st.images_seen, st.loss_sum = state["epoch"], state["images_seen"], state["loss_sum"]
     st.train_seconds, st.prior_seconds = state["train_seconds"], state["seconds"]

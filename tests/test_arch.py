@@ -87,3 +87,13 @@ def test_proxies_are_valid_and_keep_the_default_space_s_widths_apart(block, grou
         assert p.se_ratio == (min(se_ratio, p.channels[0]) if se_ratio else 0)
     full = Arch(blocks=(1, 1), channels=(64, 128), se_ratio=16)
     assert full.scaled(1) is full
+
+
+def test_one_channel_rule_serves_the_architecture_and_the_space_survey():
+    import nas.space
+    from nas.arch import channel_problem
+
+    assert nas.space.channel_problem is channel_problem
+    assert channel_problem(8, "basic", 0, 4) is None and channel_problem(12, "bottleneck", 0, 3) is None
+    assert channel_problem(12, "bottleneck", 0, 2, layer=1) == ("groups=2 does not divide bottleneck width 3 of "
+                                                                "layer 1: pick groups that divide it")

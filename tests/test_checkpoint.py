@@ -210,6 +210,18 @@ def test_json_is_written_atomically_and_reads_back(tmp_path: Path) -> None:
     assert _files(path.parent) == ["arch.json"]
 
 
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_written_files_get_the_mode_the_umask_allows(tmp_path: Path, umask: int, mode: int) -> None:
+    """Results are shared (report.html, trials.csv, weights): readable as any file the user writes."""
+    old = os.umask(umask)
+    try:
+        paths = [write_json_atomic({}, tmp_path / "a.json"), save_checkpoint({}, tmp_path, 0),
+                 save_weights(nn.Linear(2, 2), tmp_path / "w.safetensors")]
+    finally:
+        os.umask(old)
+    assert [p.stat().st_mode & 0o777 for p in paths] == [mode] * 3
+
+
 _WRITER = textwrap.dedent(
     """
     import sys

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import shutil
 import tarfile
@@ -105,6 +106,11 @@ def test_loading_train_never_touches_test_images(folder, cache, tmp_path):
 def test_unknown_source_and_split_are_user_errors(cache, tmp_path):
     with pytest.raises(NasError, match="--data"):
         load_split(str(tmp_path / "nowhere"), "train", cache)
+    with pytest.raises(NasError, match=r"'.*absent.tar.gz' does not exist"):
+        load_split(str(tmp_path / "absent.tar.gz"), "train", cache)
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(NasError, match="'.*notes.txt' is not 'cifar10'"):
+        load_split(str(tmp_path / "notes.txt"), "train", cache)
     with pytest.raises(NasError, match="'train' or 'test'"):
         load_split("cifar10", "val", cache)  # type: ignore[arg-type]
 
@@ -116,8 +122,22 @@ def test_builtin_offline_names_the_local_alternative(cache, monkeypatch):
         raise OSError("network unreachable")
 
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
-    with pytest.raises(NasError, match="--data"):
+    with pytest.raises(NasError, match="--data") as e:
         load_split("cifar10", "train", cache)
+    assert f"files of cifar10 in {cache / 'torchvision' / 'cifar-10-batches-py'} " in str(e.value)  # read from there
+
+
+def test_decoding_says_so_once_and_the_cache_respects_the_umask(folder, cache, capsys):
+    old = os.umask(0o022)
+    try:
+        load_split(str(folder), "test", cache)
+    finally:
+        os.umask(old)
+    assert capsys.readouterr().err == f"decoding 100 images of {folder}/test once (cached in {cache})\n"
+    load_split(str(folder), "test", cache)
+    assert capsys.readouterr().err == ""  # a cache hit decodes nothing
+    [cached] = cache.glob("*-test.pt")
+    assert cached.stat().st_mode & 0o777 == 0o644
 
 
 def test_cifar100_official_python_format_is_read(cache):

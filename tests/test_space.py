@@ -126,3 +126,61 @@ def test_seeds_outside_the_space_or_invalid_are_named():
         parse_space({**base, "seeds": {"blocks": [1, 1]}})
     sp = parse_space({**base, "pool": ["global"], "seeds": [{"blocks": [1, 2], "channels": [8, 16], "pool": "global"}]})
     assert sp.seeds == (("seed-0", Arch(blocks=(1, 2), channels=(8, 16))),)
+
+
+@pytest.mark.parametrize("train, fragments", [
+    ({"optimizer": ["sgd", "adam"], "nesterov": True},
+     ["train.optimizer: 'adam' with train.nesterov: True", "only to optimizer 'sgd'"]),
+    ({"nesterov": [False, True], "optimizer": "adamw"}, ["train.nesterov: True with train.optimizer: 'adamw'"]),
+    ({"nesterov": True, "momentum": {"low": 0, "high": 0.9}}, ["train.momentum: 0.0", "needs momentum > 0"]),
+    ({"epochs": [5, 20], "warmup_epochs": {"low": 1, "high": 10}},
+     ["train.epochs: 5 with train.warmup_epochs: 10.0", "< epochs (5)"]),
+    ({"label_smoothing": {"low": 0, "high": 1.5}}, ["train.label_smoothing: 1.5", "must be in [0, 1)"]),
+])
+def test_impossible_training_combinations_are_rejected_at_load(train, fragments):
+    with pytest.raises(NasError) as e:
+        parse_space({"layers": [1], "blocks": [1], "channels": [8], "train": train})
+    for fragment in fragments:
+        assert fragment in str(e.value)
+
+
+def test_possible_training_combinations_load_and_fit_the_search_recipe():
+    from nas.recipe import Recipe
+
+    search = Recipe(epochs=4, batch_size=128, lr=0.2, nesterov=True, schedule="onecycle", label_smoothing=0.1)
+    base = {"layers": [1], "blocks": [1], "channels": [8]}
+    sp = parse_space({**base, "train": {"optimizer": ["sgd", "adam"], "momentum": [0.0, 0.9], "warmup_epochs": 300,
+                                        "epochs": 400, "nesterov": False}})
+    sp.check_train(search)
+    sp = parse_space({**base, "train": {"optimizer": ["sgd", "adamw"], "lr": {"low": 1e-3, "high": 0.4}}})
+    sp.check_train(search)
+    with pytest.raises(NasError, match=r"train.warmup_epochs: 5.0: .*< epochs \(4\)"):
+        parse_space({**base, "train": {"warmup_epochs": [0, 5]}}).check_train(search)
+
+
+def test_the_class_count_follows_the_data_unless_the_file_fixes_it():
+    base = {"layers": [2], "blocks": [1, 2], "channels": [8, 16], "seeds": [{"blocks": [1, 1], "channels": [8, 16]}]}
+    sp = parse_space(base)
+    assert not sp.num_classes_fixed and sp.for_data(10) is sp
+    wide = sp.for_data(100)
+    assert wide.num_classes == 100 and wide.seeds[0][1].num_classes == 100 and wide.contains(wide.seeds[0][1])
+    assert wide.arch(wide.values(wide.seeds[0][1])) == wide.seeds[0][1]
+    fixed = parse_space({**base, "num_classes": 10})
+    assert fixed.num_classes_fixed and fixed.for_data(10) is fixed
+    with pytest.raises(NasError, match="fixes num_classes: 10 but the data has 100 classes: remove num_classes"):
+        fixed.for_data(100)
+
+
+def test_the_survey_counts_channels_by_the_architectures_own_rule():
+    from nas.space import valid_channels
+
+    sp = parse_space({"layers": [1], "blocks": [1], "channels": list(range(1, 40))})
+    for block, se, groups in itertools.product(("basic", "bottleneck"), (0, 4, 16), (1, 2, 3, 4)):
+        expected = []
+        for c in sp.channels[0]:
+            try:
+                Arch(blocks=(1,), channels=(c,), block=block, se_ratio=se, groups=groups)
+                expected.append(c)
+            except NasError:
+                pass
+        assert valid_channels(sp, block, se, groups, 0) == tuple(expected)
