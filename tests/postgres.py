@@ -29,17 +29,17 @@ class Server:
     password: str
 
     def url(self, database: str) -> str:
-        return f"postgresql+psycopg2://{self.user}:{self.password}@{self.host}:{self.port}/{database}"
+        """The README's form exactly, no driver named: SQLAlchemy maps postgresql:// to psycopg 3."""
+        return f"postgresql://{self.user}:{self.password}@{self.host}:{self.port}/{database}"
 
     def create_database(self) -> str:
-        import psycopg2
+        import psycopg
 
         name = f"t_{uuid.uuid4().hex[:12]}"
-        con = psycopg2.connect(host=self.host, port=self.port, user=self.user, password=self.password, dbname="postgres")
-        con.autocommit = True
-        with con.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
-        con.close()
+        # CREATE DATABASE cannot run inside a transaction: autocommit
+        with psycopg.connect(host=self.host, port=self.port, user=self.user, password=self.password,
+                             dbname="postgres", autocommit=True) as con:
+            con.execute(f'CREATE DATABASE "{name}"')
         return name
 
 
