@@ -28,6 +28,7 @@ from nas.augment import channel_stats
 from nas.data import load_split
 from nas.model import build_model
 from nas.recipe import Recipe
+from nas.record import records
 from nas.retrain import select_trials
 from nas.search import CONFIRM_LONGER_BY, SEARCH_RECIPE, Fidelity, SearchConfig, load_search_data, longer
 from nas.train import evaluate, train
@@ -54,14 +55,14 @@ def main() -> None:
     stats = channel_stats(data.train)  # what training normalises with
 
     winner = select_trials(study, "best")[0]
-    seeds = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("seed_design") and "recipe" in t.user_attrs]
-    designs = [(f"winner (trial {winner.number})", winner)] + [(t.user_attrs["seed_design"], t) for t in seeds]
+    seeds = [r for r in records(study) if r.seed_design and r.recipe]
+    designs = [(f"winner (trial {winner.number})", winner)] + [(r.seed_design, r) for r in seeds]
     print(f"{len(designs)} designs x {args.inits} inits at {CONFIRM_LONGER_BY}x the search's schedule, width x{fid.width:g}; "
           f"validation {len(data.val)}, test {len(test)} images", flush=True)
     rows = []
     for name, trial in designs:
-        arch = Arch.from_dict(trial.user_attrs["arch"])
-        base = longer(Recipe.from_dict(trial.user_attrs["recipe"]), CONFIRM_LONGER_BY, len(data.train))
+        arch = Arch.from_dict(trial.arch)
+        base = longer(Recipe.from_dict(trial.recipe), CONFIRM_LONGER_BY, len(data.train))
         for k in range(args.inits):
             recipe = dataclasses.replace(base, seed=base.seed + k)
             started = time.perf_counter()
@@ -83,8 +84,8 @@ def main() -> None:
     for name, s in summary.items():
         print(f"{name:>28}: val {s['val_acc'][0]:.2%} +- {s['val_acc'][1]:.2%}   test {s['test_acc'][0]:.2%} +- {s['test_acc'][1]:.2%}")
     best_seed = max((n for n, _ in designs[1:]), key=lambda n: summary[n]["test_acc"][0], default=None)
-    if "seed_design" in winner.user_attrs:
-        print(f"the winner is the seed design {winner.user_attrs['seed_design']}: the search found nothing better")
+    if winner.seed_design:
+        print(f"the winner is the seed design {winner.seed_design}: the search found nothing better")
     elif best_seed:
         first = designs[0][0]
         gap = summary[first]["test_acc"][0] - summary[best_seed]["test_acc"][0]

@@ -15,7 +15,8 @@ from pathlib import Path
 import optuna
 
 from nas.artifacts import default_storage
-from nas.search import EVALUATED, count_outcomes, over_budget_fraction
+from nas.record import TRAINED, count_outcomes
+from nas.search import over_budget_fraction
 
 
 def main() -> None:
@@ -29,11 +30,11 @@ def main() -> None:
     wall = (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds()
     in_trials = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials)
     training = sum(t.user_attrs.get("seconds", 0.0) for t in trials)
-    trained = [t for t in trials if t.user_attrs.get("outcome") in EVALUATED]
+    trained = [t for t in trials if t.user_attrs.get("outcome") in TRAINED]
     # studies from before pruned trials recorded "seconds": count their whole duration as training
     training += sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trained if "seconds" not in t.user_attrs)
     overhead = wall - training
-    print(f"study {args.study}: {len(trials)} finished trials, outcomes {count_outcomes(study)}")
+    print(f"study {args.study}: {len(trials)} finished trials, outcomes {count_outcomes(trials)}")
     print(f"wall {wall:.1f} s (inside trials {in_trials:.1f} s); training+validation {training:.1f} s; "
           f"everything else {overhead:.1f} s = {100 * overhead / wall:.2f}% of wall time, "
           f"{overhead / max(len(trained), 1):.3f} s per trained trial")

@@ -1,6 +1,6 @@
 """The frozen description of one ResNet: the single source both the counter and the builder read.
 
-Layout (seed-designs.md): stem conv3x3(in_channels -> C_1) + BN + ReLU; N residual layers,
+Layout (the reference reports'): stem conv3x3(in_channels -> C_1) + BN + ReLU; N residual layers,
 layer i has B_i blocks with C_i output channels, the first block of every layer after the
 first downsamples with stride 2; average pool of kernel P; Linear(features -> classes).
 """

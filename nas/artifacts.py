@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import platform
 import shutil
 from pathlib import Path
@@ -42,11 +43,13 @@ def safe_url(url: str) -> str:
 
 
 def versions() -> dict[str, str]:
+    """What produced a result, saved beside it."""
     import pandas
     import plotly
+    import safetensors
 
     return {"python": platform.python_version(), "torch": torch.__version__, "optuna": optuna.__version__,
-            "pandas": pandas.__version__, "plotly": plotly.__version__}
+            "pandas": pandas.__version__, "plotly": plotly.__version__, "safetensors": safetensors.__version__}
 
 
 def as_jsonable(obj: Any) -> Any:
@@ -75,3 +78,32 @@ def check_results_dir(results_dir: Path) -> None:
     p = Path(results_dir)
     if p.exists() and not p.is_dir():
         raise NasError(f"--results-dir={str(p)!r} is a file: give a directory")
+
+
+def load_study(study: str, storage: str | None, results_dir: Path) -> optuna.Study:
+    """An existing study; a missing one is a one-line error, never a new empty file."""
+    if storage is None:
+        db = study_dir(results_dir, study) / "study.db"
+        if not db.is_file():
+            raise NasError(f"no study {study!r} in {results_dir}/ ({db} does not exist): run `nas search --study {study}` "
+                           f"first, or pass --results-dir/--storage where it lives")
+        storage = default_storage(results_dir, study)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return optuna.load_study(study_name=study, storage=storage)
+    except KeyError:
+        names = optuna.get_all_study_names(storage)
+        raise NasError(f"storage {safe_url(storage)} has no study {study!r}: it holds "
+                       f"{', '.join(map(repr, names)) or 'no studies'}; pass one of them with --study") from None
+
+
+def study_data(study: optuna.Study, results_dir: Path) -> str | None:
+    """The --data a study searched: its attribute, or config.json for studies older than that attribute."""
+    from nas.record import STUDY_DATA
+
+    if study.user_attrs.get(STUDY_DATA):
+        return str(study.user_attrs[STUDY_DATA])
+    try:
+        return json.loads((study_dir(results_dir, study.study_name) / "config.json").read_text()).get("data")
+    except (OSError, ValueError):
+        return None

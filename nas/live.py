@@ -12,27 +12,20 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from nas import record
 from nas.arch import Arch
-from nas.search import EVALUATED, count_outcomes, evaluated
 
 
-def _best(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    done = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("outcome") == "complete"]
-    return max(done, key=lambda t: t.value or 0.0, default=None)
+def _describe(r: record.Record) -> str:
+    return Arch.from_dict(r.arch).describe() if r.arch else "?"
 
 
-def _describe(t: optuna.trial.FrozenTrial) -> str:
-    return Arch.from_dict(t.user_attrs["arch"]).describe() if "arch" in t.user_attrs else "?"
-
-
-def top_table(study: optuna.Study, k: int = 5) -> Table:
-    done = sorted((t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("outcome") == "complete"),
-                  key=lambda t: -(t.value or 0.0))[:k]
+def top_table(records: list[record.Record], k: int = 5) -> Table:
     table = Table(title=f"top {k}", title_justify="left")
     for col in ("trial", "val acc", "params", "architecture"):
         table.add_column(col, justify="right" if col != "architecture" else "left")
-    for t in done:
-        table.add_row(str(t.number), f"{t.value:.2%}", f"{t.user_attrs['params']:,}", _describe(t))
+    for r in record.ranked(records)[:k]:
+        table.add_row(str(r.number), f"{r.score:.2%}", f"{r.params:,}", _describe(r))
     return table
 
 
@@ -57,18 +50,19 @@ class SearchView(AbstractContextManager):
             self._live.__exit__(*exc)
 
     def update(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        done = evaluated(study)
+        trials = study.get_trials(deepcopy=False)
+        done = record.trained(trials)
         self.progress.update(self.task, completed=min(done, self.target))
-        counts = count_outcomes(study)
-        summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
-        best = _best(study)
-        best_text = (f"best {best.value:.2%} (trial {best.number}, {best.user_attrs['params']:,} params): {_describe(best)}"
+        summary = ", ".join(f"{k} {v}" for k, v in sorted(record.count_outcomes(trials).items()))
+        records = [record.Record.of(t, {}) for t in trials]  # no final rung while trials train
+        best = record.best(records)
+        best_text = (f"best {best.score:.2%} (trial {best.number}, {best.params:,} params): {_describe(best)}"
                      if best else "best: none yet")
         if self._live:
-            self._live.update(Group(self.progress, summary, best_text, top_table(study)))
+            self._live.update(Group(self.progress, summary, best_text, top_table(records)))
             return
-        outcome = trial.user_attrs.get("outcome", trial.state.name.lower())
-        value = f" val_acc={trial.value:.4f}" if trial.value is not None and outcome in EVALUATED else ""
-        params = f" params={trial.user_attrs['params']:,}" if "params" in trial.user_attrs else ""
+        outcome = record.outcome_of(trial)
+        value = f" val_acc={trial.value:.4f}" if trial.value is not None and outcome in record.TRAINED else ""
+        params = f" params={trial.user_attrs[record.PARAMS]:,}" if record.PARAMS in trial.user_attrs else ""
         self.console.print(f"trial {trial.number}: {outcome}{value}{params} | {done}/{self.target} trained | "
                            f"{summary} | {time.monotonic() - self.start:.0f}s", soft_wrap=True, highlight=False)

@@ -95,3 +95,12 @@ def build_model(arch: Arch, init: str = "kaiming", seed: int | None = None) -> R
     model = ResNet(arch)
     init_weights(model, init)
     return model
+
+
+def build_for_data(arch: Arch, classes: int, init: str = "kaiming", seed: int | None = None) -> ResNet:
+    """build_model for data with `classes` classes: a mismatch is the user's one-line error, not a
+    traceback inside the loss."""
+    if arch.num_classes != classes:
+        raise NasError(f"the architecture has {arch.num_classes} classes but the data has {classes}; "
+                       f"pass --classes {classes} (or set num_classes in the architecture file)")
+    return build_model(arch, init, seed)

@@ -1,6 +1,6 @@
 """The training recipe: every knob the reference reports turned, validated once, here.
 
-Defaults are the reports' full recipe (seed-designs.md): SGD 0.1 momentum 0.9, weight decay
+Defaults are the reference reports' full recipe: SGD 0.1 momentum 0.9, weight decay
 5e-4, batch 128, cosine over 200 epochs, crop 32 with 4-pixel padding, horizontal flip.
 """
 

@@ -19,11 +19,11 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from nas.checkpoint import write_text_atomic
+from nas.counting import count_params
 from nas.errors import NasError
-from nas.results import best_so_far, finished_in_budget, leaderboard, pareto_front, rank_correlation
+from nas.results import ARCH_KNOBS as KNOBS, best_so_far, finished_in_budget, leaderboard, pareto_front, rank_correlation
 
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
-KNOBS = ("blocks", "channels", "kernels", "skip_kernels", "pool", "block", "se_ratio", "groups", "dropout")
 COLORS = {"trials": "#8da0cb", "front": "#e41a1c", "retrained": "#1b9e77", "baselines": "#7570b3", "budget": "#555"}
 
 
@@ -305,6 +305,29 @@ def render_report(
         f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n"
         f'<script type="text/javascript">{get_plotlyjs()}</script>\n</head>\n<body>\n{body}\n</body>\n</html>\n'
     )
+
+
+def write_study_report(study: Any, results_dir: Path, examples: Path, frame: pd.DataFrame | None = None) -> Path:
+    """Rewrite RESULTS/<study>/report.html with the search, its retrained candidates and the baselines
+    (every examples/ architecture: retrained where a run exists, else its size alone)."""
+    from nas.record import STUDY_BUDGET
+    from nas.results import trials_frame
+    from nas.retrain import baseline_root, file_candidate, finished_runs, retrain_root, summarize
+
+    budget = study.user_attrs.get(STUDY_BUDGET)
+    if budget is None:
+        raise NasError(f"study {study.study_name!r} records no budget: it was not created by `nas search` or nas.Study")
+    frame = trials_frame(study) if frame is None else frame
+    retrained = [{k: e[k] for k in ("name", "params", "test_acc", "test_acc_std", "val_acc")}
+                 for e in summarize(finished_runs(retrain_root(results_dir, study.study_name)))]
+    baselines: list[dict[str, Any]] = []
+    for path in sorted(Path(examples).glob("*.json")) if Path(examples).is_dir() else []:
+        c = file_candidate(path)
+        runs = summarize(finished_runs(baseline_root(results_dir, c.name)))
+        baselines += [{k: e.get(k) for k in ("name", "params", "test_acc", "test_acc_std")} for e in runs] or [
+            {"name": c.name, "params": count_params(c.arch), "test_acc": None, "test_acc_std": None}]
+    return write_report(frame, Path(results_dir) / study.study_name / "report.html", budget=int(budget),
+                        retrained=retrained, baselines=baselines, title=f"nas study {study.study_name}")
 
 
 def write_report(

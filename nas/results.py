@@ -1,18 +1,13 @@
 """Search results as plain tables: trials, Pareto front, leaderboard, rank correlation.
 
 Computing is kept apart from drawing (as in Optuna's visualization package): everything
-here is pandas/NumPy, tested without plotly; `nas.report` only draws these tables.
-
-What the search stores per trial (and this module reads): user_attrs `arch` (dict),
-`arch_id`, `params`, `macs`, `recipe` (dict), `val_curve` ([[epoch, val_acc], ...]),
-`outcome` (one of OUTCOMES), `reason`; the constraint `params_over_budget`
-(params - budget, feasible when <= 0); objective value = final validation accuracy.
-The final rung's longer-trained scores are study user attrs `confirm.<trial>`; where they exist
-they rank the leaderboard (the short score is only the filter that chose them).
+here is pandas/NumPy, tested without plotly; `nas.report` only draws these tables. Trials are
+read through `nas.record`, which owns what the search stores and the rule for "best".
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Sequence
@@ -22,23 +17,15 @@ from typing import Any
 import numpy as np
 import optuna
 import pandas as pd
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
+from nas import record
+from nas.arch import Arch
 from nas.checkpoint import write_text_atomic
 from nas.errors import NasError
+from nas.record import Record
 
-# Final outcomes a trial can record (while running it says "training" or "waiting"):
-# trained: complete, pruned, nonfinite; rejected before compute: over_budget, invalid, duplicate;
-# faults that never stop a search: oom, error, interrupted (re-queued); surplus: another worker
-# had already trained --trials candidates.
-OUTCOMES = ("complete", "pruned", "nonfinite", "over_budget", "invalid", "duplicate", "oom", "error",
-            "interrupted", "surplus")
-BUDGET_CONSTRAINT = "params_over_budget"
-CONFIRM_PREFIX = "confirm."  # study user attr per confirmed trial: "confirm.12" -> {"val_acc": ..., ...}
-ARCH_KNOBS = (
-    "blocks", "channels", "kernels", "skip_kernels", "pool", "block",
-    "se_ratio", "groups", "dropout", "num_classes", "input_size", "in_channels",
-)  # fmt: skip
+ARCH_KNOBS = tuple(f.name for f in dataclasses.fields(Arch))
 # Knobs flattened to text ("2-2-2-2", "global"); read back as text so "2" stays "2".
 TEXT_KNOBS = ("blocks", "channels", "kernels", "skip_kernels", "pool")
 BASE_COLUMNS = (
@@ -76,37 +63,31 @@ def _flatten(prefix: str, mapping: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def _curve(trial: FrozenTrial) -> dict[int, float]:
-    """Validation accuracy per epoch: the stored val_curve, else what was reported to Optuna."""
-    stored = trial.user_attrs.get("val_curve")
-    if stored:
-        return {int(epoch): float(acc) for epoch, acc in stored}
-    return {int(step): float(acc) for step, acc in trial.intermediate_values.items()}
+def _curve(r: Record) -> dict[int, float]:
+    return {int(epoch): float(acc) for epoch, acc in r.curve}
 
 
-def _trial_row(trial: FrozenTrial, confirmed: dict[str, Any] | None) -> dict[str, Any]:
-    attrs = trial.user_attrs
-    arch = attrs.get("arch") or {}
+def _trial_row(r: Record, t: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    arch = dict(r.arch or {})
     return {
-        "number": trial.number,
-        "state": trial.state.name,
-        "outcome": attrs.get("outcome"),
-        "reason": attrs.get("reason") or None,
-        "val_acc": trial.value if trial.state == TrialState.COMPLETE else None,
-        "confirm_acc": confirmed["val_acc"] if confirmed else None,
-        "seed_design": attrs.get("seed_design"),
-        "params": attrs.get("params"),
-        "macs": attrs.get("macs"),
-        "over_budget_by": trial.constraints.get(BUDGET_CONSTRAINT),
-        "arch_id": attrs.get("arch_id"),
-        "duration_s": trial.duration.total_seconds() if trial.duration is not None else None,
-        "datetime_start": trial.datetime_start,
+        "number": r.number,
+        "state": r.state.name,
+        "outcome": r.outcome if record.OUTCOME in t.user_attrs else None,
+        "reason": r.reason,
+        "val_acc": r.short_acc,
+        "confirm_acc": r.final_acc,
+        "seed_design": r.seed_design,
+        "params": r.params,
+        "macs": r.macs,
+        "over_budget_by": r.over_budget_by,
+        "arch_id": r.arch_id,
+        "duration_s": t.duration.total_seconds() if t.duration is not None else None,
+        "datetime_start": t.datetime_start,
         **{knob: _knob_text(knob, arch[knob]) if knob in arch else None for knob in ARCH_KNOBS},
-        **{key: _knob_text(key, value) for key, value in arch.items() if key not in ARCH_KNOBS},
         "arch_json": json.dumps(arch, sort_keys=True) if arch else None,
-        **_flatten(RECIPE_PREFIX, attrs.get("recipe") or {}),
-        **{f"{SAMPLED_PREFIX}{name}": value for name, value in trial.params.items()},
-        **{f"{CURVE_PREFIX}{epoch}": acc for epoch, acc in sorted(_curve(trial).items())},
+        **_flatten(RECIPE_PREFIX, dict(r.recipe or {})),
+        **{f"{SAMPLED_PREFIX}{name}": value for name, value in r.sampled.items()},
+        **{f"{CURVE_PREFIX}{epoch}": acc for epoch, acc in sorted(_curve(r).items())},
     }
 
 
@@ -125,7 +106,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
             "nas studies maximise one (validation accuracy): pass a study created by `nas search`"
         )
     attrs = study.user_attrs
-    frame = pd.DataFrame([_trial_row(t, attrs.get(f"{CONFIRM_PREFIX}{t.number}")) for t in study.get_trials(deepcopy=False)])
+    frame = pd.DataFrame([_trial_row(Record.of(t, attrs), t) for t in study.get_trials(deepcopy=False)])
     frame = frame.reindex(columns=_ordered(list(frame.columns)))
     for column in ("val_acc", "confirm_acc"):
         frame[column] = frame[column].astype(float)
@@ -142,7 +123,7 @@ def read_trials_csv(path: Path) -> pd.DataFrame:
     """Inverse of `write_trials_csv`: knob text stays text, datetime_start is parsed."""
     path = Path(path)
     if not path.is_file():
-        raise NasError(f"trials table {path} does not exist; write it with `nas results` first")
+        raise NasError(f"trials table {path} does not exist; `nas search` writes it into its study folder")
     frame = pd.read_csv(path, dtype={k: str for k in (*TEXT_KNOBS, "seed_design")}, parse_dates=["datetime_start"])
     return frame.reindex(columns=_ordered(list(frame.columns)))
 
@@ -187,8 +168,9 @@ def leaderboard(frame: pd.DataFrame, top: int = 10) -> pd.DataFrame:
     if top < 1:
         raise NasError(f"leaderboard size must be >= 1, but got top={top}")
     done = frame[finished_in_budget(frame)]
-    board = done.sort_values(["confirm_acc", "val_acc", "params", "number"], ascending=[False, False, True, True],
-                             na_position="last").head(top)
+    key = lambda i: record.rank_key(None if pd.isna(done.at[i, "confirm_acc"]) else done.at[i, "confirm_acc"],  # noqa: E731
+                                    done.at[i, "val_acc"], done.at[i, "params"], done.at[i, "number"])
+    board = done.loc[sorted(done.index, key=key)].head(top)
     board = board.reset_index(drop=True)
     board.insert(0, "rank", range(1, len(board) + 1))
     return board

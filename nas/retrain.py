@@ -36,11 +36,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 
+from nas import record
 from nas.arch import Arch, short_hash
+from nas.archfile import read_arch_file
 from nas.errors import NasError
+from nas.record import Record
 from nas.recipe import Recipe
 
 RECIPE_FIELDS = tuple(f.name for f in dataclasses.fields(Recipe))
@@ -48,6 +50,7 @@ RECIPE_FIELDS = tuple(f.name for f in dataclasses.fields(Recipe))
 FIDELITY_KEYS = ("epochs", "train_subset", "evals_per_epoch", "seed")
 METRICS, WEIGHTS, ARCH_FILE, RECIPE_FILE, CURVES = "metrics.json", "model.safetensors", "arch.json", "recipe.json", "curves.html"
 CHECKPOINTS = "checkpoints"
+PLOTLY_JS = "plotly.min.js"  # one copy per folder of runs, shared by their curves.html
 
 
 # ---------------------------------------------------------------------------------- candidates
@@ -71,41 +74,33 @@ def recipe_overrides(params: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if k in RECIPE_FIELDS and k not in FIDELITY_KEYS}
 
 
-def trial_candidate(trial: Any) -> Candidate:
-    """A Candidate from an Optuna FrozenTrial written by `nas search`."""
-    attrs = trial.user_attrs
-    if "arch" not in attrs:
-        raise NasError(f"trial {trial.number} stores no architecture (outcome {attrs.get('outcome')!r}): "
+def trial_candidate(r: Record) -> Candidate:
+    """A Candidate from a trial of a `nas search` study; it carries the score that ranked it."""
+    if r.arch is None:
+        raise NasError(f"trial {r.number} stores no architecture (outcome {r.outcome!r}): "
                        f"pick a trial with outcome 'complete' (see `nas leaderboard`)")
-    return Candidate(name=f"trial-{trial.number}", arch=Arch.from_dict(attrs["arch"]),
-                     overrides=tuple(sorted(recipe_overrides(trial.params).items())), trial=trial.number,
-                     search_val_acc=trial.value, source=f"trial {trial.number}")
+    return Candidate(name=f"trial-{r.number}", arch=Arch.from_dict(r.arch),
+                     overrides=tuple(sorted(recipe_overrides(r.sampled).items())), trial=r.number,
+                     search_val_acc=r.score, source=f"trial {r.number}")
 
 
-def select_trials(study: Any, which: str | int, top: int | None = None) -> list[Any]:
-    """Trials to retrain: 'best', a trial number, or the `top` best finished in-budget trials.
-
-    Best = highest validation accuracy among trials that completed within the budget
-    (ties: smaller model, then earlier trial), exactly the leaderboard's order.
-    """
-    from nas.results import leaderboard, trials_frame
-
-    trials = study.get_trials(deepcopy=False)
-    if not trials:
+def select_trials(study: Any, which: str | int, top: int | None = None) -> list[Record]:
+    """Trials to retrain: 'best', a trial number, or the `top` best finished in-budget trials, in the
+    leaderboard's order (nas.record.rank_key: the final rung's score first)."""
+    rs = record.records(study)
+    if not rs:
         raise NasError(f"study {study.study_name!r} has no trials yet: run `nas search` first")
-    frame = trials_frame(study)
     if top is not None or which == "best":
         k = 1 if top is None else top
         if k < 1:
             raise NasError(f"--top={k} must be >= 1")
-        board = leaderboard(frame, top=k)
-        if board.empty:
+        board = record.ranked(rs)[:k]
+        if not board:
             raise NasError(f"study {study.study_name!r} has no trial that completed within the budget "
-                           f"({len(trials)} trials, none finished in budget): run `nas search` longer or raise --budget")
-        by_number = {t.number: t for t in trials}
-        return [by_number[int(n)] for n in board["number"]]
+                           f"({len(rs)} trials, none finished in budget): run `nas search` longer or raise --budget")
+        return board
     number = _trial_number(which)
-    by_number = {t.number: t for t in trials}
+    by_number = {r.number: r for r in rs}
     if number not in by_number:
         raise NasError(f"trial {number} is not in study {study.study_name!r}: trials are numbered "
                        f"0..{max(by_number)}; see `nas leaderboard`")
@@ -123,31 +118,9 @@ def _trial_number(which: str | int) -> int:
 
 
 def file_candidate(path: Path) -> Candidate:
-    """A Candidate from an architecture file: {"name", "note", "arch": {...}, "recipe": {...}?} or a bare arch.
-
-    An optional "recipe" mapping holds the training settings the file's authors used (e.g.
-    schedule: onecycle); flags still override it.
-    """
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())  # JSON is YAML; safe_load never builds objects
-    except OSError as e:
-        raise NasError(f"cannot read architecture file {str(path)!r} ({e.strerror}): pass an existing file, "
-                       f"e.g. examples/resnet10.json") from None
-    except yaml.YAMLError as e:
-        raise NasError(f"{path}: not valid JSON/YAML ({getattr(e, 'problem', e)})") from None
-    if not isinstance(data, dict):
-        raise NasError(f"{path}: expected a mapping with an 'arch' entry, got {type(data).__name__}")
-    try:
-        arch = Arch.from_dict(data.get("arch", {k: v for k, v in data.items() if k not in ("name", "note", "recipe")}))
-        overrides = data.get("recipe") or {}
-        if not isinstance(overrides, dict):
-            raise NasError(f"'recipe' must be a mapping of Recipe fields, got {overrides!r}")
-        Recipe.from_dict(overrides)  # validate now, name the file on error
-    except (NasError, TypeError) as e:
-        raise NasError(f"{path}: {e}") from None
-    name = str(data.get("name") or path.stem)
-    return Candidate(name=name, arch=arch, overrides=tuple(sorted(overrides.items())), source=str(path))
+    """A Candidate from an architecture file (nas.archfile)."""
+    f = read_arch_file(path)
+    return Candidate(name=f.name, arch=f.arch, overrides=f.recipe, source=f.path)
 
 
 # --------------------------------------------------------------------------------------- recipe
@@ -199,10 +172,36 @@ def _finite(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else x
 
 
-def _versions() -> dict[str, str]:
-    import safetensors
+@dataclass(frozen=True)
+class Run:
+    """One planned run: a candidate, its full recipe (seed included), and its directory."""
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "safetensors": safetensors.__version__}
+    candidate: Candidate
+    recipe: Recipe
+    directory: Path
+
+    @property
+    def state(self) -> str:
+        """'finished', 'resuming after epoch K' or 'starting', as a re-run of the same command finds it."""
+        if (self.directory / METRICS).is_file():
+            return "finished"
+        epochs = sorted(int(p.stem[5:]) for p in (self.directory / CHECKPOINTS).glob("ckpt-*.pt"))
+        return f"resuming after epoch {epochs[-1]}" if epochs else "starting"
+
+
+def plan_runs(candidates: Sequence[Candidate], roots: Sequence[Path], flags: Mapping[str, Any], seeds: int,
+              val_size: int, source: str) -> list[Run]:
+    """Every (candidate, seed) run, each in its own directory under its root (seeds 0..seeds-1)."""
+    if seeds < 1:
+        raise NasError(f"--seeds={seeds} must be >= 1")
+    if "seed" in flags:
+        raise NasError("the seed is set by --seeds N (seeds 0..N-1), not --set seed=...")
+    runs = []
+    for c, root in zip(candidates, roots):
+        for seed in range(seeds):
+            recipe = resolve_recipe(c, {**flags, "seed": seed})
+            runs.append(Run(c, recipe, run_dir(root, c.arch, recipe, val_size, source)))
+    return runs
 
 
 def retrain_one(candidate: Candidate, recipe: Recipe, data: RetrainData, device: torch.device, directory: Path,
@@ -210,13 +209,12 @@ def retrain_one(candidate: Candidate, recipe: Recipe, data: RetrainData, device:
     """Train one run to the end (resuming if it was interrupted), evaluate once on test, write its files.
 
     Returns metrics.json's content. A finished run (metrics.json present) is read, not retrained,
-    unless `force`, which deletes the run directory first.
+    unless `force`, which deletes the run directory first. A run that fails (not one that is
+    interrupted, which resumes) leaves no directory behind when this call created it.
     """
-    from nas.augment import channel_stats
-    from nas.checkpoint import save_weights, write_json_atomic
-    from nas.counting import count_macs, count_params
+    from nas.checkpoint import write_json_atomic
     from nas.model import build_model
-    from nas.train import evaluate, train
+    from nas.train import train
 
     directory = Path(directory)
     n_classes = len(data.train.classes)
@@ -227,47 +225,54 @@ def retrain_one(candidate: Candidate, recipe: Recipe, data: RetrainData, device:
         shutil.rmtree(directory)
     if (directory / METRICS).is_file():
         return read_metrics(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(candidate.arch.to_dict(), directory / ARCH_FILE)
-    write_json_atomic(recipe.to_dict(), directory / RECIPE_FILE)
+    fresh = not directory.exists()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(candidate.arch.to_dict(), directory / ARCH_FILE)
+        write_json_atomic(recipe.to_dict(), directory / RECIPE_FILE)
+        model = build_model(candidate.arch, recipe.init, recipe.seed)  # the initial weights are part of what the seed fixes
+        result = train(model, recipe, data.train, data.val, device, checkpoint_dir=directory / CHECKPOINTS,
+                       progress=progress)
+        if result.status != "ok":
+            raise NasError(f"{candidate.name}: training diverged (loss became NaN/inf) with lr={recipe.lr}; "
+                           f"lower it (--lr) or add warm-up (--set warmup_epochs=1)")
+        return _finish(candidate, recipe, data, device, directory, model, result)
+    except KeyboardInterrupt:
+        raise  # the checkpoints stay: re-running resumes
+    except BaseException:
+        if fresh:
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
 
-    model = build_model(candidate.arch, recipe.init, recipe.seed)  # the initial weights are part of what the seed fixes
-    result = train(model, recipe, data.train, data.val, device, checkpoint_dir=directory / CHECKPOINTS,
-                   progress=progress)
-    if result.status != "ok":
-        raise NasError(f"{candidate.name}: training diverged (loss became NaN/inf) with lr={recipe.lr}; "
-                       f"lower it (--lr) or add warm-up (--set warmup_epochs=1), then re-run with --force")
+
+def _finish(candidate: Candidate, recipe: Recipe, data: RetrainData, device: torch.device, directory: Path,
+            model: nn.Module, result: Any) -> dict[str, Any]:
+    """Score once on test, write weights, curves and metrics.json (last: its presence means finished)."""
+    from nas.artifacts import versions
+    from nas.augment import channel_stats
+    from nas.checkpoint import save_weights, write_json_atomic
+    from nas.counting import count_macs, count_params
+    from nas.train import evaluate
+
     stats = channel_stats(data.train)  # the statistics training normalised with
     test_acc, test_loss, per_class = evaluate(model, data.test, device, stats=stats)
     save_weights(model, directory / WEIGHTS)
     metrics = {
-        "name": candidate.name,
-        "source": candidate.source,
-        "trial": candidate.trial,
-        "search_val_acc": candidate.search_val_acc,
-        "arch_id": candidate.arch.id,
-        "arch": candidate.arch.describe(),
-        "params": count_params(candidate.arch),
-        "macs": count_macs(candidate.arch),
-        "seed": recipe.seed,
+        "name": candidate.name, "source": candidate.source, "trial": candidate.trial,
+        "search_val_acc": candidate.search_val_acc, "arch_id": candidate.arch.id, "arch": candidate.arch.describe(),
+        "params": count_params(candidate.arch), "macs": count_macs(candidate.arch), "seed": recipe.seed,
         "protocol": protocol_key(recipe, data.val_size, data.source),
-        "test_acc": test_acc,
-        "test_loss": test_loss,
+        "test_acc": test_acc, "test_loss": test_loss,
         "per_class_acc": {c: _finite(a) for c, a in zip(data.test.classes, per_class)},
         "final_val_acc": _finite(result.val_acc),
         "curves": [{"epoch": p.epoch, "train_loss": _finite(p.train_loss), "val_loss": _finite(p.val_loss),
                     "val_acc": _finite(p.val_acc), "seconds": p.seconds} for p in result.history],
         "train_images": recipe.train_subset or len(data.train),
-        "val_images": len(data.val) if data.val is not None else 0,
-        "test_images": len(data.test),
-        "data": data.source,
-        "normalization": {"mean": list(stats.mean), "std": list(stats.std)},
-        "wall_seconds": result.seconds,
-        "images_per_s": result.images_per_s,
-        "device": str(device),
+        "val_images": len(data.val) if data.val is not None else 0, "test_images": len(data.test),
+        "data": data.source, "normalization": {"mean": list(stats.mean), "std": list(stats.std)},
+        "wall_seconds": result.seconds, "images_per_s": result.images_per_s, "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
-        "versions": _versions(),
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": versions(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     write_curves(metrics, directory / CURVES)
     write_json_atomic(metrics, directory / METRICS)  # last: its presence means "finished"
@@ -276,8 +281,10 @@ def retrain_one(candidate: Candidate, recipe: Recipe, data: RetrainData, device:
 
 
 def write_curves(metrics: Mapping[str, Any], path: Path) -> Path:
-    """Training loss (and validation accuracy, with --val-size) per epoch, the test accuracy as a line."""
+    """Training loss (and validation accuracy, with --val-size) per epoch, the test accuracy as a line.
+    Every run's page loads one shared plotly.min.js beside the run folders, not 4.8 MB of its own."""
     import plotly.graph_objects as go
+    from plotly.offline import get_plotlyjs
     from plotly.subplots import make_subplots
 
     from nas.checkpoint import write_text_atomic
@@ -296,7 +303,10 @@ def write_curves(metrics: Mapping[str, Any], path: Path) -> Path:
                       xaxis_title="epoch", height=480)
     fig.update_yaxes(title_text="train loss", secondary_y=False)
     fig.update_yaxes(title_text="accuracy", tickformat=".1%", secondary_y=True)
-    return write_text_atomic(fig.to_html(full_html=True, include_plotlyjs=True, div_id="curves"), path)
+    shared = Path(path).parent.parent / PLOTLY_JS
+    if not shared.is_file():
+        write_text_atomic(get_plotlyjs(), shared)
+    return write_text_atomic(fig.to_html(full_html=True, include_plotlyjs=f"../{PLOTLY_JS}", div_id="curves"), path)
 
 
 # ------------------------------------------------------------------------------------- loading
@@ -376,58 +386,3 @@ def retrain_root(results_dir: Path, study: str) -> Path:
 
 def baseline_root(results_dir: Path, name: str) -> Path:
     return Path(results_dir) / "baselines" / name
-
-
-def baseline_entries(results_dir: Path, examples: Path) -> list[dict[str, Any]]:
-    """Every examples/ architecture: retrained test accuracy where a run exists, else params only."""
-    from nas.counting import count_params
-
-    entries = []
-    for path in sorted(Path(examples).glob("*.json")) if Path(examples).is_dir() else []:
-        c = file_candidate(path)
-        runs = summarize(finished_runs(baseline_root(results_dir, c.name)))
-        if runs:
-            entries += runs
-        else:
-            entries.append({"name": c.name, "params": count_params(c.arch), "test_acc": None, "arch_id": c.arch.id})
-    return entries
-
-
-def refresh_report(study: Any, results_dir: Path, examples: Path, frame: Any = None) -> Path:
-    """Rewrite RESULTS/<study>/report.html with the search, the retrained candidates and the baselines.
-    `frame` is the study's trials table when the caller already built it."""
-    from nas.report import write_report
-    from nas.results import trials_frame
-
-    budget = study.user_attrs.get("budget")
-    if budget is None:
-        raise NasError(f"study {study.study_name!r} records no budget: it was not created by `nas search`")
-    frame = trials_frame(study) if frame is None else frame
-    retrained = [{k: e[k] for k in ("name", "params", "test_acc", "test_acc_std", "val_acc")}
-                 for e in summarize(finished_runs(retrain_root(results_dir, study.study_name)))]
-    baselines = [{k: e.get(k) for k in ("name", "params", "test_acc", "test_acc_std")}
-                 for e in baseline_entries(results_dir, examples)]
-    path = Path(results_dir) / study.study_name / "report.html"
-    return write_report(frame, path, budget=int(budget), retrained=retrained, baselines=baselines,
-                        title=f"nas study {study.study_name}")
-
-
-def load_study(study: str, storage: str | None, results_dir: Path) -> Any:
-    """An existing study, read-only in spirit; a missing one is a one-line error, never a new empty file."""
-    import optuna
-
-    from nas.artifacts import default_storage, safe_url, study_dir
-
-    if storage is None:
-        db = study_dir(results_dir, study) / "study.db"
-        if not db.is_file():
-            raise NasError(f"no study {study!r} in {results_dir}/ ({db} does not exist): run `nas search --study {study}` "
-                           f"first, or pass --results-dir/--storage where it lives")
-        storage = default_storage(results_dir, study)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        return optuna.load_study(study_name=study, storage=storage)
-    except KeyError:
-        names = optuna.get_all_study_names(storage)
-        raise NasError(f"storage {safe_url(storage)} has no study {study!r}: it holds "
-                       f"{', '.join(map(repr, names)) or 'no studies'}; pass one of them with --study") from None

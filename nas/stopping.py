@@ -34,6 +34,18 @@ class Stop:
         return 128 + (self.signal or signal.SIGINT)
 
 
+class Stopped(KeyboardInterrupt):
+    """A run stopped by a signal, raised where the run was left in a resumable state."""
+
+    def __init__(self, signum: int | None) -> None:
+        super().__init__(signum)
+        self.signal = signum or signal.SIGINT
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signal
+
+
 # Signals are per process, and so is this state.
 _raise_at_once = True  # False inside held()
 _pending = False  # a signal arrived inside held() and has not been raised yet

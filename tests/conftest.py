@@ -1,14 +1,24 @@
-"""Shared fixtures: the real CIFAR-10 copy in ../shared/data, skipped with a reason when absent."""
+"""Shared fixtures: the real CIFAR-10 copy in ../shared/data (skipped with a reason when absent), a
+PostgreSQL server, and the `nas search` command-line helpers that several test modules use.
+
+Test modules never import each other: what two of them share lives here, as fixtures."""
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CIFAR_TARBALL = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+CIFAR100_TARBALL = ROOT.parent / "shared" / "data" / "cifar100-png.tar.gz"
+TINY_SPACE = ROOT / "search_spaces" / "tiny.yaml"
+FAST_HEARTBEAT = {"NAS_HEARTBEAT_INTERVAL": "1", "NAS_GRACE_PERIOD": "3"}  # a killed worker's trial is stale in 3 s
 
 
 @pytest.fixture(scope="session")
@@ -18,12 +28,12 @@ def cifar_tarball() -> Path:
     return CIFAR_TARBALL
 
 
-def extract_small_cifar(dest: Path, per_class: dict[str, int]) -> Path:
-    """The first images per class and split of the real archive, as an ImageFolder tree."""
+def extract_small_cifar(dest: Path, per_class: dict[str, int], tarball: Path = CIFAR_TARBALL, classes: int = 10) -> Path:
+    """The first images per class and split of a real archive, as an ImageFolder tree."""
     import tarfile
 
     counts: dict[tuple[str, str], int] = {}
-    with tarfile.open(CIFAR_TARBALL, "r:gz") as tar:
+    with tarfile.open(tarball, "r:gz") as tar:
         for m in tar:
             parts = Path(m.name).parts
             if not m.isfile() or len(parts) < 4 or parts[-3] not in per_class:
@@ -35,7 +45,7 @@ def extract_small_cifar(dest: Path, per_class: dict[str, int]) -> Path:
             out = dest / key[0] / key[1] / parts[-1]
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_bytes(tar.extractfile(m).read())
-            if len(counts) == 10 * len(per_class) and all(counts[k] >= per_class[k[0]] for k in counts):
+            if len(counts) == classes * len(per_class) and all(counts[k] >= per_class[k[0]] for k in counts):
                 break
     return dest
 
@@ -44,6 +54,21 @@ def extract_small_cifar(dest: Path, per_class: dict[str, int]) -> Path:
 def small_cifar(cifar_tarball, tmp_path_factory) -> Path:
     """600 training and 200 test images of the real CIFAR-10 copy: enough for tiny searches."""
     return extract_small_cifar(tmp_path_factory.mktemp("cifar") / "cifar10-small", {"train": 60, "test": 20})
+
+
+@pytest.fixture(scope="session")
+def cifar_folder(cifar_tarball, tmp_path_factory) -> Path:
+    """300 training and 100 test images of the real CIFAR-10 copy (30 and 10 per class): tests count them."""
+    return extract_small_cifar(tmp_path_factory.mktemp("cifar") / "cifar10-30-10", {"train": 30, "test": 10})
+
+
+@pytest.fixture(scope="session")
+def small_cifar100(tmp_path_factory) -> Path:
+    """Four training images and one test image per class of the real CIFAR-100 copy (500 in all)."""
+    if not CIFAR100_TARBALL.exists():
+        pytest.skip(f"the shared CIFAR-100 copy is missing at {CIFAR100_TARBALL} (see ../shared/data/README.md)")
+    return extract_small_cifar(tmp_path_factory.mktemp("cifar100") / "cifar100-small", {"train": 4, "test": 1},
+                               CIFAR100_TARBALL, classes=100)
 
 
 @pytest.fixture(autouse=True)
@@ -78,3 +103,64 @@ def handlers():
     yield
     for s, h in saved.items():
         signal.signal(s, h)
+
+
+# -- `nas search` as a command ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_space() -> Path:
+    """search_spaces/tiny.yaml: a space small enough to train on CPU in seconds."""
+    return TINY_SPACE
+
+
+@pytest.fixture(scope="session")
+def fast_heartbeat() -> dict[str, str]:
+    """Environment for worker processes: heartbeat every second, a silent trial is stale after 3 s."""
+    return dict(FAST_HEARTBEAT)
+
+
+@pytest.fixture(scope="session")
+def search_args() -> Callable[..., list[str]]:
+    """`search_args(data, results, *extra, trials=3, epochs=1)`: the arguments of a tiny `nas search`, study 's'."""
+
+    def args(data: Path, results: Path, *extra: str, trials: int = 3, epochs: int = 1) -> list[str]:
+        return ["search", "--budget", "50k", "--trials", str(trials), "--space", str(TINY_SPACE), "--data", str(data),
+                "--epochs", str(epochs), "--train-subset", "128", "--val-subset", "100", "--val-size", "100",
+                "--width", "1", "--results-dir", str(results), "--study", "s", *extra]
+
+    return args
+
+
+@pytest.fixture(scope="session")
+def nas_cli() -> Callable[..., subprocess.CompletedProcess]:
+    """`nas_cli(args, cwd, env=None, timeout=400)`: `python -m nas ARGS` in a real process, output captured."""
+
+    def run(args: list[str], cwd: Path, env: dict[str, str] | None = None,
+            timeout: float = 400) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "nas", *args], cwd=cwd, capture_output=True, text=True,
+                              timeout=timeout, env={**os.environ, **(env or {})})
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def outcomes() -> Callable[..., list]:
+    """`outcomes(url, study='s')`: every trial of a study in a storage, as Optuna holds it now."""
+    import optuna
+
+    def trials(url: str, study: str = "s") -> list[optuna.trial.FrozenTrial]:
+        return optuna.load_study(study_name=study, storage=url).get_trials()
+
+    return trials
+
+
+@pytest.fixture(scope="session")
+def trained() -> Callable[[list], list]:
+    """`trained(trials)`: the trials that spent training compute (what --trials counts)."""
+    from nas.record import TRAINED
+
+    def spent(trials: list) -> list:
+        return [t for t in trials if t.user_attrs.get("outcome") in TRAINED]
+
+    return spent

@@ -15,44 +15,64 @@ import pytest
 import torch
 
 import nas.search
+import nas.search.objective
 import nas.stopping
 from nas.results import trials_frame
 from nas.search import SEARCH_RECIPE, Fidelity, SearchConfig, load_search_data, run_search
 from nas.space import load_space
 from nas.train import TrainResult
-from test_workers import FAST_HEARTBEAT, TINY, nas_cli, outcomes, search_args, trained
 
 RUNNING = optuna.trial.TrialState.RUNNING
 
 
-def start_worker(args: list[str], cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "nas", *args], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, **FAST_HEARTBEAT})
+@pytest.fixture
+def start_worker(fast_heartbeat):
+    """`start_worker(args, cwd)`: `python -m nas ARGS` in the background; still running at teardown, it is killed."""
+    procs: list[subprocess.Popen] = []
+
+    def start(args: list[str], cwd: Path) -> subprocess.Popen:
+        procs.append(subprocess.Popen([sys.executable, "-m", "nas", *args], cwd=cwd, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True, env={**os.environ, **fast_heartbeat}))
+        return procs[-1]
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
 
 
-def wait_for_training(url: str, proc: subprocess.Popen, timeout: float = 120) -> int:
-    """The number of a trial that is training right now (its claim is written just before it trains)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()
-        try:
-            for t in outcomes(url):
-                if t.state == RUNNING and t.user_attrs.get("outcome") == "training":
-                    return t.number
-        except KeyError:  # the study is not created yet
-            pass
-        time.sleep(0.2)
-    raise AssertionError("no trial started training")
+@pytest.fixture
+def wait_for_training(outcomes):
+    """`wait_for_training(url, proc)`: the number of a trial that is training right now (its claim is written just
+    before it trains)."""
+
+    def wait(url: str, proc: subprocess.Popen, timeout: float = 120) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            try:
+                for t in outcomes(url):
+                    if t.state == RUNNING and t.user_attrs.get("outcome") == "training":
+                        return t.number
+            except KeyError:  # the study is not created yet
+                pass
+            time.sleep(0.2)
+        raise AssertionError("no trial started training")
+
+    return wait
 
 
-def test_a_killed_worker_s_trial_is_failed_by_the_heartbeat_and_its_candidate_rerun(small_cifar, pg_url, tmp_path):
+def test_a_killed_worker_s_trial_is_failed_by_the_heartbeat_and_its_candidate_rerun(
+        small_cifar, pg_url, tmp_path, search_args, nas_cli, outcomes, trained, start_worker, wait_for_training,
+        fast_heartbeat):
     args = search_args(small_cifar, tmp_path / "res", "--storage", pg_url, "--pruner", "none", trials=2, epochs=3)
     worker = start_worker(args, tmp_path)
     killed = wait_for_training(pg_url, worker)
     worker.kill()  # SIGKILL: no handler runs, the trial stays RUNNING
     worker.wait()
     time.sleep(4)  # > NAS_GRACE_PERIOD: the next worker finds the trial stale
-    r = nas_cli(args, cwd=tmp_path, env=FAST_HEARTBEAT)
+    r = nas_cli(args, cwd=tmp_path, env=fast_heartbeat)
     assert r.returncode == 0, r.stderr
     trials = {t.number: t for t in outcomes(pg_url)}
     assert trials[killed].state == optuna.trial.TrialState.FAIL
@@ -63,7 +83,9 @@ def test_a_killed_worker_s_trial_is_failed_by_the_heartbeat_and_its_candidate_re
     assert not [t for t in trials.values() if t.state == RUNNING]
 
 
-def test_sigterm_stops_a_worker_in_seconds_and_queues_its_candidate_again(small_cifar, pg_url, tmp_path):
+def test_sigterm_stops_a_worker_in_seconds_and_queues_its_candidate_again(
+        small_cifar, pg_url, tmp_path, search_args, nas_cli, outcomes, trained, start_worker, wait_for_training,
+        fast_heartbeat):
     args = search_args(small_cifar, tmp_path / "res", "--storage", pg_url, "--pruner", "none", trials=2, epochs=3)
     worker = start_worker(args, tmp_path)
     stopped = wait_for_training(pg_url, worker)
@@ -79,7 +101,7 @@ def test_sigterm_stops_a_worker_in_seconds_and_queues_its_candidate_again(small_
     queued = [t for t in trials.values() if t.state == optuna.trial.TrialState.WAITING]
     assert [t.system_attrs["fixed_params"] for t in queued] == [trials[stopped].params]  # enqueue_trial's store
 
-    r = nas_cli(args, cwd=tmp_path, env=FAST_HEARTBEAT)  # resume: the queued candidate is trained first
+    r = nas_cli(args, cwd=tmp_path, env=fast_heartbeat)  # resume: the queued candidate is trained first
     assert r.returncode == 0, r.stderr
     trials = {t.number: t for t in outcomes(pg_url)}
     rerun = trials[queued[0].number]
@@ -87,7 +109,8 @@ def test_sigterm_stops_a_worker_in_seconds_and_queues_its_candidate_again(small_
     assert len(trained(list(trials.values()))) == 2 and not [t for t in trials.values() if t.state == RUNNING]
 
 
-def test_ctrl_c_on_many_workers_stops_them_all_cleanly(small_cifar, pg_url, tmp_path):
+def test_ctrl_c_on_many_workers_stops_them_all_cleanly(small_cifar, pg_url, tmp_path, search_args, outcomes,
+                                                       start_worker, wait_for_training):
     args = search_args(small_cifar, tmp_path / "res", "--storage", pg_url, "--workers", "2", "--pruner", "none",
                        trials=4, epochs=3)
     parent = start_worker(args, tmp_path)
@@ -105,10 +128,10 @@ def test_ctrl_c_on_many_workers_stops_them_all_cleanly(small_cifar, pg_url, tmp_
 
 # -- trial faults, in process with stubs -----------------------------------------------------
 def test_a_signal_while_optuna_records_a_result_keeps_the_result_and_stops_after_it(small_cifar, tmp_path,
-                                                                                   monkeypatch, handlers):
+                                                                                   monkeypatch, handlers, tiny_space):
     """CI once sent SIGINT inside Optuna's own write of a finished trial: a traceback, the trial half-told."""
     cfg = config(tmp_path)
-    monkeypatch.setattr(nas.search, "train", lambda *a, **k: fake_result(val_acc=0.4))
+    monkeypatch.setattr(nas.search.objective, "train", lambda *a, **k: fake_result(val_acc=0.4))
     write = optuna.storages.RDBStorage.set_trial_state_values
 
     def interrupted_write(self, trial_id, state, values=None):
@@ -118,7 +141,7 @@ def test_a_signal_while_optuna_records_a_result_keeps_the_result_and_stops_after
 
     monkeypatch.setattr(optuna.storages.RDBStorage, "set_trial_state_values", interrupted_write)
     with nas.stopping.stop_on_signals() as stop, pytest.raises(KeyboardInterrupt):
-        run_search(load_space(TINY), cfg, load_search_data(str(small_cifar), cfg), torch.device("cpu"))
+        run_search(load_space(tiny_space), cfg, load_search_data(str(small_cifar), cfg), torch.device("cpu"))
     trials = optuna.load_study(study_name="f", storage=cfg.storage).get_trials()
     assert stop.signal == signal.SIGINT
     assert [(t.state, t.value, t.user_attrs["outcome"]) for t in trials if t.value] == [
@@ -144,7 +167,7 @@ def fake_result(status: str = "ok", val_acc: float = 0.5) -> TrainResult:
     (OSError(5, "Input/output error reading data batch"), "error", "Input/output error"),
 ])
 def test_a_failing_trial_is_recorded_with_its_reason_and_the_search_goes_on(small_cifar, tmp_path, monkeypatch,
-                                                                           fault, outcome, reason):
+                                                                           tiny_space, fault, outcome, reason):
     cfg = config(tmp_path)
     calls = {"n": 0}
 
@@ -154,8 +177,8 @@ def test_a_failing_trial_is_recorded_with_its_reason_and_the_search_goes_on(smal
             raise fault
         return fake_result(val_acc=0.1 * calls["n"])
 
-    monkeypatch.setattr(nas.search, "train", flaky_train)
-    study = run_search(load_space(TINY), cfg, load_search_data(str(small_cifar), cfg), torch.device("cpu"))
+    monkeypatch.setattr(nas.search.objective, "train", flaky_train)
+    study = run_search(load_space(tiny_space), cfg, load_search_data(str(small_cifar), cfg), torch.device("cpu"))
     frame = trials_frame(study)
     faulty = frame[frame["outcome"] == outcome]
     assert len(faulty) == 1 and reason in faulty["reason"].iloc[0]
@@ -163,11 +186,11 @@ def test_a_failing_trial_is_recorded_with_its_reason_and_the_search_goes_on(smal
     assert study.best_trial.user_attrs["outcome"] == "complete"
 
 
-def test_a_non_finite_loss_is_pruned_and_never_the_best(small_cifar, tmp_path, monkeypatch):
+def test_a_non_finite_loss_is_pruned_and_never_the_best(small_cifar, tmp_path, monkeypatch, tiny_space):
     cfg = config(tmp_path)
     results = iter([fake_result("nonfinite", val_acc=0.99), fake_result(val_acc=0.2), fake_result(val_acc=0.3)])
-    monkeypatch.setattr(nas.search, "train", lambda *a, **k: next(results))
-    study = run_search(load_space(TINY), cfg, load_search_data(str(small_cifar), cfg), torch.device("cpu"))
+    monkeypatch.setattr(nas.search.objective, "train", lambda *a, **k: next(results))
+    study = run_search(load_space(tiny_space), cfg, load_search_data(str(small_cifar), cfg), torch.device("cpu"))
     frame = trials_frame(study)
     bad = frame[frame["outcome"] == "nonfinite"]
     assert len(bad) == 1 and "non-finite" in bad["reason"].iloc[0]
@@ -175,7 +198,7 @@ def test_a_non_finite_loss_is_pruned_and_never_the_best(small_cifar, tmp_path, m
     assert study.best_trial.user_attrs["outcome"] == "complete" and study.best_value == pytest.approx(0.3)
 
 
-def test_a_bad_data_source_is_one_line_and_writes_nothing(tmp_path):
+def test_a_bad_data_source_is_one_line_and_writes_nothing(tmp_path, search_args, nas_cli):
     r = nas_cli(search_args(tmp_path / "no-such-folder", tmp_path / "res"), cwd=tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
     assert not (tmp_path / "res").exists()

@@ -15,7 +15,7 @@ from optuna.trial import TrialState, create_trial
 
 from nas.arch import Arch
 from nas.counting import count_macs, count_params
-from nas.results import BUDGET_CONSTRAINT
+from nas.record import BUDGET_CONSTRAINT
 
 ROOT = Path(__file__).resolve().parents[1]
 BUDGET = 50_000

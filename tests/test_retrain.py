@@ -63,13 +63,16 @@ def test_retrain_best_writes_every_artifact_and_load_model_reproduces_test_acc(s
         assert (folder / name).is_file(), name
     assert not (folder / "checkpoints").exists()  # superseded by the final weights
 
-    # the best trial: highest val_acc among completed in-budget trials (ties: smaller, earlier)
+    # the best trial: the final rung's score first, then the short one, among completed in-budget trials
+    # (ties: smaller, earlier); it carries the score that made it best
     import optuna
     study = optuna.load_study(study_name="s", storage=f"sqlite:///{searched / 's' / 'study.db'}")
     done = [t for t in study.trials if t.user_attrs.get("outcome") == "complete" and t.user_attrs["params"] <= 50_000]
-    best = min(done, key=lambda t: (-t.value, t.user_attrs["params"], t.number))
+    final = {t.number: study.user_attrs.get(f"confirm.{t.number}", {}).get("val_acc") for t in done}
+    best = min(done, key=lambda t: (final[t.number] is None, -(final[t.number] or 0), -t.value, t.user_attrs["params"], t.number))
     metrics = json.loads((folder / "metrics.json").read_text())
-    assert metrics["trial"] == best.number and metrics["search_val_acc"] == best.value
+    deciding = final[best.number] if final[best.number] is not None else best.value
+    assert metrics["trial"] == best.number and metrics["search_val_acc"] == deciding
     assert metrics["params"] == best.user_attrs["params"] and metrics["arch_id"] == best.user_attrs["arch_id"]
     assert len(metrics["per_class_acc"]) == 10 and metrics["test_images"] == 200 and len(metrics["curves"]) == 1
     assert {"torch", "python"} <= set(metrics["versions"]) and metrics["device"] == "cpu" and metrics["wall_seconds"] > 0

@@ -17,10 +17,12 @@ import yaml
 
 import nas.data
 import nas.search
+import nas.search.objective
 from nas import Arch, count_params
 from nas.model import build_model
 from nas.recipe import Recipe
-from nas.results import BUDGET_CONSTRAINT, leaderboard, trials_frame
+from nas.record import BUDGET_CONSTRAINT
+from nas.results import leaderboard, trials_frame
 from nas.data import ImageSet
 from nas.retrain import select_trials
 from nas.search import (SEARCH_RECIPE, Fidelity, SearchConfig, SearchData, confirm, confirm_pool, enqueue_seeds,
@@ -105,7 +107,7 @@ def test_over_budget_proposals_vanish_after_start_up_and_are_rarer_than_random(t
         p = sum(x.numel() for x in model.parameters())
         return TrainResult("ok", (), 0.5 + 0.04 * math.log(p), 0.0, 0.0, 0, 0.0)
 
-    monkeypatch.setattr(nas.search, "train", scored)
+    monkeypatch.setattr(nas.search.objective, "train", scored)
     blank = ImageSet(torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.zeros(4, dtype=torch.long), ("x",))
     raw = yaml.safe_load((ROOT / "search_spaces" / "default.yaml").read_text())
     wide = parse_space({**raw, "channels": [16, 32, 48, 64, 96, 128, 192, 256, 384, 512]})
@@ -134,7 +136,7 @@ def test_search_never_reads_the_test_split(small_cifar, tmp_path, monkeypatch):
         return real(source, split, cache_dir)
 
     monkeypatch.setattr(nas.data, "load_split", guarded)
-    monkeypatch.setattr(nas.search, "load_split", guarded)
+    monkeypatch.setattr(nas.search.objective, "load_split", guarded)
     cfg = config(tmp_path, trials=2)
     run_search(load_space(TINY), cfg, load_search_data(str(small_cifar), cfg), torch.device("cpu"))
     assert calls == ["train"]
@@ -249,8 +251,8 @@ def test_final_rung_trains_the_best_of_each_depth_and_the_best_seed_longer_once(
     pool = confirm_pool(study)
     depth = lambda t: len(t.user_attrs["arch"]["blocks"])  # noqa: E731
     for n in {depth(t) for t in done}:  # the best short score of every depth is in the pool
-        assert max((t for t in done if depth(t) == n), key=lambda t: t.value).value in [t.value for t in pool if depth(t) == n]
-    assert any(t.user_attrs.get("seed_design") == "small" for t in pool)
+        assert max((t for t in done if depth(t) == n), key=lambda t: t.value).value in [r.short_acc for r in pool if r.depth == n]
+    assert any(r.seed_design == "small" for r in pool)
     assert len(pool) <= len(space.layers) + 1
 
     built: list[Arch] = []
@@ -291,7 +293,7 @@ def test_every_depth_gets_its_share_of_trials(tmp_path, monkeypatch):
         depth = len(model.layers)
         return TrainResult("ok", (), 1.0 - 0.1 * depth, 0.0, 0.0, 0, 0.0)
 
-    monkeypatch.setattr(nas.search, "train", shallow_first)
+    monkeypatch.setattr(nas.search.objective, "train", shallow_first)
     blank = ImageSet(torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.zeros(4, dtype=torch.long), ("x",))
     space = load_space(ROOT / "search_spaces" / "default.yaml")
     cfg = config(tmp_path, budget=5_000_000, trials=40, fidelity=Fidelity(1, 0, 0, 1.0, 1))

@@ -12,38 +12,16 @@ import pytest
 from typer.testing import CliRunner
 
 from nas.cli import app
-from nas.search import EVALUATED, SEARCH_RECIPE, Fidelity, SearchConfig, open_study
+from nas.search import SEARCH_RECIPE, Fidelity, SearchConfig, open_study
 from postgres import PASSWORD
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ROOT / "search_spaces" / "tiny.yaml"
-FAST_HEARTBEAT = {"NAS_HEARTBEAT_INTERVAL": "1", "NAS_GRACE_PERIOD": "3"}
+# search_args, nas_cli, outcomes, trained and fast_heartbeat are conftest fixtures (test_faults uses them too)
 
 
-def search_args(data: Path, results: Path, *extra: str, trials: int = 3, epochs: int = 1) -> list[str]:
-    return ["search", "--budget", "50k", "--trials", str(trials), "--space", str(TINY), "--data", str(data),
-            "--epochs", str(epochs), "--train-subset", "128", "--val-subset", "100", "--val-size", "100",
-            "--width", "1", "--results-dir", str(results), "--study", "s", *extra]
-
-
-def nas_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 400) -> subprocess.CompletedProcess:
-    import os
-
-    return subprocess.run([sys.executable, "-m", "nas", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
-
-
-def outcomes(url: str, study: str = "s") -> list[optuna.trial.FrozenTrial]:
-    return optuna.load_study(study_name=study, storage=url).get_trials()
-
-
-def trained(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
-    return [t for t in trials if t.user_attrs.get("outcome") in EVALUATED]
-
-
-def test_four_worker_processes_train_exactly_the_requested_number_of_trials(small_cifar, pg_url, tmp_path):
+def test_four_worker_processes_train_exactly_the_requested_number_of_trials(small_cifar, pg_url, tmp_path, search_args,
+                                                                            nas_cli, outcomes, trained, fast_heartbeat):
     r = nas_cli(search_args(small_cifar, tmp_path / "res", "--storage", pg_url, "--workers", "4", trials=6),
-                cwd=tmp_path, env=FAST_HEARTBEAT)
+                cwd=tmp_path, env=fast_heartbeat)
     assert r.returncode == 0, r.stderr
     assert "4 worker processes" in r.stdout
     trials = outcomes(pg_url)
@@ -78,14 +56,14 @@ def test_workers_starting_together_create_the_study_once(pg_url, tmp_path):
     assert [s.study_name for s in optuna.get_all_study_summaries(pg_url)] == ["race"]
 
 
-def test_sqlite_with_many_workers_is_refused_before_anything_is_written(small_cifar, tmp_path):
+def test_sqlite_with_many_workers_is_refused_before_anything_is_written(small_cifar, tmp_path, search_args):
     r = CliRunner().invoke(app, search_args(small_cifar, tmp_path / "res", "--workers", "2"))
     assert r.exit_code == 2
     assert "SQLite" in r.output and "--storage postgresql://" in r.output and "Traceback" not in r.output
     assert not (tmp_path / "res").exists()
 
 
-def test_a_wrong_database_password_is_one_line_and_never_printed(small_cifar, postgres_server, tmp_path):
+def test_a_wrong_database_password_is_one_line_and_never_printed(small_cifar, postgres_server, tmp_path, search_args):
     url = postgres_server.url("postgres").replace(PASSWORD, "not-the-Pw-91")
     r = CliRunner().invoke(app, search_args(small_cifar, tmp_path / "res", "--storage", url))
     assert r.exit_code == 2, r.output
@@ -94,7 +72,7 @@ def test_a_wrong_database_password_is_one_line_and_never_printed(small_cifar, po
     assert not (tmp_path / "res").exists()
 
 
-def test_a_different_budget_on_an_existing_study_changes_nothing(small_cifar, pg_url, tmp_path):
+def test_a_different_budget_on_an_existing_study_changes_nothing(small_cifar, pg_url, tmp_path, search_args, outcomes):
     first = CliRunner().invoke(app, search_args(small_cifar, tmp_path / "res", "--storage", pg_url, trials=1))
     assert first.exit_code == 0, first.output
     config = (tmp_path / "res" / "s" / "config.json").read_text()
@@ -104,3 +82,29 @@ def test_a_different_budget_on_an_existing_study_changes_nothing(small_cifar, pg
     assert r.exit_code == 2 and "budget 50,000, not 60,000" in r.output
     assert (tmp_path / "res" / "s" / "config.json").read_text() == config
     assert len(outcomes(pg_url)) == before
+
+
+def test_the_readme_postgresql_url_with_four_workers_trains_exactly_the_requested_trials(small_cifar, pg_url, tmp_path):
+    """The README's `--storage postgresql://USER:PW@HOST:PORT/DB`, no driver named, as `pip install '.[postgres]'`
+    sets it up: SQLAlchemy must map it to an installed driver (psycopg 3), and four worker processes on it
+    together train exactly --trials candidates."""
+    import os
+    import re
+
+    import sqlalchemy
+
+    assert re.fullmatch(r"postgresql://nas:[^@]+@127\.0\.0\.1:\d+/\w+", pg_url)  # the README's form, not postgresql+driver://
+    assert sqlalchemy.make_url(pg_url).get_dialect().driver == "psycopg"
+    space = Path(__file__).resolve().parents[1] / "search_spaces" / "tiny.yaml"
+    trials = 4
+    args = ["search", "--budget", "50k", "--trials", str(trials), "--space", str(space), "--data", str(small_cifar),
+            "--epochs", "1", "--train-subset", "128", "--val-subset", "50", "--val-size", "50", "--width", "1",
+            "--no-confirm", "--results-dir", str(tmp_path / "res"), "--study", "readme", "--workers", "4",
+            "--storage", pg_url]
+    r = subprocess.run([sys.executable, "-m", "nas", *args], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=400, env=os.environ.copy())
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "needs a database driver" not in r.stdout + r.stderr
+    study = optuna.load_study(study_name="readme", storage=pg_url)
+    outcomes = [t.user_attrs.get("outcome") for t in study.get_trials()]
+    assert sum(o in ("complete", "pruned", "nonfinite") for o in outcomes) == trials, outcomes

@@ -1,9 +1,9 @@
 """Many search workers on one study, and stopping any of them cleanly.
 
-Why it is built this way (field-notes.md):
+Why it is built this way:
 - Workers share nothing but the study's database; each is a whole `run_search`, so N local processes,
   N SLURM array tasks and N machines are the same thing. `--trials N` stays exact because a worker
-  claims a training slot in the database before it trains (nas.search.claim_training_slot).
+  claims a training slot in the database before it trains (nas.search.objective.claim_training_slot).
 - Processes, not threads: training holds the interpreter; each worker gets its share of the CPU
   threads (or its own GPU) so N workers do not oversubscribe the cores.
 - Ctrl+C reaches the parent only; it forwards SIGTERM once to each worker, which stops the way a single
@@ -22,7 +22,9 @@ import optuna
 import torch
 
 from nas.errors import NasError
-from nas.search import SearchConfig, load_search_data, run_search
+from nas.search.config import SearchConfig
+from nas.search.loop import run_search
+from nas.search.objective import load_search_data
 from nas.space import Space
 from nas.stopping import Stop, stop_on_signals
 

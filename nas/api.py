@@ -1,0 +1,235 @@
+"""The Python API, which the `nas` command line itself calls: a study by name, and every stage on it.
+
+    import nas
+    study = nas.Study("r5m")                                   # results/r5m/, storage results/r5m/study.db
+    study.search(budget=5e6, trials=200, data="cifar10")       # resumes when run again
+    study.leaderboard()                                        # rows, best first (final rung's score first)
+    study.retrain("best", epochs=30)                           # full-width retraining, scored once on test
+    study.report()                                             # results/r5m/report.html
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ContextManager
+
+import optuna
+import torch
+
+from nas import artifacts, record
+from nas import retrain as rt
+from nas.arch import Arch
+from nas.bundled import default_space, examples_dir
+from nas.errors import NasError
+from nas.numbers import parse_count
+from nas.record import Record
+from nas.search import job as search_job
+from nas.stopping import Stopped, stop_on_signals
+
+
+class SearchHooks:
+    """What a caller sees of a search while it runs; silent by default (the CLI prints)."""
+
+    progress = False  # progress bars for the final rung's trainings
+
+    def started(self, job: search_job.Job, study: optuna.Study, seeded: list[str]) -> None: ...
+
+    def running(self) -> ContextManager[Any]:
+        return contextlib.nullcontext()
+
+    def on_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None: ...
+
+    def rung_started(self, job: search_job.Job) -> None: ...
+
+    def on_rung(self, r: Record, result: dict[str, Any]) -> None: ...
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    study: optuna.Study
+    trained: int
+    trials: int
+    verdict: Any  # nas.search.Verdict, or None when the final rung did not run
+    folder: Path
+
+
+@dataclass(frozen=True)
+class Study:
+    """A search study by name and where it lives; every command works on one."""
+
+    name: str = "default"
+    results_dir: Path = field(default=Path("results"))
+    storage: str | None = None  # Optuna storage URL; default RESULTS/NAME/study.db
+
+    @property
+    def folder(self) -> Path:
+        return artifacts.study_dir(self.results_dir, self.name)
+
+    def search(self, budget: int | float | str, trials: int = 200, *, space: str | Path | None = None,
+               data: str = "cifar10", device: str = "auto", workers: int = 1, confirm: bool = True,
+               fidelity: dict[str, Any] | None = None, hooks: SearchHooks | None = None, **settings: Any) -> SearchResult:
+        """Search `space` (default: the bundled default space) for the most accurate network within `budget`
+        parameters. Re-running resumes. `fidelity`: epochs, train_subset, val_subset, width, evals_per_epoch;
+        `settings`: seed, val_size, timeout, pruner, sampler. Ctrl+C/SIGTERM raise nas.stopping.Stopped
+        once the study is safe to resume."""
+        hooks = hooks or SearchHooks()
+        cap = budget if isinstance(budget, int) else parse_count(str(budget))
+        job = search_job.plan(Path(space) if space else default_space(), cap, trials, data, self.name, self.storage,
+                              self.results_dir, device, workers, fidelity, **settings)
+        with stop_on_signals() as stop:
+            try:
+                study, seeded = search_job.start(job)
+                hooks.started(job, study, seeded)
+                with hooks.running():
+                    study = search_job.run(job, study, stop, on_trial=hooks.on_trial)
+                verdict = None
+                if confirm and search_job.trained(study) >= trials:
+                    hooks.rung_started(job)
+                    verdict = search_job.final_rung(job, study, hooks.on_rung, progress=hooks.progress)
+            except KeyboardInterrupt:
+                raise Stopped(stop.signal) from None
+        self._write_results(study)
+        return SearchResult(study, search_job.trained(study), trials, verdict, job.folder)
+
+    def _write_results(self, study: optuna.Study) -> None:
+        from nas.report import write_study_report
+        from nas.results import trials_frame, write_trials_csv
+
+        frame = trials_frame(study)
+        write_trials_csv(frame, self.folder / "trials.csv")
+        write_study_report(study, self.results_dir, examples_dir(), frame)
+
+    def optuna(self) -> optuna.Study:
+        """The Optuna study itself (read it with Optuna's own tools; see nas.record for what they see)."""
+        return artifacts.load_study(self.name, self.storage, self.results_dir)
+
+    def records(self) -> list[Record]:
+        return record.records(self.optuna())
+
+    def leaderboard(self, top: int = 10) -> list[dict[str, Any]]:
+        """The best finished in-budget trials, best first, with retrained test accuracy where it exists."""
+        if top < 1:
+            raise NasError(f"--top={top} must be >= 1")
+        rs = record.ranked(self.records())[:top]
+        retrained = {e["trial"]: e for e in self.retrained() if e["trial"] is not None}
+        return [{"rank": i, "trial": r.number, "score": r.score, "val_acc": r.short_acc, "confirm_acc": r.final_acc,
+                 "seed_design": r.seed_design, "params": r.params, "macs": r.macs, "arch_id": r.arch_id,
+                 "arch": Arch.from_dict(r.arch).describe(), "test_acc": retrained.get(r.number, {}).get("test_acc"),
+                 "test_acc_std": retrained.get(r.number, {}).get("test_acc_std")} for i, r in enumerate(rs, 1)]
+
+    def retrained(self) -> list[dict[str, Any]]:
+        """This study's finished retrain runs, one entry per (architecture, protocol), seeds averaged."""
+        return rt.summarize(rt.finished_runs(rt.retrain_root(self.results_dir, self.name)))
+
+    def trial(self, which: str | int) -> dict[str, Any]:
+        """Everything recorded about one trial ('best' or a number), the score that ranks it first."""
+        r = rt.select_trials(self.optuna(), which)[0]
+        runs = [x for x in rt.finished_runs(rt.retrain_root(self.results_dir, self.name)) if x.get("trial") == r.number]
+        return {"trial": r.number, "state": r.state.name, "outcome": r.outcome, "reason": r.reason,
+                "score": r.score, "val_acc": r.short_acc, "final_rung": dict(r.final) if r.final else None,
+                "seed_design": r.seed_design, "params": r.params, "macs": r.macs, "arch_id": r.arch_id,
+                "arch": r.arch, "sampled": dict(r.sampled), "retrain_settings": rt.recipe_overrides(r.sampled),
+                "search_recipe": r.recipe, "val_curve": r.curve, "seconds": r.seconds,
+                "retrained": [{k: x.get(k) for k in ("seed", "test_acc", "protocol", "wall_seconds", "dir")} for x in runs]}
+
+    def retrain(self, target: str | int | None = None, *, top: int | None = None, arch_file: str | Path | None = None,
+                seeds: int = 1, data: str | None = None, val_size: int = 0, device: str = "auto", force: bool = False,
+                progress: bool = False, on_run: Callable[[rt.Run], None] | None = None,
+                examples: str | Path | None = None, **recipe: Any) -> list[dict[str, Any]]:
+        """Retrain trials ('best', a number, or the `top` best) or an architecture file (a baseline, under
+        RESULTS/baselines/NAME) with the full recipe, `recipe` overriding it; each scored once on test.
+        Data: `data`, else the data this study searched. Re-running resumes. Returns each run's metrics."""
+        runs, source = self._plan_retrain(target, top, arch_file, seeds, data, val_size, recipe)
+        rdata = rt.load_retrain_data(source, val_size)
+        dev = _device(device)
+        results = []
+        for run in runs:
+            if on_run is not None:
+                on_run(run)
+            metrics = rt.retrain_one(run.candidate, run.recipe, rdata, dev, run.directory, force=force, progress=progress)
+            results.append({**metrics, "dir": str(run.directory)})
+        self._refresh_report(examples)
+        return results
+
+    def _plan_retrain(self, target: str | int | None, top: int | None, arch_file: str | Path | None, seeds: int,
+                      data: str | None, val_size: int, recipe: dict[str, Any]) -> tuple[list[rt.Run], str]:
+        if arch_file is not None and (target is not None or top is not None):
+            raise NasError("give either --arch FILE or a study target ('best', a trial number, --top K), not both")
+        if target is not None and top is not None:
+            raise NasError(f"give either TARGET={target!r} or --top {top}, not both")
+        if val_size < 0:
+            raise NasError(f"--val-size={val_size} must be >= 0 (0 = no validation carve-out)")
+        artifacts.check_results_dir(self.results_dir)
+        study = self._existing()
+        source = data or (artifacts.study_data(study, self.results_dir) if study else None) or "cifar10"
+        if arch_file is not None:
+            candidates = [rt.file_candidate(Path(arch_file))]
+            roots = [rt.baseline_root(self.results_dir, candidates[0].name)]
+        else:
+            study = study or self.optuna()  # raises the one-line "no study" error
+            candidates = [rt.trial_candidate(r) for r in rt.select_trials(study, target or "best", top)]
+            roots = [rt.retrain_root(self.results_dir, self.name)] * len(candidates)
+        return rt.plan_runs(candidates, roots, recipe, seeds, val_size, source), source
+
+    def _existing(self) -> optuna.Study | None:
+        try:
+            return self.optuna()
+        except NasError:
+            return None  # no such study: a baseline retrain stands on its own
+
+    def _refresh_report(self, examples: str | Path | None = None) -> Path | None:
+        study = self._existing()
+        return self.report(examples) if study is not None and study.user_attrs.get(record.STUDY_BUDGET) else None
+
+    def report(self, examples: str | Path | None = None) -> Path:
+        """Write RESULTS/NAME/report.html: the search, retrained candidates and the baselines (offline HTML)."""
+        from nas.report import write_study_report
+
+        return write_study_report(self.optuna(), self.results_dir, Path(examples) if examples else examples_dir())
+
+
+def train_architecture(arch: Arch, data: str = "cifar10", *, val_size: int = 5000, test: bool = False,
+                       device: str = "auto", checkpoint_dir: str | Path | None = None, progress: bool = False,
+                       **recipe: Any) -> dict[str, Any]:
+    """Train one architecture with one recipe (`recipe`: Recipe fields over the full default recipe) on the
+    training split less `val_size` validation images; `test` also scores it once on the test split.
+    Returns the summary `nas train --json` prints (status, val_acc, seconds, params, history, ...)."""
+    import dataclasses
+
+    from nas.augment import channel_stats
+    from nas.counting import count_params
+    from nas.data import load_split, split_validation
+    from nas.model import build_for_data
+    from nas.recipe import Recipe
+    from nas.train import evaluate, train
+
+    r = Recipe.from_dict(recipe)
+    if val_size < 0:
+        raise NasError(f"--val-size={val_size} must be >= 0 (0 = no validation)")
+    dev = _device(device)
+    full = load_split(data, "train")
+    train_set, val_set = split_validation(full, val_size) if val_size else (full, None)
+    model = build_for_data(arch, len(full.classes), r.init, r.seed)  # seeded: one seed, one result
+    result = train(model, r, train_set, val_set, dev, checkpoint_dir=checkpoint_dir, progress=progress)
+    summary = {"status": result.status, "val_acc": result.val_acc, "seconds": result.seconds,
+               "images_per_s": result.images_per_s, "images_seen": result.images_seen,
+               "train_loss_sum": result.train_loss_sum, "params": count_params(arch), "arch": arch.to_dict(),
+               "recipe": r.to_dict(), "device": str(dev), "train_images": len(train_set),
+               "val_images": len(val_set or ()), "history": [dataclasses.asdict(p) for p in result.history]}
+    if test and result.status == "ok":
+        test_set = load_split(data, "test")
+        summary["test_acc"], summary["test_loss"], summary["test_per_class"] = evaluate(
+            model, test_set, dev, stats=channel_stats(train_set))
+        summary["test_images"] = len(test_set)
+    return summary
+
+
+def _device(name: str) -> torch.device:
+    from nas.train import select_device
+
+    return select_device(name)
+
+
+__all__ = ["SearchHooks", "SearchResult", "Study", "train_architecture"]

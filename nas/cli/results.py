@@ -1,0 +1,97 @@
+"""What a search found: `nas leaderboard`, `nas show`, `nas report`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.table import Table
+
+from nas.api import Study
+from nas.arch import Arch
+from nas.bundled import examples_dir
+from nas.cli.app import Json, ResultsDir, Storage, Study as StudyName, command, out, pm, print_json
+from nas.errors import NasError
+from nas.record import STUDY_BUDGET
+
+Examples = Annotated[Optional[Path], typer.Option(help="Folder of hand-designed baselines (*.json) shown in reports. (default: the bundled examples/)", show_default=False)]
+
+
+@command
+def report(study: StudyName = "default", storage: Storage = None, results_dir: ResultsDir = Path("results"),
+           examples: Examples = None) -> None:
+    """Write RESULTS/STUDY/report.html: the search, retrained candidates and the baselines (offline HTML)."""
+    out.print(f"report written to {Study(study, results_dir, storage).report(examples or examples_dir())}")
+
+
+@command
+def leaderboard(
+    study: StudyName = "default",
+    storage: Storage = None,
+    results_dir: ResultsDir = Path("results"),
+    top: Annotated[int, typer.Option(help="Rows to show.")] = 10,
+    as_json: Json = False,
+) -> None:
+    """Best finished in-budget trials (final-rung score first, then the short one), with retrained test accuracy where it exists."""
+    st = Study(study, results_dir, storage)
+    rows = st.leaderboard(top)
+    if not rows:
+        raise NasError(f"study {study!r} has no trial that completed within the budget ({len(st.records())} trials): "
+                       f"run `nas search --study {study}` longer")
+    if as_json:
+        print_json({"study": study, "budget": st.optuna().user_attrs.get(STUDY_BUDGET), "leaderboard": rows})
+        return
+    out.print(board_table(rows, study))
+
+
+def board_table(rows: list[dict[str, Any]], study: str) -> Table:
+    table = Table(title=f"leaderboard of {study} (val acc: 5x = the search's final rung, short = its schedule; "
+                        f"test acc: retrained)", title_justify="left")
+    for col in ("rank", "trial", "val 5x", "val short", "test acc", "params", "MACs", "architecture"):
+        table.add_column(col, justify="left" if col == "architecture" else "right")
+    for r in rows:
+        table.add_row(str(r["rank"]), str(r["trial"]), "" if r["confirm_acc"] is None else f"{r['confirm_acc']:.2%}",
+                      f"{r['val_acc']:.2%}", pm(r["test_acc"], r["test_acc_std"]), f"{r['params']:,}", f"{r['macs']:,}",
+                      r["arch"] + (f" ({r['seed_design']})" if r["seed_design"] else ""))
+    return table
+
+
+@command
+def show(
+    trial: Annotated[str, typer.Argument(help="Trial number, or 'best'.")],
+    study: StudyName = "default",
+    storage: Storage = None,
+    results_dir: ResultsDir = Path("results"),
+    as_json: Json = False,
+) -> None:
+    """Everything recorded about one trial: outcome, the score that ranks it, architecture, sampled settings, curve, retrained results."""
+    facts = Study(study, results_dir, storage).trial(trial)
+    if as_json:
+        print_json(facts)
+        return
+    table = Table(title=f"trial {facts['trial']} of {study}", title_justify="left", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    for key, value in _shown(facts):
+        table.add_row(key, "" if value is None else str(value))
+    for r in facts["retrained"]:
+        table.add_row(f"retrained seed {r['seed']}", f"test acc {r['test_acc']:.2%} ({r['dir']})")
+    out.print(table)
+
+
+def _shown(f: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The rows of `nas show`, the deciding score first."""
+    final, short = f["final_rung"], f["val_acc"] if f["outcome"] == "complete" else None
+    return [("state", f["state"]), ("outcome", f["outcome"]), ("reason", f["reason"]),
+            ("seed design", f["seed_design"]),
+            ("val acc, final rung", f"{final['val_acc']:.2%} ({final['epochs']} epochs x {final['train_subset']:,} "
+                                    f"images): ranks this trial" if final and final.get("val_acc") is not None else ""),
+            ("val acc, short", f"{short:.2%}" + ("" if final else ": ranks this trial") if short is not None else ""),
+            ("params", f"{f['params']:,}" if f["params"] is not None else ""),
+            ("MACs", f"{f['macs']:,}" if f["macs"] is not None else ""),
+            ("arch id", f["arch_id"]), ("architecture", Arch.from_dict(f["arch"]).describe() if f["arch"] else ""),
+            ("sampled", ", ".join(f"{k}={v}" for k, v in f["sampled"].items())),
+            ("retrain settings", ", ".join(f"{k}={v}" for k, v in f["retrain_settings"].items()) or "(defaults)"),
+            ("val curve", " ".join(f"{acc:.1%}@{ep:g}" for ep, acc in f["val_curve"] or [])),
+            ("seconds", f"{f['seconds']:.1f}" if f["seconds"] is not None else "")]

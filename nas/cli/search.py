@@ -1,0 +1,130 @@
+"""`nas search`: flags in, nas.Study.search, and what a person watches while it runs."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Annotated, Any, ContextManager, Optional
+
+import optuna
+import typer
+from rich.text import Text
+
+from nas.api import SearchHooks, Study
+from nas.artifacts import safe_url
+from nas.arch import Arch
+from nas.bundled import default_space
+from nas.cli.app import Data, Device, ResultsDir, Storage, Study as StudyName, command, err, out
+from nas.cli.results import board_table
+from nas.live import SearchView
+from nas.numbers import parse_count
+from nas.record import Record
+from nas.search import CONFIRM_LONGER_BY, Job, estimate_trial_seconds, trained
+from nas.stopping import Stopped
+
+
+class PrintedSearch(SearchHooks):
+    """The search as the terminal (or a log) shows it."""
+
+    progress = True  # a bar on a terminal, a line per epoch in logs
+
+    def __init__(self) -> None:
+        self.view: SearchView | None = None
+
+    def started(self, job: Job, study: optuna.Study, seeded: list[str]) -> None:
+        cfg, fid = job.cfg, job.cfg.fidelity
+        already, per_trial = trained(study), estimate_trial_seconds(job.space, cfg, job.data, job.device)
+        remaining = max(cfg.trials - already, 0)
+        out.print(f"nas search {job.space.name}: budget {cfg.budget:,} params, {cfg.trials} trials ({already} already "
+                  f"done), device {job.device}, storage {safe_url(job.cfg.storage)}")
+        out.print(f"fidelity: {fid.epochs} epochs x {fid.train_subset or len(job.data.train):,} images, width "
+                  f"x{fid.width:g}, {len(job.data.val):,} validation images, pruner {cfg.pruner}; ~{per_trial:.1f} s "
+                  f"per full trial, <= ~{remaining * per_trial / 60:.1f} min for {remaining} trials (pruning cuts this)")
+        if seeded:
+            out.print(f"seed designs tried first: {', '.join(seeded)}")
+        if len(job.space.layers) > 1 and cfg.sampler == "tpe":
+            out.print(f"depths {', '.join(map(str, job.space.layers))} take turns, and trials are pruned against their "
+                      f"own depth (the short schedule ranks within a depth, not across)")
+        out.print(f"final rung: up to {job.rung_size} candidates (best of each depth, best seed design) trained "
+                  f"{CONFIRM_LONGER_BY}x longer, ~{job.rung_size * CONFIRM_LONGER_BY * per_trial / 60:.1f} min")
+        if job.workers > 1:
+            from nas.search.workers import cpu_threads
+
+            out.print(f"{job.workers} worker processes, {cpu_threads(job.workers)} CPU thread(s) each")
+        self.view = SearchView(out, cfg.trials, already)
+
+    def running(self) -> ContextManager[Any]:
+        return self.view
+
+    def on_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self.view.update(study, trial)
+
+    def rung_started(self, job: Job) -> None:
+        out.print(f"final rung: training the best of each depth and the best seed design {CONFIRM_LONGER_BY}x longer",
+                  style="bold")
+
+    def on_rung(self, r: Record, result: dict[str, Any]) -> None:
+        acc = "non-finite" if result["val_acc"] is None else f"{result['val_acc']:.2%}"
+        out.print(f"  trial {r.number} ({r.seed_design or 'found'}): {r.short_acc:.2%} short -> {acc} at "
+                  f"{result['epochs']} epochs x {result['train_subset']:,} images ({result['seconds']:.0f} s)  "
+                  f"{Arch.from_dict(r.arch).describe()}")
+
+
+@command
+def search(
+    budget: Annotated[str, typer.Option(help="Parameter budget: 5e6, 5M, 4.5m, 5_000_000.")],
+    trials: Annotated[int, typer.Option(help="Candidates to train (over-budget proposals are rejected apart and not counted).")] = 200,
+    space_file: Annotated[Optional[Path], typer.Option("--space", help="Search-space YAML file. (default: the bundled search_spaces/default.yaml)", show_default=False)] = None,
+    data: Data = "cifar10",
+    study: StudyName = "default",
+    storage: Storage = None,
+    results_dir: ResultsDir = Path("results"),
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs per trial. (default: 4 on CPU, 10 on CUDA)")] = None,
+    train_subset: Annotated[Optional[int], typer.Option("--train-subset", help="Training images per trial, 0 = all. (default: 5000 on CPU, all on CUDA)")] = None,
+    val_subset: Annotated[Optional[int], typer.Option("--val-subset", help="Validation images scored per evaluation, 0 = all. (default: 2000 on CPU, all on CUDA)")] = None,
+    width: Annotated[Optional[float], typer.Option(help="Channel multiplier for proxy training, (0, 1]. (default: 0.25 on CPU, 1 on CUDA)")] = None,
+    evals_per_epoch: Annotated[Optional[int], typer.Option("--evals-per-epoch", help="Validation points per epoch reported to the pruner.")] = None,
+    val_size: Annotated[int, typer.Option("--val-size", help="Images carved from the training split for validation.")] = 5000,
+    seed: Annotated[int, typer.Option(help="Makes the sequence of sampled candidates reproducible.")] = 0,
+    timeout: Annotated[Optional[float], typer.Option(help="Stop starting new trials after this many seconds.")] = None,
+    pruner: Annotated[str, typer.Option(help="halving | hyperband | median | none.")] = "halving",
+    sampler: Annotated[str, typer.Option(help="tpe | random.")] = "tpe",
+    device: Device = "auto",
+    workers: Annotated[int, typer.Option(help="Local worker processes on one study (needs --storage postgresql://...); CPU threads are shared out, one GPU each.")] = 1,
+    confirm: Annotated[bool, typer.Option("--confirm/--no-confirm", help="Final rung once all trials are trained: the best of each depth N and the best seed design train 5x longer, and that score ranks the leaderboard.")] = True,
+) -> None:
+    """Search the space for the most accurate architecture within the parameter budget.
+
+    The space file's seed designs are tried first; the short schedule then filters candidates and a
+    final rung, 5x longer, picks the winner among the best of each depth and the best seed design.
+
+    Re-running the same command resumes the study: finished trials are kept, nothing is trained twice.
+    Many `nas search --storage postgresql://...` processes, on any machines, share one study.
+    """
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # the live view says what happens, trial faults included
+    st = Study(study, results_dir, storage)
+    fidelity = {"epochs": epochs, "train_subset": train_subset, "val_subset": val_subset, "width": width,
+                "evals_per_epoch": evals_per_epoch}
+    try:
+        result = st.search(parse_count(budget), trials, space=space_file or default_space(), data=data, device=device,
+                           workers=workers, confirm=confirm, fidelity=fidelity, hooks=PrintedSearch(), seed=seed,
+                           val_size=val_size, timeout=timeout, pruner=pruner, sampler=sampler)
+    except Stopped as stop:
+        err.print(Text.assemble(("stopped", "bold red"), f" by {signal.Signals(stop.signal).name}: a trial stopped in "
+                                f"training was recorded as failed and its candidate queued again; run the same command "
+                                f"to resume"), soft_wrap=True)
+        raise typer.Exit(stop.exit_code) from None
+    if confirm and result.trained < trials:
+        out.print(f"final rung skipped: {result.trained}/{trials} trials trained; run the same command to finish")
+    _print_verdict(result.verdict)
+    out.print(board_table(st.leaderboard(top=10), study))
+    out.print(f"{result.trained}/{trials} candidates trained; files in {result.folder}/ (trials.csv, report.html, config.json)")
+
+
+def _print_verdict(v: Any) -> None:
+    if v is None or v.beats is None:
+        return
+    out.print(f"best found (trial {v.found.number}, {v.found.params:,} params) {v.found.final_acc:.2%} "
+              f"{'beats' if v.beats else 'does not beat'} the best seed design {v.seed.seed_design} "
+              f"({v.seed.params:,} params) {v.seed.final_acc:.2%} at {CONFIRM_LONGER_BY}x the search's schedule "
+              f"(validation, one initialisation each)")

@@ -1,0 +1,100 @@
+"""Train or time one architecture: `nas train`, `nas bench`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from nas.arch import Arch
+from nas.cli.app import Data, Device, Json, command, out, print_json
+from nas.cli.archflags import arch_command
+from nas.counting import count_params
+from nas.errors import NasError
+
+
+@arch_command
+def train(
+    arch: Arch,
+    data: Data = "cifar10",
+    val_size: Annotated[int, typer.Option("--val-size", help="Training images held out for validation (stratified, seed 0); 0 = none.")] = 5000,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs. (default: 200)")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per step. (default: 128)")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate. (default: 0.1)")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="auto | fp32 | bf16 | fp16. (default: auto)")] = None,
+    train_subset: Annotated[Optional[int], typer.Option("--train-subset", help="Train on a stratified subset of this many images. (default: all)")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for init, data order and augmentation. (default: 0)")] = None,
+    settings: Annotated[Optional[list[str]], typer.Option("--set", help="Any recipe field as key=value, repeatable: --set schedule=onecycle --set lookahead=true.")] = None,
+    checkpoint_dir: Annotated[Optional[Path], typer.Option("--checkpoint-dir", help="Save every epoch here; rerunning resumes from the latest.")] = None,
+    eval_split: Annotated[str, typer.Option("--eval", help="val: report validation accuracy | test: also score once on the test split (final numbers only).")] = "val",
+    device: Device = "auto",
+    as_json: Json = False,
+) -> None:
+    """Train one architecture with one recipe and report validation accuracy (test accuracy with --eval test)."""
+    from nas.api import train_architecture
+    from nas.recipe import parse_overrides
+
+    if eval_split not in ("val", "test"):
+        raise NasError(f"--eval={eval_split!r} is unknown: choose val or test")
+    flags = {k: v for k, v in {"epochs": epochs, "batch_size": batch_size, "lr": lr, "precision": precision,
+                               "train_subset": train_subset, "seed": seed}.items() if v is not None}
+    s = train_architecture(arch, data, val_size=val_size, test=eval_split == "test", device=device,
+                           checkpoint_dir=checkpoint_dir, progress=True, **{**parse_overrides(settings or []), **flags})
+    if as_json:
+        print_json(s)
+        return
+    table = Table(title=f"{arch.describe()} on {data} ({s['train_images']:,} train, {s['val_images']:,} val)",
+                  title_justify="left")
+    for col in ("epoch", "train loss", "val loss", "val acc", "seconds"):
+        table.add_column(col, justify="right")
+    for p in s["history"]:
+        table.add_row(f"{p['epoch']:.2f}", f"{p['train_loss']:.4f}", f"{p['val_loss']:.4f}", f"{p['val_acc']:.2%}",
+                      f"{p['seconds']:.1f}")
+    out.print(table)
+    if s["status"] != "ok":
+        raise NasError(f"training diverged (non-finite loss) after {s['images_seen']:,} images with "
+                       f"lr={s['recipe']['lr']:g}; lower --lr or add warm-up (--set warmup_epochs=1)")
+    test = f"; test acc {s['test_acc']:.2%} on {s['test_images']:,} images" if "test_acc" in s else ""
+    out.print(f"val acc {s['val_acc']:.2%}{test}; {s['images_per_s']:,.0f} images/s on {s['device']}; {s['seconds']:.1f} s")
+
+
+@arch_command
+def bench(
+    arch: Arch,
+    data: Data = "cifar10",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step, both sides.")] = 128,
+    steps: Annotated[int, typer.Option(help="Timed steps per round and side.")] = 10,
+    rounds: Annotated[int, typer.Option(help="Alternating rounds; medians are reported.")] = 3,
+    precision: Annotated[str, typer.Option(help="Engine precision: auto | fp32 | bf16 | fp16 (the standard recipe is always fp32).")] = "auto",
+    device: Device = "auto",
+    as_json: Json = False,
+) -> None:
+    """Training images/s of this engine vs the standard recipe (PIL + DataLoader, fp32), and FLOP/s vs matmul peak."""
+    import dataclasses
+
+    from nas.bench import bench as run_bench
+    from nas.model import build_for_data
+    from nas.data import load_split
+    from nas.recipe import Recipe
+    from nas.train import select_device
+
+    recipe = Recipe(precision=precision)
+    dev = select_device(device)
+    train_set = load_split(data, "train")
+    model = build_for_data(arch, len(train_set.classes), recipe.init, recipe.seed)
+    r = run_bench(model, train_set, dev, recipe, batch_size=batch_size, steps=steps, rounds=rounds)
+    if as_json:
+        print_json({**dataclasses.asdict(r), "arch": arch.to_dict(), "params": count_params(arch), "precision": precision})
+        return
+    table = Table(title=f"{arch.describe()} on {r.device}, batch {r.batch_size}, {r.rounds} rounds x {r.steps} steps",
+                  title_justify="left")
+    for col in ("pipeline", "images/s (median)", "rounds"):
+        table.add_column(col, justify="left" if col == "pipeline" else "right")
+    table.add_row(f"nas engine ({precision})", f"{r.images_per_s:,.1f}", " ".join(f"{x:.0f}" for x in r.engine_samples))
+    table.add_row("standard recipe (fp32)", f"{r.baseline_images_per_s:,.1f}", " ".join(f"{x:.0f}" for x in r.baseline_samples))
+    out.print(table)
+    out.print(f"speedup {r.speedup:.2f}x; engine {r.achieved_flops / 1e9:,.1f} GFLOP/s = {r.peak_fraction:.0%} of the "
+              f"measured matmul peak {r.peak_flops / 1e9:,.0f} GFLOP/s ({r.train_flops_per_image / 1e9:.2f} GFLOP per image)")
+    out.print("timings on a shared machine are noisy: compare medians, and rerun when the machine is idle", style="dim")

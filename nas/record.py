@@ -1,0 +1,163 @@
+"""The trial record: what a search stores on each Optuna trial, and the one rule for "best".
+
+The search is the only writer; results, the live view, retrain and the CLI read trials through
+`Record`, so attribute names live here and nowhere else.
+
+How Optuna's own tools see a `nas` study: a trial's value is its short-schedule validation accuracy
+(the objective is named `val_acc_short`), which only filters candidates. The final rung trains the
+best of each depth longer and stores that score as the study attribute `confirm.<trial>`; `nas`
+ranks by it. So `optuna best-trial` and optuna-dashboard's "best" show the best short score, which
+may not be `nas show best`; the study attribute `best_trial` names the trial `nas` ranks first.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+
+class Outcome(str, enum.Enum):
+    """What became of a trial. While it runs it says TRAINING (or WAITING for a training slot)."""
+
+    COMPLETE = "complete"  # trained to the end of the short schedule
+    PRUNED = "pruned"  # stopped early by the pruner
+    NONFINITE = "nonfinite"  # loss became NaN/inf: never a candidate for best
+    OVER_BUDGET = "over_budget"  # counted, never built
+    INVALID = "invalid"  # a combination the space allows but no network has
+    DUPLICATE = "duplicate"  # same network and recipe as an earlier trial: its score is reused
+    OOM = "oom"
+    ERROR = "error"  # any other fault: recorded, the search goes on
+    INTERRUPTED = "interrupted"  # Ctrl+C/SIGTERM: candidate queued again
+    SURPLUS = "surplus"  # other workers had already trained --trials candidates
+    TRAINING = "training"
+    WAITING = "waiting"
+
+
+OUTCOMES = tuple(o.value for o in Outcome if o not in (Outcome.TRAINING, Outcome.WAITING))  # final ones
+TRAINED = frozenset({Outcome.COMPLETE.value, Outcome.PRUNED.value, Outcome.NONFINITE.value})  # count toward --trials
+REJECTED = frozenset({Outcome.OVER_BUDGET.value, Outcome.INVALID.value, Outcome.DUPLICATE.value})  # no compute spent
+
+# trial user attributes
+OUTCOME, REASON = "outcome", "reason"
+ARCH, ARCH_ID, PARAMS, MACS, RECIPE = "arch", "arch_id", "params", "macs", "recipe"
+CANDIDATE_KEY = "candidate_key"  # proxy network + recipe: equal keys train the same thing
+CURVE, SECONDS, IMAGES_PER_S, TRAIN_LOSS_SUM = "val_curve", "seconds", "images_per_s", "train_loss_sum"
+SEED_DESIGN, REQUEUED_FROM = "seed_design", "requeued_from"
+BUDGET_CONSTRAINT = "params_over_budget"  # params - budget; feasible when <= 0
+OBJECTIVE = "val_acc_short"
+
+# study user attributes
+STUDY_BUDGET, STUDY_SPACE, STUDY_DATA, STUDY_BEST = "budget", "space", "data", "best_trial"
+FINAL_PREFIX = "confirm."  # "confirm.12" -> {"val_acc", "seconds", "epochs", "train_subset"}
+
+_STATE_WORDS = {TrialState.RUNNING: "running", TrialState.WAITING: "queued"}
+
+
+def set_outcome(trial: optuna.Trial, outcome: Outcome, reason: str | None = None) -> None:
+    trial.set_user_attr(OUTCOME, outcome.value)
+    if reason is not None:
+        trial.set_user_attr(REASON, reason)
+
+
+def outcome_of(trial: FrozenTrial) -> str:
+    """The recorded outcome, or the trial's state for one that recorded none (queued, running)."""
+    return trial.user_attrs.get(OUTCOME) or _STATE_WORDS.get(trial.state, trial.state.name.lower())
+
+
+def count_outcomes(trials: Iterable[FrozenTrial]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for t in trials:
+        counts[outcome_of(t)] = counts.get(outcome_of(t), 0) + 1
+    return counts
+
+
+def trained(trials: Iterable[FrozenTrial]) -> int:
+    """Trials that spent training compute: what `--trials` counts."""
+    return sum(t.user_attrs.get(OUTCOME) in TRAINED for t in trials)
+
+
+def final_key(number: int) -> str:
+    return f"{FINAL_PREFIX}{number}"
+
+
+def rank_key(final_acc: float | None, short_acc: float, params: int, number: int) -> tuple[float, float, int, int]:
+    """The one order of finished trials: the final rung's score first (trials it trained come first), then
+    the short score; ties go to the smaller model, then the earlier trial."""
+    final = -final_acc if final_acc is not None and math.isfinite(final_acc) else math.inf
+    return final, -short_acc, params, number
+
+
+@dataclass(frozen=True)
+class Record:
+    """One trial as the search recorded it."""
+
+    number: int
+    state: TrialState
+    outcome: str
+    reason: str | None
+    short_acc: float | None  # the trial's value: short-schedule validation accuracy
+    final: Mapping[str, Any] | None  # the final rung's record, where it trained this trial
+    arch: Mapping[str, Any] | None
+    arch_id: str | None
+    params: int | None
+    macs: int | None
+    recipe: Mapping[str, Any] | None
+    seed_design: str | None
+    curve: Sequence[Sequence[float]]
+    seconds: float | None
+    sampled: Mapping[str, Any]  # trial.params as the sampler drew them
+    over_budget_by: float | None
+
+    @classmethod
+    def of(cls, t: FrozenTrial, study_attrs: Mapping[str, Any]) -> Record:
+        a = t.user_attrs
+        return cls(number=t.number, state=t.state, outcome=outcome_of(t), reason=a.get(REASON) or None,
+                   short_acc=t.value if t.state == TrialState.COMPLETE else None,
+                   final=study_attrs.get(final_key(t.number)), arch=a.get(ARCH), arch_id=a.get(ARCH_ID),
+                   params=a.get(PARAMS), macs=a.get(MACS), recipe=a.get(RECIPE), seed_design=a.get(SEED_DESIGN),
+                   curve=a.get(CURVE) or [list(kv) for kv in sorted(t.intermediate_values.items())], seconds=a.get(SECONDS), sampled=dict(t.params),
+                   over_budget_by=t.constraints.get(BUDGET_CONSTRAINT))
+
+    @property
+    def final_acc(self) -> float | None:
+        return self.final.get("val_acc") if self.final else None
+
+    @property
+    def score(self) -> float | None:
+        """The score that ranks this trial: the final rung's where it ran, else the short one."""
+        return self.final_acc if self.final_acc is not None else self.short_acc
+
+    @property
+    def finished(self) -> bool:
+        """Trained to the end within the budget with a finite score: the only fair comparison."""
+        return (self.state == TrialState.COMPLETE and self.outcome == Outcome.COMPLETE.value
+                and self.short_acc is not None and math.isfinite(self.short_acc) and self.params is not None
+                and not (self.over_budget_by or 0) > 0)
+
+    @property
+    def depth(self) -> int:
+        return len(self.arch["blocks"]) if self.arch else 0
+
+
+def records(study: optuna.Study) -> list[Record]:
+    """Every trial of the study as a Record (one read of the study's attributes)."""
+    attrs = study.user_attrs
+    return [Record.of(t, attrs) for t in study.get_trials(deepcopy=False)]
+
+
+def ranked(rs: Iterable[Record], *, short_only: bool = False) -> list[Record]:
+    """Finished trials, best first; `short_only` ranks by the short score alone (what chose the final rung)."""
+    done = [r for r in rs if r.finished]
+    return sorted(done, key=lambda r: rank_key(None if short_only else r.final_acc, r.short_acc or 0.0,
+                                               r.params or 0, r.number))
+
+
+def best(rs: Iterable[Record]) -> Record | None:
+    top = ranked(rs)
+    return top[0] if top else None

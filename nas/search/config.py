@@ -1,0 +1,88 @@
+"""What a search is asked to do: its budget, trial count, fidelity and base recipe, validated once."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from nas.errors import NasError
+from nas.recipe import Recipe
+
+PRUNERS = ("halving", "hyperband", "median", "none")
+SAMPLERS = ("tpe", "random")
+CONFIRM_LONGER_BY = 5  # the fidelity study's long training, whose ranking is the reference
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """How cheaply each trial trains: the knobs of multi-fidelity search."""
+
+    epochs: int
+    train_subset: int  # images per epoch from the training split; 0 = all
+    val_subset: int  # validation images scored per evaluation; 0 = the whole validation split
+    width: float  # channel multiplier for proxy training (1 = the real network)
+    evals_per_epoch: int  # validation points per epoch reported to the pruner
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "evals_per_epoch"):
+            if getattr(self, name) < 1:
+                raise NasError(f"{name}={getattr(self, name)} must be >= 1")
+        for name in ("train_subset", "val_subset"):
+            if getattr(self, name) < 0:
+                raise NasError(f"{name}={getattr(self, name)} must be >= 0 (0 = all images)")
+        if not 0 < self.width <= 1:
+            raise NasError(f"width={self.width} must be in (0, 1]")
+
+
+# Chosen by benchmarks/fidelity_study.py (see README): CPU needs ~15 s trials for a
+# 200-trial hour; CUDA trains the whole split.
+CPU_FIDELITY = Fidelity(epochs=4, train_subset=5000, val_subset=2000, width=0.25, evals_per_epoch=1)
+CUDA_FIDELITY = Fidelity(epochs=10, train_subset=0, val_subset=0, width=1.0, evals_per_epoch=1)
+
+# The short-schedule recipe trials train with (space `train:` knobs override it).
+SEARCH_RECIPE = Recipe(epochs=CPU_FIDELITY.epochs, batch_size=128, lr=0.2, nesterov=True, schedule="onecycle",
+                       label_smoothing=0.1, weight_decay=5e-4)
+
+
+def default_fidelity(device: torch.device, **given: Any) -> Fidelity:
+    """The device's default fidelity with the knobs the user gave (None = default) replaced."""
+    base = CUDA_FIDELITY if device.type == "cuda" else CPU_FIDELITY
+    return Fidelity(**{**base.__dict__, **{k: v for k, v in given.items() if v is not None}})
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    budget: int
+    trials: int
+    study: str
+    storage: str
+    fidelity: Fidelity
+    recipe: Recipe = SEARCH_RECIPE  # the base recipe; epochs/train_subset/evals_per_epoch come from the fidelity
+    seed: int = 0
+    val_size: int = 5000
+    timeout: float | None = None
+    pruner: str = "halving"
+    sampler: str = "tpe"
+
+    def __post_init__(self) -> None:
+        if self.trials < 1:
+            raise NasError(f"--trials={self.trials} must be >= 1")
+        if self.pruner not in PRUNERS:
+            raise NasError(f"--pruner={self.pruner!r} is unknown: choose one of {', '.join(PRUNERS)}")
+        if self.sampler not in SAMPLERS:
+            raise NasError(f"--sampler={self.sampler!r} is unknown: choose one of {', '.join(SAMPLERS)}")
+        if self.timeout is not None and not (math.isfinite(self.timeout) and self.timeout > 0):
+            raise NasError(f"--timeout={self.timeout} must be a finite number of seconds > 0")
+        if self.val_size < 10:
+            raise NasError(f"val_size={self.val_size} must be >= 10 images")
+        if not 0 <= self.seed < 2**32:  # numpy's seed range, which the samplers use
+            raise NasError(f"--seed={self.seed} must be between 0 and {2**32 - 1}")
+
+    def trial_recipe(self, overrides: dict[str, Any]) -> Recipe:
+        f = self.fidelity
+        fixed = {"epochs": f.epochs, "train_subset": f.train_subset, "evals_per_epoch": f.evals_per_epoch,
+                 "seed": self.seed}
+        return self.recipe.updated({**fixed, **overrides})

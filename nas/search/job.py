@@ -1,0 +1,140 @@
+"""A whole search as `nas search` and `nas.Study.search` run it: everything is validated first (`plan`,
+which writes nothing), then the study and its files are made (`start`), then trials train (`run`),
+then the final rung decides (`final_rung`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+import torch
+
+from nas import artifacts, record
+from nas.counting import count_params
+from nas.errors import NasError
+from nas.record import Record
+from nas.search.config import SearchConfig, default_fidelity
+from nas.search.loop import estimate_trial_seconds, run_search, trained
+from nas.search.objective import SearchData, load_search_data
+from nas.search.rung import Verdict, confirm, verdict
+from nas.search.storage import existing_budget, open_study, storage_backend
+from nas.search.workers import check_concurrent_storage, run_workers
+from nas.space import Space, load_space
+from nas.stopping import Stop
+from nas.survey import survey
+from nas.train import select_device
+
+
+@dataclass(frozen=True)
+class Job:
+    """A validated search: nothing has been written yet."""
+
+    space: Space
+    space_file: Path
+    cfg: SearchConfig
+    data: SearchData
+    source: str  # the --data the search reads
+    device: torch.device
+    results_dir: Path
+    workers: int = 1
+
+    @property
+    def folder(self) -> Path:
+        return artifacts.study_dir(self.results_dir, self.cfg.study)
+
+    @property
+    def rung_size(self) -> int:
+        return len(self.space.layers) + bool(self.space.seeds)
+
+
+def plan(space_file: Path, budget: int, trials: int, data: str = "cifar10", study: str = "default",
+         storage: str | None = None, results_dir: Path = Path("results"), device: str = "auto", workers: int = 1,
+         fidelity: dict[str, Any] | None = None, **settings: Any) -> Job:
+    """Check every input, load the data and reach the database, writing nothing: a bad value costs nothing.
+    `fidelity` holds epochs/train_subset/val_subset/width/evals_per_epoch (None = the device's default);
+    `settings` are SearchConfig fields (seed, val_size, timeout, pruner, sampler)."""
+    space = load_space(space_file)
+    dev = select_device(device)
+    artifacts.check_results_dir(results_dir)
+    url = storage or artifacts.default_storage(results_dir, study)
+    cfg = SearchConfig(budget=budget, trials=trials, study=study, storage=url,
+                       fidelity=default_fidelity(dev, **(fidelity or {})), **settings)
+    check_concurrent_storage(storage_backend(url), artifacts.safe_url(url), workers)
+    s = survey(space, samples=20_000, seed=cfg.seed)
+    if s.fits(budget) == 0:
+        raise NasError(f"no candidate of {space.name} fits the budget {budget:,} (smallest "
+                       f"{'' if s.method == 'exact' else 'sampled '}has {int(s.params.min()):,} parameters): "
+                       f"raise --budget or add smaller choices to the space")
+    space.check_train(cfg.trial_recipe({}))  # e.g. a warm-up longer than the trials' epochs
+    search_data = load_search_data(data, cfg)
+    space = space.for_data(len(search_data.train.classes))
+    previous = existing_budget(cfg)  # connects to the database (a bad URL or password fails here)
+    if previous is not None and previous != budget:
+        raise NasError(f"study {study!r} was searched with budget {previous:,}, not {budget:,}: "
+                       f"use a new --study name to search another budget")
+    return Job(space, Path(space_file), cfg, search_data, str(data), dev, Path(results_dir), workers)
+
+
+def start(job: Job) -> tuple[optuna.Study, list[str]]:
+    """Write the study's files and open (or resume) its study; a new study queues the space's seed designs
+    that fit the budget first. Returns the study and the names queued."""
+    url = artifacts.safe_url(job.cfg.storage)
+    artifacts.write_run_files(job.folder, {"command": "search", "space_file": job.space_file, "data": job.source,
+                                           "device": str(job.device), "workers": job.workers, "storage": url,
+                                           "config": {**artifacts.as_jsonable(job.cfg), "storage": url}},
+                              job.space_file)
+    study = open_study(job.cfg)
+    for key, value in ((record.STUDY_BUDGET, job.cfg.budget), (record.STUDY_SPACE, job.space.name),
+                       (record.STUDY_DATA, job.source)):
+        study.set_user_attr(key, value)
+    return study, enqueue_seeds(study, job.space, job.cfg.budget)
+
+
+def enqueue_seeds(study: optuna.Study, space: Space, budget: int) -> list[str]:
+    """Queue the space's seed designs that fit the budget as a new study's first trials (names returned):
+    the sampler starts from known-good networks, and every search is measured against them."""
+    if study.get_trials(deepcopy=False):
+        return []
+    fitting = [(name, arch) for name, arch in space.seeds if count_params(arch) <= budget]
+    for name, arch in fitting:
+        study.enqueue_trial(space.values(arch), user_attrs={record.SEED_DESIGN: name})
+    return [name for name, _ in fitting]
+
+
+def estimate(job: Job) -> float:
+    """Seconds one full trial takes at this fidelity, measured on a few training steps."""
+    return estimate_trial_seconds(job.space, job.cfg, job.data, job.device)
+
+
+def run(job: Job, study: optuna.Study, stop: Stop,
+        on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None) -> optuna.Study:
+    """Train until the study holds `trials` trained candidates: in this process, or in `workers` processes."""
+    if job.workers == 1:
+        return run_search(job.space, job.cfg, job.data, job.device, on_trial=on_trial)
+    run_workers(job.space, job.cfg, job.source, job.device, job.workers, stop,
+                on_poll=None if on_trial is None else _poller(study, on_trial))
+    return study
+
+
+def _poller(study: optuna.Study, on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None]) -> Callable[[], None]:
+    """For many workers: the parent polls the study and reports each newly finished trial."""
+    seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+
+    def poll() -> None:
+        for t in study.get_trials(deepcopy=False):
+            if t.state.is_finished() and t.number not in seen:
+                seen.add(t.number)
+                on_trial(study, t)
+    return poll
+
+
+def final_rung(job: Job, study: optuna.Study, on_result: Callable[[Record, dict[str, Any]], None] | None = None,
+               progress: bool = False) -> Verdict | None:
+    """Train the final rung once every trial has trained; None when the search has not finished yet."""
+    if trained(study) < job.cfg.trials:
+        return None
+    confirm(study, job.cfg, job.data, job.device, on_result=on_result, progress=progress)
+    return verdict(study)
+

@@ -1,0 +1,223 @@
+"""One trial: propose a candidate, count it, and train it only when it fits the budget, is new, and a
+training slot is free. Every outcome is written to the trial record (nas.record).
+
+- Every candidate is counted analytically before anything is built. Over-budget candidates are
+  completed at once with a violated constraint (`trial.set_constraint`), so TPE learns where the
+  infeasible region is instead of proposing it again; pruning them would teach the sampler nothing.
+- `--trials N` counts candidates that were actually trained, across all workers (claim_training_slot).
+- The same network with the same recipe is never trained twice: the earlier result is reused.
+- The test split is never loaded here: only train, split into train/validation.
+"""
+
+from __future__ import annotations
+
+import gc
+import random
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import optuna
+import torch
+
+from nas import record, stopping
+from nas.arch import Arch, short_hash
+from nas.counting import count_macs, count_params
+from nas.data import ImageSet, load_split, split_validation, stratified_subset
+from nas.errors import NasError
+from nas.model import build_model
+from nas.record import Outcome, set_outcome
+from nas.recipe import Recipe
+from nas.search.config import SearchConfig
+from nas.space import Choice, Range, Space
+from nas.train import EvalPoint, train
+
+Builder = Callable[[Arch, str, int], torch.nn.Module]  # build_model(arch, init, seed); tests inject recorders
+
+
+@dataclass(frozen=True)
+class SearchData:
+    train: ImageSet
+    val: ImageSet
+
+
+def load_search_data(source: str, cfg: SearchConfig) -> SearchData:
+    """Train and validation only: the test split is reserved for final reports."""
+    train_set, val_set = split_validation(load_split(source, "train"), cfg.val_size, seed=0)
+    if cfg.fidelity.val_subset and cfg.fidelity.val_subset < len(val_set):
+        val_set = stratified_subset(val_set, cfg.fidelity.val_subset, seed=0)
+    if cfg.fidelity.train_subset > len(train_set):
+        raise NasError(f"--train-subset={cfg.fidelity.train_subset} exceeds the {len(train_set)} training images "
+                       f"left after the validation split: lower it, or use 0 for all")
+    return SearchData(train_set, val_set)
+
+
+def suggest(trial: optuna.Trial, space: Space) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Architecture values and training overrides for one trial, in a fixed order (reproducible)."""
+    values: dict[str, Any] = {"layers": trial.suggest_categorical("layers", space.layers)}
+    for knob in space.arch_knobs(values["layers"]):
+        values[knob.name] = trial.suggest_categorical(knob.name, knob.values)
+    overrides: dict[str, Any] = {}
+    for knob in space.train:
+        if isinstance(knob, Choice):
+            overrides[knob.name] = trial.suggest_categorical(knob.name, knob.values)
+        elif isinstance(knob, Range) and knob.integer:
+            overrides[knob.name] = trial.suggest_int(knob.name, int(knob.low), int(knob.high), log=knob.log)
+        else:
+            overrides[knob.name] = trial.suggest_float(knob.name, knob.low, knob.high, log=knob.log)
+    return values, overrides
+
+
+class TrialFault(Exception):
+    """A trial failed in a way that must not stop the search (Optuna records it as FAIL)."""
+
+
+def hash_recipe(recipe: Recipe) -> str:
+    return short_hash(recipe.to_dict())
+
+
+def make_objective(space: Space, cfg: SearchConfig, data: SearchData, device: torch.device,
+                   build: Builder = build_model) -> Callable[[optuna.Trial], float]:
+    """The function Optuna calls per trial. `build` is injectable so tests can prove that
+    over-budget candidates are never built."""
+
+    def objective(trial: optuna.Trial) -> float:
+        values, overrides = suggest(trial, space)
+        try:
+            arch = space.arch(values)
+        except NasError as e:  # a combination the space allows but no network has
+            set_outcome(trial, Outcome.INVALID, str(e))
+            trial.set_constraint(record.BUDGET_CONSTRAINT, 1.0)
+            return 0.0
+        recipe = cfg.trial_recipe(overrides)
+        proxy = arch.scaled(cfg.fidelity.width)  # what is trained: two candidates may share one proxy
+        params = _describe(trial, arch, recipe, f"{proxy.id}:{hash_recipe(recipe)}", cfg.budget)
+        if params > cfg.budget:  # rejected in microseconds: nothing built, nothing trained
+            set_outcome(trial, Outcome.OVER_BUDGET, f"{params:,} parameters > budget {cfg.budget:,}")
+            return 0.0
+        earlier = _previous(trial.study, trial.user_attrs[record.CANDIDATE_KEY])
+        if earlier is not None:
+            set_outcome(trial, Outcome.DUPLICATE, f"trains the same network and recipe as trial {earlier.number}")
+            return earlier.value if earlier.value is not None else 0.0
+        try:
+            if not claim_training_slot(trial, cfg.trials):
+                set_outcome(trial, Outcome.SURPLUS, f"not trained: other workers had already trained {cfg.trials} trials")
+                trial.study.stop()
+                raise TrialFault("surplus")
+            return _train_trial(trial, proxy, recipe, data, device, build)
+        except KeyboardInterrupt:  # Ctrl+C or SIGTERM (nas.stopping): Optuna marks this trial FAIL
+            requeue(trial)
+            raise
+
+    return objective
+
+
+def _describe(trial: optuna.Trial, arch: Arch, recipe: Recipe, candidate_key: str, budget: int) -> int:
+    """Write what the trial is (architecture, size, recipe) and its budget constraint; return its parameters."""
+    params = count_params(arch)
+    for key, value in ((record.ARCH, arch.to_dict()), (record.ARCH_ID, arch.id), (record.PARAMS, params),
+                       (record.MACS, count_macs(arch)), (record.RECIPE, recipe.to_dict()),
+                       (record.CANDIDATE_KEY, candidate_key)):
+        trial.set_user_attr(key, value)
+    trial.set_constraint(record.BUDGET_CONSTRAINT, float(params - budget))
+    return params
+
+
+def _previous(study: optuna.Study, key: str) -> optuna.trial.FrozenTrial | None:
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)):
+        if t.user_attrs.get(record.CANDIDATE_KEY) == key and t.user_attrs.get(record.OUTCOME) in record.TRAINED:
+            return t
+    return None
+
+
+def requeue(trial: optuna.Trial) -> None:
+    """Queue a stopped trial's candidate again, so the next worker trains it first."""
+    set_outcome(trial, Outcome.INTERRUPTED, "worker stopped by Ctrl+C/SIGTERM: candidate queued again")
+    trial.study.enqueue_trial(dict(trial.params), user_attrs={record.REQUEUED_FROM: trial.number})
+
+
+# -- training slots ----------------------------------------------------------------------------
+def _slots(study: optuna.Study) -> tuple[int, int]:
+    """(trained, training now): one read, so a trial moving from one to the other is counted once."""
+    trials = study.get_trials(deepcopy=False)
+    training = sum(t.user_attrs.get(record.OUTCOME) == Outcome.TRAINING.value
+                   and t.state == optuna.trial.TrialState.RUNNING for t in trials)
+    return record.trained(trials), training
+
+
+def claim_training_slot(trial: optuna.Trial, target: int, poll: float = 1.0) -> bool:
+    """True when this trial may train, False when the study already has `target` trained trials.
+
+    Many workers share one study, and `--trials N` must mean exactly N trained. A worker writes its
+    claim first and then counts: of any N+1 claims, the last one written sees all of them and backs
+    off, so no more than N ever train. A worker that backs off withdraws its claim while it waits
+    (so two waiting workers cannot block each other) and claims again when a slot frees, which
+    happens when a trial fails or a dead worker's trial goes stale. Stale trials are failed here
+    too: Optuna only checks when a trial starts, and a waiting worker starts none."""
+    rng = random.Random()
+    while True:
+        set_outcome(trial, Outcome.TRAINING)
+        done, training = _slots(trial.study)
+        if done >= target:
+            return False
+        if done + training <= target:
+            return True
+        set_outcome(trial, Outcome.WAITING)
+        while True:
+            time.sleep(poll * (0.5 + rng.random()))  # jitter: two colliding workers do not collide again
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(trial.study)
+            done, training = _slots(trial.study)
+            if done >= target:
+                return False
+            if done + training < target:
+                break
+
+
+# -- training ----------------------------------------------------------------------------------
+def _train_trial(trial: optuna.Trial, proxy: Arch, recipe: Recipe, data: SearchData, device: torch.device,
+                 build: Builder) -> float:
+    curve: list[list[float]] = []
+
+    def on_eval(point: EvalPoint) -> None:
+        with stopping.held():  # database writes
+            curve.append([round(point.epoch, 4), point.val_acc])
+            trial.set_user_attr(record.CURVE, curve)
+            trial.set_user_attr(record.SECONDS, round(point.seconds, 3))  # so pruned trials show their cost too
+            trial.report(point.val_acc, step=len(curve))
+            prune = trial.should_prune()
+            if prune:
+                set_outcome(trial, Outcome.PRUNED,
+                            f"val_acc {point.val_acc:.4f} at epoch {point.epoch:g} below the pruner's rung")
+        if prune:
+            raise optuna.TrialPruned()
+
+    oom = False
+    try:
+        with stopping.at_once():  # nothing is being written while a trial trains
+            model = build(proxy, recipe.init, recipe.seed)
+            result = train(model, recipe, data.train, data.val, device, on_eval=on_eval)
+    except torch.OutOfMemoryError:
+        oom = True  # free memory outside the except block: the exception keeps frames alive
+    except (optuna.TrialPruned, KeyboardInterrupt):
+        raise
+    except Exception as e:  # one broken trial never stops the search
+        set_outcome(trial, Outcome.ERROR, f"{type(e).__name__}: {e}"[:500])
+        raise TrialFault(str(e)) from e
+    if oom:
+        model = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        set_outcome(trial, Outcome.OOM, "CUDA out of memory: memory released, search continues")
+        raise TrialFault("out of memory")
+    trial.set_user_attr(record.SECONDS, round(result.seconds, 3))
+    trial.set_user_attr(record.IMAGES_PER_S, round(result.images_per_s, 1))
+    trial.set_user_attr(record.TRAIN_LOSS_SUM, result.train_loss_sum)
+    if result.status != "ok":  # never a number that could become "best"
+        set_outcome(trial, Outcome.NONFINITE, "training loss became non-finite (NaN/inf): learning rate too high?")
+        raise optuna.TrialPruned()
+    set_outcome(trial, Outcome.COMPLETE)
+    return result.val_acc
