@@ -28,8 +28,9 @@ class PrintedSearch(SearchHooks):
 
     progress = True  # a bar on a terminal, a line per epoch in logs
 
-    def __init__(self) -> None:
+    def __init__(self, confirm: bool) -> None:
         self.view: SearchView | None = None
+        self.confirm = confirm
 
     def started(self, job: Job, study: optuna.Study, seeded: list[str]) -> None:
         cfg, fid = job.cfg, job.cfg.fidelity
@@ -45,8 +46,9 @@ class PrintedSearch(SearchHooks):
         if len(job.space.layers) > 1 and cfg.sampler == "tpe":
             out.print(f"depths {', '.join(map(str, job.space.layers))} take turns, and trials are pruned against their "
                       f"own depth (the short schedule ranks within a depth, not across)")
-        out.print(f"final rung: up to {job.rung_size} candidates (best of each depth, best seed design) trained "
-                  f"{CONFIRM_LONGER_BY}x longer, ~{job.rung_size * CONFIRM_LONGER_BY * per_trial / 60:.1f} min")
+        if self.confirm:
+            out.print(f"final rung: up to {job.rung_size} candidates (best of each depth, best seed design) trained "
+                      f"{CONFIRM_LONGER_BY}x longer, ~{job.rung_size * CONFIRM_LONGER_BY * per_trial / 60:.1f} min")
         if job.workers > 1:
             from nas.search.workers import cpu_threads
 
@@ -107,7 +109,7 @@ def search(
                 "evals_per_epoch": evals_per_epoch}
     try:
         result = st.search(parse_count(budget), trials, space=space_file or default_space(), data=data, device=device,
-                           workers=workers, confirm=confirm, fidelity=fidelity, hooks=PrintedSearch(), seed=seed,
+                           workers=workers, confirm=confirm, fidelity=fidelity, hooks=PrintedSearch(confirm), seed=seed,
                            val_size=val_size, timeout=timeout, pruner=pruner, sampler=sampler)
     except Stopped as stop:
         err.print(Text.assemble(("stopped", "bold red"), f" by {signal.Signals(stop.signal).name}: a trial stopped in "
