@@ -8,6 +8,8 @@ applied to the whole batch only when enabled.
 
 from __future__ import annotations
 
+import functools
+
 import math
 from dataclasses import dataclass
 
@@ -63,10 +65,17 @@ def channel_stats(s: ImageSet) -> ChannelStats:
 
 def normalize(images: torch.Tensor, stats: ChannelStats, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """uint8 (B, C, H, W) -> (x/255 - mean)/std in `dtype`, as one multiply-add per element."""
-    std = torch.tensor(stats.std, dtype=torch.float32, device=images.device)
-    mean = torch.tensor(stats.mean, dtype=torch.float32, device=images.device)
-    scale, shift = (1 / (255 * std))[:, None, None], (-mean / std)[:, None, None]
+    scale, shift = _affine(stats, images.device)
     return torch.addcmul(shift, images.to(torch.float32), scale).to(dtype)
+
+
+@functools.lru_cache(maxsize=16)
+def _affine(stats: ChannelStats, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) of `normalize`, made once per device: building them per batch cost two blocking
+    host-to-device copies per step on CUDA."""
+    std = torch.tensor(stats.std, dtype=torch.float32, device=device)
+    mean = torch.tensor(stats.mean, dtype=torch.float32, device=device)
+    return (1 / (255 * std))[:, None, None], (-mean / std)[:, None, None]
 
 
 def crop_flip(images: torch.Tensor, padding: int, pad_mode: str, flip: bool, gen: torch.Generator) -> torch.Tensor:

@@ -20,12 +20,24 @@ from postgres import PASSWORD
 
 def test_four_worker_processes_train_exactly_the_requested_number_of_trials(small_cifar, pg_url, tmp_path, search_args,
                                                                             nas_cli, outcomes, trained, fast_heartbeat):
+    """The README's `--storage postgresql://USER:PW@HOST:PORT/DB`, no driver named, as `pip install '.[postgres]'`
+    sets it up: SQLAlchemy maps it to psycopg 3, and four workers together train exactly --trials candidates,
+    each a different one."""
+    import re
+
+    import sqlalchemy
+
+    assert re.fullmatch(r"postgresql://nas:[^@]+@127\.0\.0\.1:\d+/\w+", pg_url)  # the README's form
+    assert sqlalchemy.make_url(pg_url).get_dialect().driver == "psycopg"
     r = nas_cli(search_args(small_cifar, tmp_path / "res", "--storage", pg_url, "--workers", "4", trials=6),
                 cwd=tmp_path, env=fast_heartbeat)
     assert r.returncode == 0, r.stderr
     assert "4 worker processes" in r.stdout
     trials = outcomes(pg_url)
     assert len(trained(trials)) == 6, [t.user_attrs.get("outcome") for t in trials]
+    keys = [t.user_attrs["candidate_key"] for t in trained(trials)]
+    assert len(set(keys)) == len(keys), keys  # workers sample their own streams: no candidate trained twice
+    assert "needs a database driver" not in r.stdout + r.stderr
     assert sorted(t.number for t in trials) == list(range(len(trials)))  # unique, no gaps
     assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
     folder = tmp_path / "res" / "s"
@@ -82,29 +94,3 @@ def test_a_different_budget_on_an_existing_study_changes_nothing(small_cifar, pg
     assert r.exit_code == 2 and "budget 50,000, not 60,000" in r.output
     assert (tmp_path / "res" / "s" / "config.json").read_text() == config
     assert len(outcomes(pg_url)) == before
-
-
-def test_the_readme_postgresql_url_with_four_workers_trains_exactly_the_requested_trials(small_cifar, pg_url, tmp_path):
-    """The README's `--storage postgresql://USER:PW@HOST:PORT/DB`, no driver named, as `pip install '.[postgres]'`
-    sets it up: SQLAlchemy must map it to an installed driver (psycopg 3), and four worker processes on it
-    together train exactly --trials candidates."""
-    import os
-    import re
-
-    import sqlalchemy
-
-    assert re.fullmatch(r"postgresql://nas:[^@]+@127\.0\.0\.1:\d+/\w+", pg_url)  # the README's form, not postgresql+driver://
-    assert sqlalchemy.make_url(pg_url).get_dialect().driver == "psycopg"
-    space = Path(__file__).resolve().parents[1] / "search_spaces" / "tiny.yaml"
-    trials = 4
-    args = ["search", "--budget", "50k", "--trials", str(trials), "--space", str(space), "--data", str(small_cifar),
-            "--epochs", "1", "--train-subset", "128", "--val-subset", "50", "--val-size", "50", "--width", "1",
-            "--no-confirm", "--results-dir", str(tmp_path / "res"), "--study", "readme", "--workers", "4",
-            "--storage", pg_url]
-    r = subprocess.run([sys.executable, "-m", "nas", *args], cwd=tmp_path, capture_output=True, text=True,
-                       timeout=400, env=os.environ.copy())
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    assert "needs a database driver" not in r.stdout + r.stderr
-    study = optuna.load_study(study_name="readme", storage=pg_url)
-    outcomes = [t.user_attrs.get("outcome") for t in study.get_trials()]
-    assert sum(o in ("complete", "pruned", "nonfinite") for o in outcomes) == trials, outcomes

@@ -66,6 +66,7 @@ class SearchConfig:
     timeout: float | None = None
     pruner: str = "halving"
     sampler: str = "tpe"
+    worker: int = 0  # which of many worker processes this is (0 for a single one)
 
     def __post_init__(self) -> None:
         if self.trials < 1:
@@ -80,6 +81,12 @@ class SearchConfig:
             raise NasError(f"val_size={self.val_size} must be >= 10 images")
         if not 0 <= self.seed < 2**32:  # numpy's seed range, which the samplers use
             raise NasError(f"--seed={self.seed} must be between 0 and {2**32 - 1}")
+
+    @property
+    def sampler_seed(self) -> int:
+        """Workers started together with one seed would propose the same candidates and train them in
+        parallel, each unaware of the others' unfinished trials: each worker samples its own stream."""
+        return (self.seed + 1000 * self.worker) % 2**32
 
     def trial_recipe(self, overrides: dict[str, Any]) -> Recipe:
         f = self.fidelity

@@ -129,10 +129,10 @@ def budget_check(space: Space, budget: int) -> Callable[[dict[str, Any]], bool |
 def make_sampler(cfg: SearchConfig, space: Space | None = None) -> optuna.samplers.BaseSampler:
     """The configured sampler; given the space, one per depth, taking turns, redrawing over-budget proposals."""
     if cfg.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=cfg.seed)  # the unlearned baseline: never wrapped
+        return optuna.samplers.RandomSampler(seed=cfg.sampler_seed)  # the unlearned baseline: never wrapped
     if space is not None:
-        return CandidateSampler(lambda i: tpe(cfg.seed + i), space.layers, budget_check(space, cfg.budget))
-    return tpe(cfg.seed)
+        return CandidateSampler(lambda i: tpe(cfg.sampler_seed + i), space.layers, budget_check(space, cfg.budget))
+    return tpe(cfg.sampler_seed)
 
 
 def tpe(seed: int) -> optuna.samplers.TPESampler:

@@ -12,6 +12,7 @@ Why it is built this way:
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import signal
@@ -75,7 +76,8 @@ def run_workers(space: Space, cfg: SearchConfig, source: str, device: torch.devi
     ctx = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools and locks
     threads = cpu_threads(workers)
     procs = [ctx.Process(target=_worker, name=f"nas-worker-{i}",
-                         args=(space, cfg, source, worker_device(device, i), threads)) for i in range(workers)]
+                         args=(space, dataclasses.replace(cfg, worker=i), source, worker_device(device, i), threads))
+             for i in range(workers)]
 
     def kill_all() -> None:
         for p in procs:
