@@ -16,37 +16,11 @@ import nas.data as data
 from nas.data import ImageSet, load_split, split_validation, stratified_subset
 from nas.errors import NasError
 
-ARCHIVE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10-jpeg.tar.gz"
-if not ARCHIVE.exists():
-    ARCHIVE = Path("/work/shared/data/cifar10-jpeg.tar.gz")
-PER_CLASS = {"train": 30, "test": 10}
 
-
-def small_cifar_folder(dest: Path) -> Path:
-    """Copy the first few images per class and split out of the real archive into an ImageFolder tree."""
-    if not ARCHIVE.exists():
-        pytest.skip(f"real CIFAR-10 archive not found at {ARCHIVE}: see shared/data/README.md")
-    counts: dict[tuple[str, str], int] = {}
-    with tarfile.open(ARCHIVE, "r:gz") as tar:
-        for m in tar:
-            parts = Path(m.name).parts
-            if not m.isfile() or len(parts) < 4:
-                continue
-            split, cls = parts[-3], parts[-2]
-            if counts.get((split, cls), 0) >= PER_CLASS[split]:
-                continue
-            counts[(split, cls)] = counts.get((split, cls), 0) + 1
-            out = dest / split / cls / parts[-1]
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_bytes(tar.extractfile(m).read())
-            if len(counts) == 20 and all(counts[k] >= PER_CLASS[k[0]] for k in counts):
-                break
-    return dest
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory) -> Path:
-    return small_cifar_folder(tmp_path_factory.mktemp("cifar") / "cifar10-small")
+@pytest.fixture
+def folder(cifar_folder) -> Path:
+    """300 training and 100 test images, 30 and 10 per class (conftest's session copy: tests copy before editing)."""
+    return cifar_folder
 
 
 @pytest.fixture
@@ -196,12 +170,10 @@ def test_impossible_split_sizes_are_user_errors(size):
 
 
 @pytest.mark.slow
-def test_whole_cifar10_archive_loads_balanced_and_caches(tmp_path):
-    if not ARCHIVE.exists():
-        pytest.skip(f"real CIFAR-10 archive not found at {ARCHIVE}: see shared/data/README.md")
-    train = load_split(str(ARCHIVE), "train", tmp_path)
+def test_whole_cifar10_archive_loads_balanced_and_caches(cifar_tarball, tmp_path):
+    train = load_split(str(cifar_tarball), "train", tmp_path)
     assert train.images.shape == (50000, 3, 32, 32) and train.labels.bincount().tolist() == [5000] * 10
-    again = load_split(str(ARCHIVE), "train", tmp_path)
+    again = load_split(str(cifar_tarball), "train", tmp_path)
     assert torch.equal(again.images[::997], train.images[::997])
-    test = load_split(str(ARCHIVE), "test", tmp_path)
+    test = load_split(str(cifar_tarball), "test", tmp_path)
     assert test.images.shape == (10000, 3, 32, 32) and test.labels.bincount().tolist() == [1000] * 10

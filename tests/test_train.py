@@ -16,16 +16,14 @@ from nas.data import ImageSet, load_split, split_validation
 from nas.errors import NasError
 from nas.recipe import Recipe
 from nas.train import EvalPoint, Lookahead, LrSchedule, evaluate, select_device, train
-from test_data import small_cifar_folder  # tests/ is on sys.path (rootdir-relative import mode)
 
 CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
-def cifar(tmp_path_factory) -> tuple[ImageSet, ImageSet]:
+def cifar(cifar_folder, tmp_path_factory) -> tuple[ImageSet, ImageSet]:
     """300 real CIFAR-10 training images split 240/60."""
-    root = small_cifar_folder(tmp_path_factory.mktemp("cifar") / "small")
-    return split_validation(load_split(str(root), "train", tmp_path_factory.mktemp("cache")), 60)
+    return split_validation(load_split(str(cifar_folder), "train", tmp_path_factory.mktemp("cache")), 60)
 
 
 def tiny_net(seed: int = 0) -> nn.Module:
@@ -237,17 +235,16 @@ def test_bench_reports_both_pipelines_and_the_peak_without_asserting_speed(cifar
     assert r.peak_fraction == pytest.approx(r.achieved_flops / r.peak_flops)
 
 
-def test_cli_train_prints_one_json_object(tmp_path, monkeypatch):
+def test_cli_train_prints_one_json_object(cifar_folder, tmp_path, monkeypatch):
     import json
 
     from typer.testing import CliRunner
 
     from nas.cli import app
 
-    root = small_cifar_folder(tmp_path / "small")
     monkeypatch.setenv("NAS_CACHE", str(tmp_path / "cache"))
-    args = ["train", "--blocks", "1", "--channels", "8", "--data", str(root), "--val-size", "50", "--epochs", "1",
-            "--batch-size", "50", "--set", "evals_per_epoch=2", "--set", "weight_decay=1e-4", "--json"]
+    args = ["train", "--blocks", "1", "--channels", "8", "--data", str(cifar_folder), "--val-size", "50",
+            "--epochs", "1", "--batch-size", "50", "--set", "evals_per_epoch=2", "--set", "weight_decay=1e-4", "--json"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     obj = json.loads(result.stdout)
