@@ -24,6 +24,7 @@ from nas.arch import Arch
 from nas.bundled import default_space, examples_dir
 from nas.errors import NasError
 from nas.numbers import parse_count
+from nas.recipe import protocol as recipe_protocol
 from nas.record import Record
 from nas.search import job as search_job
 from nas.stopping import Stopped, stop_on_signals
@@ -137,11 +138,12 @@ class Study:
     def retrain(self, target: str | int | None = None, *, top: int | None = None, arch_file: str | Path | None = None,
                 seeds: int = 1, data: str | None = None, val_size: int = 0, device: str = "auto", force: bool = False,
                 progress: bool = False, on_run: Callable[[rt.Run], None] | None = None,
-                examples: str | Path | None = None, **recipe: Any) -> list[dict[str, Any]]:
+                examples: str | Path | None = None, protocol: str = "reference", **recipe: Any) -> list[dict[str, Any]]:
         """Retrain trials ('best', a number, or the `top` best) or an architecture file (a baseline, under
-        RESULTS/baselines/NAME) with the full recipe, `recipe` overriding it; each scored once on test.
+        RESULTS/baselines/NAME) with a protocol's recipe (nas.recipe.PROTOCOLS), `recipe` overriding it;
+        each scored once on test.
         Data: `data`, else the data this study searched. Re-running resumes. Returns each run's metrics."""
-        runs, source = self._plan_retrain(target, top, arch_file, seeds, data, val_size, recipe)
+        runs, source = self._plan_retrain(target, top, arch_file, seeds, data, val_size, protocol, recipe)
         rdata = rt.load_retrain_data(source, val_size)
         dev = _device(device)
         results = []
@@ -154,7 +156,8 @@ class Study:
         return results
 
     def _plan_retrain(self, target: str | int | None, top: int | None, arch_file: str | Path | None, seeds: int,
-                      data: str | None, val_size: int, recipe: dict[str, Any]) -> tuple[list[rt.Run], str]:
+                      data: str | None, val_size: int, protocol: str,
+                      recipe: dict[str, Any]) -> tuple[list[rt.Run], str]:
         if arch_file is not None and (target is not None or top is not None):
             raise NasError("give either --arch FILE or a study target ('best', a trial number, --top K), not both")
         if target is not None and top is not None:
@@ -171,7 +174,7 @@ class Study:
             study = study or self.optuna()  # raises the one-line "no study" error
             candidates = [rt.trial_candidate(r) for r in rt.select_trials(study, target or "best", top)]
             roots = [rt.retrain_root(self.results_dir, self.name)] * len(candidates)
-        return rt.plan_runs(candidates, roots, recipe, seeds, val_size, source), source
+        return rt.plan_runs(candidates, roots, recipe, seeds, val_size, source, recipe_protocol(protocol)), source
 
     def _existing(self) -> optuna.Study | None:
         try:
@@ -192,8 +195,8 @@ class Study:
 
 def train_architecture(arch: Arch, data: str = "cifar10", *, val_size: int = 5000, test: bool = False,
                        device: str = "auto", checkpoint_dir: str | Path | None = None, progress: bool = False,
-                       **recipe: Any) -> dict[str, Any]:
-    """Train one architecture with one recipe (`recipe`: Recipe fields over the full default recipe) on the
+                       protocol: str = "reference", **recipe: Any) -> dict[str, Any]:
+    """Train one architecture with one recipe (`recipe`: Recipe fields over the protocol's) on the
     training split less `val_size` validation images; `test` also scores it once on the test split.
     Returns the summary `nas train --json` prints (status, val_acc, seconds, params, history, ...)."""
     import dataclasses
@@ -202,10 +205,9 @@ def train_architecture(arch: Arch, data: str = "cifar10", *, val_size: int = 500
     from nas.counting import count_params
     from nas.data import load_split, split_validation
     from nas.model import build_for_data
-    from nas.recipe import Recipe
     from nas.train import evaluate, train
 
-    r = Recipe.from_dict(recipe)
+    r = recipe_protocol(protocol).updated(recipe)
     if val_size < 0:
         raise NasError(f"--val-size={val_size} must be >= 0 (0 = no validation)")
     dev = _device(device)
@@ -216,12 +218,13 @@ def train_architecture(arch: Arch, data: str = "cifar10", *, val_size: int = 500
     summary = {"status": result.status, "val_acc": result.val_acc, "seconds": result.seconds,
                "images_per_s": result.images_per_s, "images_seen": result.images_seen,
                "train_loss_sum": result.train_loss_sum, "params": count_params(arch), "arch": arch.to_dict(),
-               "recipe": r.to_dict(), "device": str(dev), "train_images": len(train_set),
+               "protocol": protocol, "epochs": r.epochs, "recipe": r.to_dict(), "device": str(dev),
+               "train_images": len(train_set),
                "val_images": len(val_set or ()), "history": [dataclasses.asdict(p) for p in result.history]}
     if test and result.status == "ok":
         test_set = load_split(data, "test")
         summary["test_acc"], summary["test_loss"], summary["test_per_class"] = evaluate(
-            model, test_set, dev, stats=channel_stats(train_set))
+            model, test_set, dev, tta=r.tta, stats=channel_stats(train_set))
         summary["test_images"] = len(test_set)
     return summary
 

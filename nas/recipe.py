@@ -48,6 +48,8 @@ class Recipe:
     precision: str = "auto"  # auto fp32 bf16 fp16; auto = bf16 (or fp16) on CUDA, bf16 on AMX CPUs, else fp32
     channels_last: bool = True
     compile: bool = False  # torch.compile the model
+    tta: bool = False  # score every evaluation on the image and its mirror, averaged (flip test-time augmentation)
+    whiten: bool = False  # stem conv set from the training images' 3x3-patch whitening and frozen (airbench)
     seed: int = 0
     train_subset: int = 0  # train on a stratified subset of this many images; 0 = all
     evals_per_epoch: int = 1  # >1 gives sub-epoch validation points for pruning on CPU
@@ -134,6 +136,24 @@ def _require(ok: bool, name: str, value: Any, rule: str) -> None:
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     _require(value in choices, name, value, f"must be one of: {', '.join(choices)}")
+
+
+# Named starting points for full training; flags and --set override any field.
+PROTOCOLS: dict[str, Recipe] = {
+    # the seed reports' recipe: SGD 0.1 momentum 0.9, wd 5e-4, cosine, batch 128, 200 epochs
+    "reference": Recipe(),
+    # few epochs by design (airbench's tricks, each measured in benchmarks/time_to_accuracy.py): a frozen
+    # whitening stem, Nesterov with a one-cycle schedule, label smoothing, Lookahead, flip TTA
+    "fast": Recipe(epochs=16, batch_size=256, lr=0.4, nesterov=True, schedule="onecycle", label_smoothing=0.2,
+                   lookahead=True, tta=True, whiten=True, pad_mode="reflect"),
+}
+
+
+def protocol(name: str) -> Recipe:
+    """The recipe a protocol name stands for; an unknown name is one line naming the choices."""
+    if name not in PROTOCOLS:
+        raise NasError(f"--protocol={name!r} is unknown: choose one of {', '.join(PROTOCOLS)}")
+    return PROTOCOLS[name]
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:

@@ -127,9 +127,9 @@ def file_candidate(path: Path) -> Candidate:
 
 
 def resolve_recipe(candidate: Candidate, flags: Mapping[str, Any], base: Recipe | None = None) -> Recipe:
-    """Full default Recipe <- the candidate's sampled (or file) settings <- command-line flags."""
-    merged = {**(base or Recipe()).to_dict(), **dict(candidate.overrides), **dict(flags), "evals_per_epoch": 1}
-    return Recipe.from_dict(merged)
+    """The protocol's recipe (`base`, default: reference) <- the candidate's sampled (or file) settings
+    <- command-line flags."""
+    return (base or Recipe()).updated({**dict(candidate.overrides), **dict(flags), "evals_per_epoch": 1})
 
 
 def protocol_key(recipe: Recipe, val_size: int, data: str) -> str:
@@ -190,7 +190,7 @@ class Run:
 
 
 def plan_runs(candidates: Sequence[Candidate], roots: Sequence[Path], flags: Mapping[str, Any], seeds: int,
-              val_size: int, source: str) -> list[Run]:
+              val_size: int, source: str, base: Recipe | None = None) -> list[Run]:
     """Every (candidate, seed) run, each in its own directory under its root (seeds 0..seeds-1)."""
     if seeds < 1:
         raise NasError(f"--seeds={seeds} must be >= 1")
@@ -199,7 +199,7 @@ def plan_runs(candidates: Sequence[Candidate], roots: Sequence[Path], flags: Map
     runs = []
     for c, root in zip(candidates, roots):
         for seed in range(seeds):
-            recipe = resolve_recipe(c, {**flags, "seed": seed})
+            recipe = resolve_recipe(c, {**flags, "seed": seed}, base)
             runs.append(Run(c, recipe, run_dir(root, c.arch, recipe, val_size, source)))
     return runs
 
@@ -255,7 +255,7 @@ def _finish(candidate: Candidate, recipe: Recipe, data: RetrainData, device: tor
     from nas.train import evaluate
 
     stats = channel_stats(data.train)  # the statistics training normalised with
-    test_acc, test_loss, per_class = evaluate(model, data.test, device, stats=stats)
+    test_acc, test_loss, per_class = evaluate(model, data.test, device, tta=recipe.tta, stats=stats)
     save_weights(model, directory / WEIGHTS)
     metrics = {
         "name": candidate.name, "source": candidate.source, "trial": candidate.trial,

@@ -214,6 +214,30 @@ class LrSchedule:
         self.scale, self.best, self.bad = state["scale"], state["best"], state["bad"]
 
 
+@torch.no_grad()
+def whiten_stem(model: nn.Module, images: torch.Tensor, stats: ChannelStats, samples: int = 5000,
+                eps: float = 5e-4) -> None:
+    """Set the first conv's filters to the whitening of the training images' patches and freeze it.
+
+    airbench's largest single saving (34 -> 21 epochs to 94%): the first layer starts as a
+    decorrelating filter bank instead of noise, so the network needs fewer epochs to learn it. Each
+    of the top C/2 eigenvectors of the patch covariance, scaled by 1/sqrt(eigenvalue), becomes a filter
+    and its negation another (the ReLU after it keeps both halves); filters beyond twice the patch size
+    keep their random initialisation. Frozen: the optimiser never sees the conv (no decay either).
+    """
+    conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    c_out, c_in, k, _ = conv.weight.shape
+    x = normalize(images[:samples].to(conv.weight.device), stats)
+    patches = F.unfold(x, k).transpose(1, 2).reshape(-1, c_in * k * k).double()
+    patches = patches - patches.mean(0)
+    eigenvalues, eigenvectors = torch.linalg.eigh(patches.T @ patches / len(patches))  # ascending
+    filters = eigenvectors.flip(1).T / (eigenvalues.flip(0)[:, None] + eps).sqrt()  # largest variance first
+    top = filters[:min(c_out // 2, len(filters))]
+    filters = torch.cat([top, -top]).reshape(-1, c_in, k, k)
+    conv.weight[:len(filters)] = filters.to(conv.weight.dtype)
+    conv.weight.requires_grad_(False)
+
+
 # ---------------------------------------------------------------------------------------------
 # evaluation
 
@@ -301,6 +325,7 @@ class _Run:
     autocast: Callable
     steps_per_epoch: int
     ends: tuple[int, ...]  # steps of an epoch after which to evaluate
+    tta: bool
 
 
 def _prepare(model: nn.Module, r: Recipe, train_set: ImageSet, val_set: ImageSet | None,
@@ -318,6 +343,8 @@ def _prepare(model: nn.Module, r: Recipe, train_set: ImageSet, val_set: ImageSet
 
     torch.manual_seed(r.seed)  # for any randomness inside the model (dropout)
     model.to(device)
+    if r.whiten:
+        whiten_stem(model, train_set.images, stats)
     if r.channels_last:
         model.to(memory_format=torch.channels_last)
     net = torch.compile(model) if r.compile else model
@@ -334,7 +361,7 @@ def _prepare(model: nn.Module, r: Recipe, train_set: ImageSet, val_set: ImageSet
     autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else nullcontext
     return _Run(net, model, opt, schedule, scaler, gen, Augment.from_recipe(r), stats,
                 train_set.images.to(device, non_blocking=True), train_set.labels.to(device, non_blocking=True),
-                val, device, amp_dtype, batch_dtype, autocast, steps_per_epoch, tuple(ends))
+                val, device, amp_dtype, batch_dtype, autocast, steps_per_epoch, tuple(ends), r.tta)
 
 
 def _epoch(run: _Run, r: Recipe, epoch: int, st: _State, started: float,
@@ -382,7 +409,8 @@ def _epoch(run: _Run, r: Recipe, epoch: int, st: _State, started: float,
 def _evaluation(run: _Run, epoch: float, mean_loss: float, st: _State, started: float) -> EvalPoint | None:
     """Validate, record the point and feed the schedule; None when the validation loss is not finite."""
     if run.val is not None:
-        val_acc, val_loss, _ = evaluate(run.net, run.val, run.device, stats=run.stats, amp_dtype=run.amp_dtype)
+        val_acc, val_loss, _ = evaluate(run.net, run.val, run.device, tta=run.tta, stats=run.stats,
+                                        amp_dtype=run.amp_dtype)
         if not math.isfinite(val_loss):  # e.g. BatchNorm running statistics overflowed
             return None
     else:

@@ -9,9 +9,13 @@ import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import nas.train as train_mod
+from nas.arch import Arch
+from nas.augment import normalize
+from nas.counting import count_params
 from nas.data import ImageSet, load_split, split_validation
 from nas.errors import NasError
 from nas.recipe import Recipe
@@ -260,3 +264,56 @@ def test_compiled_model_trains_like_the_eager_one(cifar):
     compiled = train(tiny_net(), dataclasses.replace(FAST, epochs=1, compile=True), *cifar, CPU)
     assert compiled.status == "ok"
     assert compiled.history[-1].train_loss == pytest.approx(eager.history[-1].train_loss, rel=1e-3)
+
+
+# --------------------------------------------------------------------------------------- protocols
+
+
+def test_whiten_stem_decorrelates_patches_and_freezes_the_stem(cifar):
+    from nas.augment import channel_stats
+    from nas.train import whiten_stem
+
+    images = cifar[0].images
+    net = tiny_net()
+    whiten_stem(net, images, channel_stats(cifar[0]))
+    conv = net[0]
+    assert not conv.weight.requires_grad
+    with torch.no_grad():  # the 8 filters are the top 4 whitening directions and their negations
+        x = normalize(images, channel_stats(cifar[0]))
+        out = F.conv2d(x, conv.weight[:4])
+    flat = out.permute(1, 0, 2, 3).reshape(4, -1).double()
+    cov = torch.cov(flat)
+    assert torch.allclose(cov, torch.eye(4, dtype=torch.float64), atol=0.05), cov  # white: unit variance, uncorrelated
+    assert torch.equal(conv.weight[4:], -conv.weight[:4])
+
+
+def test_the_fast_protocol_is_reproducible_with_a_seed_and_differs_across_seeds(cifar):
+    from nas.recipe import protocol
+
+    fast = protocol("fast").updated({"epochs": 2, "batch_size": 40})
+    assert fast.whiten and fast.tta and fast.lookahead
+    a_net, b_net = tiny_net(), tiny_net()
+    a, b = train(a_net, fast, *cifar, CPU), train(b_net, fast, *cifar, CPU)
+    assert a.status == "ok" and strip_time(a.history) == strip_time(b.history)
+    assert all(torch.equal(x, y) for x, y in zip(a_net.state_dict().values(), b_net.state_dict().values()))
+    c = train(tiny_net(), fast.updated({"seed": 1}), *cifar, CPU)
+    assert strip_time(c.history) != strip_time(a.history)
+
+
+def test_cli_train_with_a_protocol_prints_test_accuracy_seconds_epochs_and_params(cifar_folder, tmp_path, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    from nas.cli import app
+
+    monkeypatch.setenv("NAS_CACHE", str(tmp_path / "cache"))
+    args = ["train", "--blocks", "1", "--channels", "8", "--data", str(cifar_folder), "--val-size", "50",
+            "--epochs", "1", "--batch-size", "50", "--protocol", "fast", "--eval", "test", "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    obj = json.loads(result.stdout)
+    assert obj["protocol"] == "fast" and obj["epochs"] == 1 and obj["recipe"]["whiten"] and obj["recipe"]["tta"]
+    assert 0 <= obj["test_acc"] <= 1 and obj["seconds"] > 0 and obj["params"] == count_params(Arch((1,), (8,)))
+    bad = CliRunner().invoke(app, args[:-1] + ["--protocol", "quick"])
+    assert bad.exit_code == 2 and "--protocol='quick' is unknown: choose one of reference, fast" in bad.output

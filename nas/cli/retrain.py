@@ -10,7 +10,7 @@ from rich.table import Table
 
 from nas import retrain as rt
 from nas.api import Study
-from nas.cli.app import Device, Json, ResultsDir, Storage, Study as StudyName, command, err, out, pm, print_json
+from nas.cli.app import Device, Json, Protocol, ResultsDir, Storage, Study as StudyName, command, err, out, pm, print_json
 from nas.cli.results import Examples
 from nas.recipe import parse_overrides
 
@@ -27,9 +27,10 @@ def retrain(
     results_dir: ResultsDir = Path("results"),
     data: StudyData = None,
     seeds: Annotated[int, typer.Option(help="Repeat with seeds 0..N-1; reports give mean ± std.")] = 1,
-    epochs: Annotated[Optional[int], typer.Option(help="Full-schedule epochs. (default: 200)")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate. (default: 0.1, or what the search sampled)")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per step. (default: 128)")] = None,
+    protocol: Protocol = "reference",
+    epochs: Annotated[Optional[int], typer.Option(help="Full-schedule epochs. (default: the protocol's)")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate. (default: the protocol's, or what the search sampled)")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per step. (default: the protocol's)")] = None,
     optimizer: Annotated[Optional[str], typer.Option(help="sgd | adam | adamw | adagrad | adamax | adadelta. (default: sgd)")] = None,
     schedule: Annotated[Optional[str], typer.Option(help="cosine | onecycle | step | plateau | constant. (default: cosine)")] = None,
     train_subset: Annotated[Optional[int], typer.Option("--train-subset", help="Train on a stratified subset of this many images (smoke runs). (default: all)")] = None,
@@ -42,8 +43,8 @@ def retrain(
 ) -> None:
     """Retrain candidates with the full recipe on the whole training split; score each once on the test split.
 
-    Training settings: the full default recipe (SGD 0.1, cosine, 200 epochs, ...), then what the
-    search space's `train:` section sampled for the trial (or the file's "recipe"), then flags.
+    Training settings: the protocol's recipe (reference: SGD 0.1, cosine, 200 epochs, ...), then what
+    the search space's `train:` section sampled for the trial (or the file's "recipe"), then flags.
     Re-running the same command resumes: finished runs (metrics.json) are kept, interrupted ones
     continue from their last complete epoch. Runs: RESULTS/STUDY/retrain/ARCHID-PROTOCOL-seedK/.
     """
@@ -59,7 +60,7 @@ def retrain(
 
     try:
         runs = st.retrain(target, top=top, arch_file=arch_file, seeds=seeds, data=data, val_size=val_size,
-                          device=device, force=force, progress=True, on_run=announce, examples=examples,
+                          device=device, force=force, progress=True, on_run=announce, examples=examples, protocol=protocol,
                           **{**flags, **parse_overrides(settings or [])})
     except KeyboardInterrupt:
         err.print("interrupted: the run keeps its last complete epoch; re-run the same command to resume")

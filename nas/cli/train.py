@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from nas.arch import Arch
-from nas.cli.app import Data, Device, Json, command, out, print_json
+from nas.cli.app import Data, Device, Json, Protocol, command, out, print_json
 from nas.cli.archflags import arch_command
 from nas.counting import count_params
 from nas.errors import NasError
@@ -20,9 +20,10 @@ def train(
     arch: Arch,
     data: Data = "cifar10",
     val_size: Annotated[int, typer.Option("--val-size", help="Training images held out for validation (stratified, seed 0); 0 = none.")] = 5000,
-    epochs: Annotated[Optional[int], typer.Option(help="Epochs. (default: 200)")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per step. (default: 128)")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate. (default: 0.1)")] = None,
+    protocol: Protocol = "reference",
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs. (default: the protocol's)")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per step. (default: the protocol's)")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate. (default: the protocol's)")] = None,
     precision: Annotated[Optional[str], typer.Option(help="auto | fp32 | bf16 | fp16. (default: auto)")] = None,
     train_subset: Annotated[Optional[int], typer.Option("--train-subset", help="Train on a stratified subset of this many images. (default: all)")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for init, data order and augmentation. (default: 0)")] = None,
@@ -41,7 +42,8 @@ def train(
     flags = {k: v for k, v in {"epochs": epochs, "batch_size": batch_size, "lr": lr, "precision": precision,
                                "train_subset": train_subset, "seed": seed}.items() if v is not None}
     s = train_architecture(arch, data, val_size=val_size, test=eval_split == "test", device=device,
-                           checkpoint_dir=checkpoint_dir, progress=True, **{**parse_overrides(settings or []), **flags})
+                           checkpoint_dir=checkpoint_dir, progress=True, protocol=protocol,
+                           **{**parse_overrides(settings or []), **flags})
     if as_json:
         print_json(s)
         return
