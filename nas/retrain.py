@@ -40,7 +40,9 @@ from torch import nn
 
 from nas import record
 from nas.arch import Arch, short_hash
+from nas.artifacts import folder_name, inside, study_dir
 from nas.archfile import read_arch_file
+from nas.checkpoint import NoSpace
 from nas.errors import NasError
 from nas.record import Record
 from nas.recipe import Recipe
@@ -182,11 +184,15 @@ class Run:
 
     @property
     def state(self) -> str:
-        """'finished', 'resuming after epoch K' or 'starting', as a re-run of the same command finds it."""
+        """'finished', 'resuming after epoch K' or 'starting', as a re-run of the same command finds it.
+        K is the epoch of the newest checkpoint that loads, the one training resumes from (a corrupt newer
+        file is skipped there too), so this loads it: a file name alone would announce the wrong epoch."""
+        from nas.checkpoint import latest_checkpoint
+
         if (self.directory / METRICS).is_file():
             return "finished"
-        epochs = sorted(int(p.stem[5:]) for p in (self.directory / CHECKPOINTS).glob("ckpt-*.pt"))
-        return f"resuming after epoch {epochs[-1]}" if epochs else "starting"
+        latest = latest_checkpoint(self.directory / CHECKPOINTS)
+        return f"resuming after epoch {latest[0]}" if latest else "starting"
 
 
 def plan_runs(candidates: Sequence[Candidate], roots: Sequence[Path], flags: Mapping[str, Any], seeds: int,
@@ -213,6 +219,7 @@ def retrain_one(candidate: Candidate, recipe: Recipe, data: RetrainData, device:
     interrupted, which resumes) leaves no directory behind when this call created it.
     """
     from nas.checkpoint import write_json_atomic
+    from nas.data import check_image_shape
     from nas.model import build_model
     from nas.train import train
 
@@ -221,6 +228,7 @@ def retrain_one(candidate: Candidate, recipe: Recipe, data: RetrainData, device:
     if candidate.arch.num_classes != n_classes:
         raise NasError(f"{candidate.name} has num_classes={candidate.arch.num_classes} but {data.source} has "
                        f"{n_classes} classes: retrain it on the data it was designed for, or change num_classes")
+    check_image_shape(data.train, candidate.arch.input_size, candidate.arch.in_channels, candidate.name)
     if force and directory.exists():
         shutil.rmtree(directory)
     if (directory / METRICS).is_file():
@@ -237,8 +245,8 @@ def retrain_one(candidate: Candidate, recipe: Recipe, data: RetrainData, device:
             raise NasError(f"{candidate.name}: training diverged (loss became NaN/inf) with lr={recipe.lr}; "
                            f"lower it (--lr) or add warm-up (--set warmup_epochs=1)")
         return _finish(candidate, recipe, data, device, directory, model, result)
-    except KeyboardInterrupt:
-        raise  # the checkpoints stay: re-running resumes
+    except (KeyboardInterrupt, NoSpace):
+        raise  # the checkpoints stay: re-running resumes (once space is freed)
     except BaseException:
         if fresh:
             shutil.rmtree(directory, ignore_errors=True)
@@ -271,6 +279,7 @@ def _finish(candidate: Candidate, recipe: Recipe, data: RetrainData, device: tor
         "val_images": len(data.val) if data.val is not None else 0, "test_images": len(data.test),
         "data": data.source, "normalization": {"mean": list(stats.mean), "std": list(stats.std)},
         "wall_seconds": result.seconds, "images_per_s": result.images_per_s, "device": str(device),
+        "latency": _latency(model, candidate.arch, device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
         "versions": versions(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -278,6 +287,15 @@ def _finish(candidate: Candidate, recipe: Recipe, data: RetrainData, device: tor
     write_json_atomic(metrics, directory / METRICS)  # last: its presence means "finished"
     shutil.rmtree(directory / CHECKPOINTS, ignore_errors=True)  # the weights above supersede them
     return metrics
+
+
+def _latency(model: nn.Module, arch: Arch, device: torch.device) -> list[dict[str, float]]:
+    """Inference latency at batch 1 and 64 on the device that trained the run (nas.latency)."""
+    from nas.latency import measure_latency
+
+    return [{"batch": r.batch, "median_ms": r.median_ms, "p10_ms": r.p10_ms, "p90_ms": r.p90_ms}
+            for r in (measure_latency(model, device, b, arch.input_size, arch.in_channels, warmup=3, runs=runs)
+                      for b, runs in ((1, 30), (64, 5)))]
 
 
 def write_curves(metrics: Mapping[str, Any], path: Path) -> Path:
@@ -381,8 +399,10 @@ def summarize(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def retrain_root(results_dir: Path, study: str) -> Path:
-    return Path(results_dir) / study / "retrain"
+    return study_dir(results_dir, study) / "retrain"
 
 
 def baseline_root(results_dir: Path, name: str) -> Path:
-    return Path(results_dir) / "baselines" / name
+    """RESULTS/baselines/NAME, NAME made a safe folder name: it comes from an architecture file, where
+    "/tmp/x" or "../../x" would otherwise be a folder outside the results directory."""
+    return inside(results_dir, Path(results_dir) / "baselines" / folder_name(name))

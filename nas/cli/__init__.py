@@ -7,10 +7,11 @@
     results    nas leaderboard, nas show, nas report
     retrain    nas retrain
     train      nas train, nas bench
+    deploy     nas export
 """
 
 # each module registers its commands, in the order `nas --help` lists them
-from nas.cli import count, search, retrain, results, train  # noqa: F401, I001
+from nas.cli import count, search, retrain, results, train, deploy  # noqa: F401, I001
 from nas.cli.app import app
 
 __all__ = ["app"]

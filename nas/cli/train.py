@@ -71,10 +71,15 @@ def bench(
     rounds: Annotated[int, typer.Option(help="Alternating rounds; medians are reported.")] = 3,
     precision: Annotated[str, typer.Option(help="Engine precision: auto | fp32 | bf16 | fp16 (the standard recipe is always fp32).")] = "auto",
     device: Device = "auto",
+    latency: Annotated[bool, typer.Option("--latency", help="Measure inference latency instead (batch 1 and --batch-size; no data read).")] = False,
     as_json: Json = False,
 ) -> None:
-    """Training images/s of this engine vs the standard recipe (PIL + DataLoader, fp32), and FLOP/s vs matmul peak."""
+    """Training images/s of this engine vs the standard recipe (PIL + DataLoader, fp32), and FLOP/s vs matmul
+    peak; with --latency, inference latency (median and 10th-90th percentile, warm-up excluded)."""
     import dataclasses
+
+    if latency:
+        return _latency(arch, batch_size, device, as_json)
 
     from nas.bench import bench as run_bench
     from nas.model import build_for_data
@@ -100,3 +105,22 @@ def bench(
     out.print(f"speedup {r.speedup:.2f}x; engine {r.achieved_flops / 1e9:,.1f} GFLOP/s = {r.peak_fraction:.0%} of the "
               f"measured matmul peak {r.peak_flops / 1e9:,.0f} GFLOP/s ({r.train_flops_per_image / 1e9:.2f} GFLOP per image)")
     out.print("timings on a shared machine are noisy: compare medians, and rerun when the machine is idle", style="dim")
+
+
+def _latency(arch: Arch, batch_size: int, device: str, as_json: bool) -> None:
+    from nas.latency import measure_latency
+    from nas.model import build_model
+    from nas.train import select_device
+
+    dev, model = select_device(device), build_model(arch)
+    rows = [measure_latency(model, dev, b, arch.input_size, arch.in_channels) for b in sorted({1, batch_size})]
+    if as_json:
+        print_json({"arch": arch.to_dict(), "params": count_params(arch), "device": str(dev),
+                    "latency": [{**r.__dict__, "images_per_s": r.images_per_s} for r in rows]})
+        return
+    table = Table(title=f"{arch.describe()}: inference on {dev}, fp32, eval mode", title_justify="left")
+    for col in ("batch", "median ms", "p10-p90 ms", "images/s"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(str(r.batch), f"{r.median_ms:.2f}", f"{r.p10_ms:.2f}-{r.p90_ms:.2f}", f"{r.images_per_s:,.0f}")
+    out.print(table)
