@@ -11,11 +11,11 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from nas.errors import NasError
+from nas.errors import NasError, shown
 from nas.model import INITS
 
-OPTIMIZERS = ("sgd", "adam", "adamw", "adagrad", "adamax", "adadelta")
-SCHEDULES = ("cosine", "onecycle", "step", "plateau", "constant")
+OPTIMIZERS = ("sgd", "adam", "adamw", "adagrad", "adamax", "adadelta", "rmsprop")
+SCHEDULES = ("cosine", "onecycle", "step", "plateau", "exponential", "cyclic", "restarts", "constant")
 PAD_MODES = ("zeros", "reflect")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # Fields whose valid values depend on each other (the cross-field rules of Recipe.__post_init__):
@@ -29,12 +29,12 @@ class Recipe:
 
     epochs: int = 200
     batch_size: int = 128  # images per optimiser step
-    optimizer: str = "sgd"  # sgd adam adamw adagrad adamax adadelta
+    optimizer: str = "sgd"  # sgd adam adamw adagrad adamax adadelta rmsprop
     lr: float = 0.1  # peak learning rate (after warm-up)
-    momentum: float = 0.9  # SGD momentum; beta1 for adam, adamw, adamax; unused by adagrad, adadelta
+    momentum: float = 0.9  # SGD momentum; beta1 for adam, adamw, adamax; unused by adagrad, adadelta, rmsprop
     nesterov: bool = False  # SGD only
     weight_decay: float = 5e-4  # L2 on every parameter, as the reports did
-    schedule: str = "cosine"  # cosine onecycle step plateau constant
+    schedule: str = "cosine"  # cosine onecycle step plateau exponential cyclic restarts (SGDR) constant
     warmup_epochs: float = 0.0  # linear warm-up from 0 to lr, then the schedule
     label_smoothing: float = 0.0
     grad_clip: float = 0.0  # max gradient norm; 0 = off
@@ -48,6 +48,7 @@ class Recipe:
     precision: str = "auto"  # auto fp32 bf16 fp16; auto = bf16 (or fp16) on CUDA, bf16 on AMX CPUs, else fp32
     channels_last: bool = True
     compile: bool = False  # torch.compile the model
+    keep_best: bool = False  # end with the weights of the best validation point, not the last (needs a validation split)
     tta: bool = False  # score every evaluation on the image and its mirror, averaged (flip test-time augmentation)
     whiten: bool = False  # stem conv set from the training images' 3x3-patch whitening and frozen (airbench)
     seed: int = 0
@@ -105,7 +106,7 @@ class Recipe:
         valid = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(data) - set(valid))
         if unknown:
-            raise NasError(f"unknown recipe key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(valid)}")
+            raise NasError(f"unknown recipe key(s) {shown(unknown)}; valid keys: {', '.join(valid)}")
         types = {f.name: f.type for f in dataclasses.fields(cls)}
         return cls(**{k: _coerce(k, v, types[k]) for k, v in data.items()})
 
@@ -119,19 +120,19 @@ def _coerce(name: str, value: Any, annotation: str) -> Any:
             try:
                 return float(value)
             except ValueError:
-                raise NasError(f"recipe field {name}={value!r} must be a number, e.g. {name}: 0.1") from None
+                raise NasError(f"recipe field {name}={shown(value)} must be a number, e.g. {name}: 0.1") from None
     return value
 
 
 def _check_type(name: str, value: Any, annotation: str) -> None:
     expected = {"int": int, "float": (int, float), "bool": bool, "str": str}[annotation]
     if isinstance(value, bool) and annotation != "bool" or not isinstance(value, expected):
-        raise NasError(f"recipe field {name}={value!r} must be of type {annotation}")
+        raise NasError(f"recipe field {name}={shown(value)} must be of type {annotation}")
 
 
 def _require(ok: bool, name: str, value: Any, rule: str) -> None:
     if not ok:
-        raise NasError(f"recipe field {name}={value!r} {rule}")
+        raise NasError(f"recipe field {name}={shown(value)} {rule}")
 
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -157,8 +158,9 @@ def protocol(name: str) -> Recipe:
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """`key=value` strings (the CLI's --set) -> dict; values read as YAML scalars (0.1, true, onecycle)."""
-    import yaml
+    """`key=value` strings (the CLI's --set) -> dict; values read as YAML scalars (0.1, true, onecycle), by the
+    same bounded reader as space files, so a value such as `[*a, *a]` can neither blow up nor fill a message."""
+    from nas.yamlfile import load_yaml
 
     valid = [f.name for f in dataclasses.fields(Recipe)]
     out: dict[str, Any] = {}
@@ -166,10 +168,9 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         key, sep, text = item.partition("=")
         key = key.strip().replace("-", "_")
         if not sep or key not in valid:
-            raise NasError(f"--set {item!r} must be key=value with a recipe field as key (e.g. --set cutout=8); "
+            raise NasError(f"--set {shown(item)} must be key=value with a recipe field as key (e.g. --set cutout=8); "
                            f"valid keys: {', '.join(valid)}")
-        try:
-            out[key] = yaml.safe_load(text)
-        except yaml.YAMLError:
-            raise NasError(f"--set {item!r}: the value must be a plain number, word or true/false") from None
+        out[key] = load_yaml(text, f"--set {shown(item)}")
+        if isinstance(out[key], (list, dict)):
+            raise NasError(f"--set {shown(item)}: the value must be a plain number, word or true/false")
     return out

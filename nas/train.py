@@ -158,6 +158,7 @@ def make_optimizer(model: nn.Module, r: Recipe) -> torch.optim.Optimizer | Looka
         "adamax": lambda: torch.optim.Adamax(params, r.lr, betas=betas, weight_decay=r.weight_decay),
         "adagrad": lambda: torch.optim.Adagrad(params, r.lr, weight_decay=r.weight_decay),
         "adadelta": lambda: torch.optim.Adadelta(params, r.lr, weight_decay=r.weight_decay),
+        "rmsprop": lambda: torch.optim.RMSprop(params, r.lr, weight_decay=r.weight_decay),
     }[r.optimizer]()
     return Lookahead(opt) if r.lookahead else opt
 
@@ -165,11 +166,15 @@ def make_optimizer(model: nn.Module, r: Recipe) -> torch.optim.Optimizer | Looka
 class LrSchedule:
     """Multiplier of the peak lr at each step: linear warm-up, then the recipe's schedule.
 
-    A pure function of the step except for 'plateau', whose small state is checkpointed.
+    A pure function of the step except for 'plateau', whose small state is checkpointed. Each shape is
+    scaled to the run's length, so one setting means the same at 4 epochs and at 200.
     """
 
     PLATEAU_FACTOR = 0.1
     ONECYCLE_PCT, ONECYCLE_DIV, ONECYCLE_FINAL_DIV = 0.3, 25.0, 1e4  # torch OneCycleLR defaults
+    EXPONENTIAL_END = 0.01  # exponential decay reaches 1% of the peak at the end
+    CYCLES, CYCLIC_LOW = 4, 0.1  # cyclic: 4 triangles between 10% and 100% of the peak (CyclicLR's shape)
+    RESTARTS = (1, 2, 4)  # SGDR (T_mult 2): cosine cycles of 1/7, 2/7 and 4/7 of the run
 
     def __init__(self, r: Recipe, steps_per_epoch: int) -> None:
         self.kind = r.schedule
@@ -192,6 +197,13 @@ class LrSchedule:
             return end + (1 - end) * (1 + math.cos(math.pi * (t - p) / (1 - p))) / 2
         if self.kind == "step":
             return 0.1 ** ((t >= 0.5) + (t >= 0.75))
+        if self.kind == "exponential":
+            return self.EXPONENTIAL_END ** t
+        if self.kind == "cyclic":
+            phase = (t * self.CYCLES) % 1
+            return self.CYCLIC_LOW + (1 - self.CYCLIC_LOW) * (1 - abs(2 * phase - 1))
+        if self.kind == "restarts":
+            return 0.5 * (1 + math.cos(math.pi * _restart_phase(t, self.RESTARTS)))
         if self.kind == "plateau":
             return self.scale
         return 1.0  # constant
@@ -236,6 +248,16 @@ def whiten_stem(model: nn.Module, images: torch.Tensor, stats: ChannelStats, sam
     filters = torch.cat([top, -top]).reshape(-1, c_in, k, k)
     conv.weight[:len(filters)] = filters.to(conv.weight.dtype)
     conv.weight.requires_grad_(False)
+
+
+def _restart_phase(t: float, lengths: tuple[int, ...]) -> float:
+    """Where `t` in [0, 1) falls within its SGDR cycle, as a fraction of that cycle."""
+    position = t * sum(lengths)
+    for length in lengths:
+        if position < length:
+            return position / length
+        position -= length
+    return 1.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -291,6 +313,9 @@ def train(model: nn.Module, recipe: Recipe, train_set: ImageSet, val_set: ImageS
     `progress` shows the run on stderr: a bar on a terminal, else a plain line per epoch.
     """
     started = time.perf_counter()
+    if recipe.keep_best and val_set is None:
+        raise NasError("keep_best needs a validation split to choose the best weights by: carve one out with "
+                       "--val-size N, or set keep_best false")
     run = _prepare(model, recipe, train_set, val_set, device)
     st = _State()
     if checkpoint_dir is not None:
@@ -301,6 +326,8 @@ def train(model: nn.Module, recipe: Recipe, train_set: ImageSet, val_set: ImageS
                 return _result("nonfinite", st, started)
             if checkpoint_dir is not None:
                 _save(Path(checkpoint_dir), recipe, run, st, started)
+    if st.best_weights is not None:  # keep_best: the run ends with its best validation point's weights
+        run.model.load_state_dict(st.best_weights)
     return _result("ok", st, started)
 
 
@@ -326,6 +353,7 @@ class _Run:
     steps_per_epoch: int
     ends: tuple[int, ...]  # steps of an epoch after which to evaluate
     tta: bool
+    keep_best: bool
 
 
 def _prepare(model: nn.Module, r: Recipe, train_set: ImageSet, val_set: ImageSet | None,
@@ -361,7 +389,7 @@ def _prepare(model: nn.Module, r: Recipe, train_set: ImageSet, val_set: ImageSet
     autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else nullcontext
     return _Run(net, model, opt, schedule, scaler, gen, Augment.from_recipe(r), stats,
                 train_set.images.to(device, non_blocking=True), train_set.labels.to(device, non_blocking=True),
-                val, device, amp_dtype, batch_dtype, autocast, steps_per_epoch, tuple(ends), r.tta)
+                val, device, amp_dtype, batch_dtype, autocast, steps_per_epoch, tuple(ends), r.tta, r.keep_best)
 
 
 def _epoch(run: _Run, r: Recipe, epoch: int, st: _State, started: float,
@@ -417,6 +445,8 @@ def _evaluation(run: _Run, epoch: float, mean_loss: float, st: _State, started: 
         val_acc = val_loss = math.nan
     point = EvalPoint(epoch, mean_loss, val_loss, val_acc, time.perf_counter() - started + st.prior_seconds)
     st.history.append(point)
+    if run.keep_best and (st.best_weights is None or val_acc > max(p.val_acc for p in st.history[:-1])):
+        st.best_weights = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
     run.schedule.observe(val_loss if run.val is not None else mean_loss)
     return point
 
@@ -500,6 +530,7 @@ class _State:
     train_seconds: float = 0.0
     prior_seconds: float = 0.0  # wall time spent before a resume
     history: list[EvalPoint] = dataclasses.field(default_factory=list)
+    best_weights: dict[str, torch.Tensor] | None = None  # keep_best: the best validation point's weights
 
 
 def _result(status: str, st: _State, started: float) -> TrainResult:
@@ -508,6 +539,8 @@ def _result(status: str, st: _State, started: float) -> TrainResult:
     if status != "ok":
         return TrainResult(status, tuple(st.history), 0.0, seconds, ips, st.images_seen, math.inf)
     val_acc = st.history[-1].val_acc if st.history else math.nan
+    if st.best_weights is not None:  # keep_best: the score of the weights the run ends with
+        val_acc = max(p.val_acc for p in st.history)
     return TrainResult(status, tuple(st.history), val_acc, seconds, ips, st.images_seen, st.loss_sum)
 
 
@@ -542,6 +575,7 @@ def _save(directory: Path, r: Recipe, run: _Run, st: _State, started: float) -> 
         "train_seconds": st.train_seconds,
         "seconds": time.perf_counter() - started + st.prior_seconds,
         "history": [dataclasses.astuple(p) for p in st.history],
+        "best_weights": st.best_weights,
     }
     save_checkpoint(state, directory, st.epoch)
 
@@ -565,3 +599,4 @@ def _resume(directory: Path, r: Recipe, run: _Run, st: _State) -> None:
     st.epoch, st.images_seen, st.loss_sum = state["epoch"], state["images_seen"], state["loss_sum"]
     st.train_seconds, st.prior_seconds = state["train_seconds"], state["seconds"]
     st.history = [EvalPoint(*p) for p in state["history"]]
+    st.best_weights = state.get("best_weights")

@@ -14,11 +14,11 @@ from torch import nn
 
 import nas.train as train_mod
 from nas.arch import Arch
-from nas.augment import normalize
+from nas.augment import channel_stats, normalize
 from nas.counting import count_params
 from nas.data import ImageSet, load_split, split_validation
 from nas.errors import NasError
-from nas.recipe import Recipe
+from nas.recipe import OPTIMIZERS, SCHEDULES, Recipe
 from nas.train import EvalPoint, Lookahead, LrSchedule, evaluate, select_device, train
 
 CPU = torch.device("cpu")
@@ -82,8 +82,8 @@ def test_same_seed_gives_identical_history_and_weights(cifar):
 def test_every_optimizer_schedule_and_extra_runs(cifar):
     """One short run per option, so no branch is dead code."""
     train_set, val_set = cifar
-    variants = [dict(optimizer=o) for o in ("adam", "adamw", "adagrad", "adamax", "adadelta")] + [
-        dict(schedule=s) for s in ("onecycle", "step", "plateau", "constant")] + [
+    variants = [dict(optimizer=o) for o in ("adam", "adamw", "adagrad", "adamax", "adadelta", "rmsprop")] + [
+        dict(schedule=s) for s in ("onecycle", "step", "plateau", "exponential", "cyclic", "restarts", "constant")] + [
         dict(nesterov=True, lookahead=True, grad_clip=0.1, label_smoothing=0.2, pad_mode="reflect", rotation=5.0,
              cutout=8, channels_last=False, train_subset=200, precision="bf16")]
     for v in variants:
@@ -317,3 +317,62 @@ def test_cli_train_with_a_protocol_prints_test_accuracy_seconds_epochs_and_param
     assert 0 <= obj["test_acc"] <= 1 and obj["seconds"] > 0 and obj["params"] == count_params(Arch((1,), (8,)))
     bad = CliRunner().invoke(app, args[:-1] + ["--protocol", "quick"])
     assert bad.exit_code == 2 and "--protocol='quick' is unknown: choose one of reference, fast" in bad.output
+
+
+@pytest.mark.parametrize("option", [{"optimizer": o} for o in OPTIMIZERS] + [{"schedule": s} for s in SCHEDULES])
+def test_every_optimizer_and_schedule_resumes_bit_identically(cifar, tmp_path, option):
+    """Each optimizer and schedule, with warm-up, stopped mid-run and resumed from its checkpoint, ends with
+    the weights and history of the run that was never stopped."""
+    r = dataclasses.replace(FAST, epochs=2, evals_per_epoch=2, warmup_epochs=0.5, **option)
+    whole_net = tiny_net()
+    whole = train(whole_net, r, *cifar, CPU)
+
+    def stop_after_epoch_one(point: EvalPoint) -> None:
+        if point.epoch == 1.5:  # epoch 1 is checkpointed: the resumed run starts epoch 2 from it
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_net(), r, *cifar, CPU, on_eval=stop_after_epoch_one, checkpoint_dir=tmp_path)
+    resumed_net = tiny_net(seed=7)
+    resumed = train(resumed_net, r, *cifar, CPU, checkpoint_dir=tmp_path)
+    assert whole.status == "ok" and strip_time(resumed.history) == strip_time(whole.history)
+    for (name, x), y in zip(whole_net.state_dict().items(), resumed_net.state_dict().values()):
+        assert torch.equal(x, y), name
+
+
+def test_the_new_schedules_have_their_shapes():
+    steps = 700
+
+    def curve(kind: str) -> list[float]:
+        s = LrSchedule(Recipe(epochs=7, schedule=kind), 100)
+        return [s.factor(i) for i in range(steps)]
+
+    exp = curve("exponential")
+    assert exp[0] == 1.0 and abs(exp[-1] - 0.01) < 1e-3 and all(a > b for a, b in zip(exp, exp[1:]))
+    cyc = curve("cyclic")
+    peaks = [i for i in range(1, steps - 1) if cyc[i - 1] < cyc[i] >= cyc[i + 1]]
+    assert len(peaks) == 4 and min(cyc) >= 0.1 - 1e-9 and max(cyc) <= 1.0
+    sgdr = curve("restarts")  # cosine cycles of 100, 200 and 400 steps, each restarting at the peak
+    assert [i for i in range(1, steps) if sgdr[i] > sgdr[i - 1]] == [100, 300]
+    assert sgdr[0] == sgdr[100] == sgdr[300] == 1.0
+
+
+def test_keep_best_ends_with_the_best_validation_point_and_resumes_with_it(cifar, tmp_path):
+    r = dataclasses.replace(FAST, epochs=3, evals_per_epoch=2, keep_best=True, lr=0.5)
+    whole_net = tiny_net()
+    whole = train(whole_net, r, *cifar, CPU)
+    best = max(p.val_acc for p in whole.history)
+    assert whole.val_acc == best and whole.history[-1].val_acc < best  # the last point is not the best here
+    assert evaluate(whole_net, cifar[1], CPU, stats=channel_stats(cifar[0]))[0] == best  # the weights are that point's
+
+    def stop_in_epoch_three(point: EvalPoint) -> None:
+        if point.epoch == 2.5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_net(), r, *cifar, CPU, on_eval=stop_in_epoch_three, checkpoint_dir=tmp_path)
+    resumed_net = tiny_net(seed=3)
+    assert train(resumed_net, r, *cifar, CPU, checkpoint_dir=tmp_path).val_acc == best
+    assert all(torch.equal(x, y) for x, y in zip(whole_net.state_dict().values(), resumed_net.state_dict().values()))
+    with pytest.raises(NasError, match="keep_best needs a validation split.*--val-size"):
+        train(tiny_net(), r, cifar[0], None, CPU)
