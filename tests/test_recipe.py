@@ -15,7 +15,7 @@ SEARCH_BASE = Recipe(epochs=4, batch_size=128, lr=0.2, nesterov=True, schedule="
 
 
 @pytest.mark.parametrize("field, value, words", [
-    ("epochs", 0, "epochs=0"), ("batch_size", 1, ">= 2"), ("optimizer", "rmsprop", "sgd, adam"),
+    ("epochs", 0, "epochs=0"), ("batch_size", 1, ">= 2"), ("optimizer", "lbfgs", "sgd, adam"),
     ("lr", -0.1, "> 0"), ("lr", math.nan, "finite"), ("momentum", 1.0, "[0, 1)"), ("schedule", "linear", "cosine"),
     ("warmup_epochs", 200.0, "< epochs"), ("label_smoothing", 1.0, "[0, 1)"), ("grad_clip", -1.0, ">= 0"),
     ("init", "orthogonal", "kaiming, xavier"), ("pad_mode", "edge", "zeros, reflect"), ("rotation", 400.0, "180"),
