@@ -68,7 +68,7 @@ def main() -> None:
             started = time.perf_counter()
             model = build_model(arch.scaled(fid.width), recipe.init, recipe.seed)
             result = train(model, recipe, data.train, data.val, torch.device("cpu"))
-            test_acc = evaluate(model, test, torch.device("cpu"), stats=stats)[0]
+            test_acc = evaluate(model, test, torch.device("cpu"), stats=stats).acc
             rows.append({"design": name, "trial": trial.number, "arch": arch.describe(), "params": count_params(arch),
                          "init": recipe.seed, "val_acc": result.val_acc, "test_acc": test_acc,
                          "seconds": round(time.perf_counter() - started, 1)})

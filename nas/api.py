@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ContextManager
@@ -27,6 +28,7 @@ from nas.numbers import parse_count
 from nas.recipe import protocol as recipe_protocol
 from nas.record import Record
 from nas.search import job as search_job
+from nas.search.loop import SearchFailed
 from nas.stopping import Stopped, stop_on_signals
 
 
@@ -42,6 +44,9 @@ class SearchHooks:
 
     def on_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None: ...
 
+    def notice(self, message: str) -> None:
+        """One line worth telling: what a trial waits for, a dead worker's trial failed and queued again."""
+
     def rung_started(self, job: search_job.Job) -> None: ...
 
     def on_rung(self, r: Record, result: dict[str, Any]) -> None: ...
@@ -49,11 +54,32 @@ class SearchHooks:
 
 @dataclass(frozen=True)
 class SearchResult:
+    """A search that reached its end: `trained` of `trials` candidates (fewer after --timeout), and at least one
+    usable (a search that found none raises nas.search.SearchFailed instead)."""
+
     study: optuna.Study
     trained: int
     trials: int
     verdict: Any  # nas.search.Verdict, or None when the final rung did not run
     folder: Path
+
+
+def _faults(writes: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """For Study methods: a storage or disk fault (unreachable server, wrong password, damaged, read-only
+    or full disk) is one NasError line naming it and the fix, never a traceback. A method that writes
+    first checks that it can (study folder writable, disk not full, an existing SQLite file intact), so
+    such a fault costs nothing: no data decoded, no epoch trained, nothing written."""
+    def wrap(method: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(method)
+        def guarded(self: Study, *args: Any, **kwargs: Any) -> Any:
+            if writes:
+                artifacts.check_results_dir(self.results_dir)
+                artifacts.check_writable(self.folder)
+                artifacts.check_sqlite(self.url)
+            with artifacts.storage_faults(self.url):
+                return method(self, *args, **kwargs)
+        return guarded
+    return wrap
 
 
 @dataclass(frozen=True)
@@ -64,34 +90,52 @@ class Study:
     results_dir: Path = field(default=Path("results"))
     storage: str | None = None  # Optuna storage URL; default RESULTS/NAME/study.db
 
+    def __post_init__(self) -> None:
+        artifacts.check_study_name(self.name)  # NAME becomes RESULTS/NAME/: refused before anything runs or connects
+
     @property
     def folder(self) -> Path:
         return artifacts.study_dir(self.results_dir, self.name)
 
+    @property
+    def url(self) -> str:
+        """The storage URL the study lives in (with its password: print `artifacts.safe_url(url)`)."""
+        return self.storage or artifacts.default_storage(self.results_dir, self.name)
+
+    @_faults(writes=True)
     def search(self, budget: int | float | str, trials: int = 200, *, space: str | Path | None = None,
                data: str = "cifar10", device: str = "auto", workers: int = 1, confirm: bool = True,
                fidelity: dict[str, Any] | None = None, hooks: SearchHooks | None = None, **settings: Any) -> SearchResult:
         """Search `space` (default: the bundled default space) for the most accurate network within `budget`
         parameters. Re-running resumes. `fidelity`: epochs, train_subset, val_subset, width, evals_per_epoch;
-        `settings`: seed, val_size, timeout, pruner, sampler. Ctrl+C/SIGTERM raise nas.stopping.Stopped
-        once the study is safe to resume."""
+        `settings`: seed, val_size, timeout, pruner, sampler, max_failures. Ctrl+C/SIGTERM raise
+        nas.stopping.Stopped once the study is safe to resume; nas.search.SearchFailed (a NasError with an
+        `exit_code`) says why a search cannot reach `trials` or found nothing usable. A SQLite study serves
+        one process: a second one is refused."""
         hooks = hooks or SearchHooks()
         cap = budget if isinstance(budget, int) else parse_count(str(budget))
         job = search_job.plan(Path(space) if space else default_space(), cap, trials, data, self.name, self.storage,
                               self.results_dir, device, workers, fidelity, **settings)
-        with stop_on_signals() as stop:
+        with search_job.hold(job), stop_on_signals() as stop:
+            study, before, in_rung, verdict, failed = None, set(), False, None, None
             try:
                 study, seeded = search_job.start(job)
+                before = search_job.interrupted(study)
                 hooks.started(job, study, seeded)
                 with hooks.running():
-                    study = search_job.run(job, study, stop, on_trial=hooks.on_trial)
-                verdict = None
-                if confirm and search_job.trained(study) >= trials:
+                    study = search_job.run(job, study, stop, on_trial=hooks.on_trial, say=hooks.notice)
+                failed = search_job.nothing_usable(study) if search_job.trained(study) >= trials else None
+                if confirm and failed is None and search_job.trained(study) >= trials:
+                    in_rung = True
                     hooks.rung_started(job)
                     verdict = search_job.final_rung(job, study, hooks.on_rung, progress=hooks.progress)
             except KeyboardInterrupt:
-                raise Stopped(stop.signal) from None
-        self._write_results(study)
+                raise Stopped(stop.signal, search_job.stopped_detail(study, before, in_rung)) from None
+            except SearchFailed as e:
+                failed = e
+            self._write_results(study)  # a failed search's trials.csv holds every trial's reason
+        if failed is not None:
+            raise failed
         return SearchResult(study, search_job.trained(study), trials, verdict, job.folder)
 
     def _write_results(self, study: optuna.Study) -> None:
@@ -102,13 +146,16 @@ class Study:
         write_trials_csv(frame, self.folder / "trials.csv")
         write_study_report(study, self.results_dir, examples_dir(), frame)
 
+    @_faults()
     def optuna(self) -> optuna.Study:
         """The Optuna study itself (read it with Optuna's own tools; see nas.record for what they see)."""
         return artifacts.load_study(self.name, self.storage, self.results_dir)
 
+    @_faults()
     def records(self) -> list[Record]:
         return record.records(self.optuna())
 
+    @_faults()
     def leaderboard(self, top: int = 10) -> list[dict[str, Any]]:
         """The best finished in-budget trials, best first, with retrained test accuracy where it exists."""
         if top < 1:
@@ -124,6 +171,12 @@ class Study:
         """This study's finished retrain runs, one entry per (architecture, protocol), seeds averaged."""
         return rt.summarize(rt.finished_runs(rt.retrain_root(self.results_dir, self.name)))
 
+    @_faults()
+    def budget(self) -> int | None:
+        """The parameter budget the study was searched with (None for a study `nas search` did not make)."""
+        return self.optuna().user_attrs.get(record.STUDY_BUDGET)
+
+    @_faults()
     def trial(self, which: str | int) -> dict[str, Any]:
         """Everything recorded about one trial ('best' or a number), the score that ranks it first."""
         r = rt.select_trials(self.optuna(), which)[0]
@@ -135,6 +188,7 @@ class Study:
                 "search_recipe": r.recipe, "val_curve": r.curve, "seconds": r.seconds,
                 "retrained": [{k: x.get(k) for k in ("seed", "test_acc", "protocol", "wall_seconds", "dir")} for x in runs]}
 
+    @_faults(writes=True)
     def retrain(self, target: str | int | None = None, *, top: int | None = None, arch_file: str | Path | None = None,
                 seeds: int = 1, data: str | None = None, val_size: int = 0, device: str = "auto", force: bool = False,
                 progress: bool = False, on_run: Callable[[rt.Run], None] | None = None,
@@ -179,13 +233,14 @@ class Study:
     def _existing(self) -> optuna.Study | None:
         try:
             return self.optuna()
-        except NasError:
-            return None  # no such study: a baseline retrain stands on its own
+        except artifacts.NoStudy:
+            return None  # a baseline retrain stands on its own; a damaged or unreachable storage is an error
 
     def _refresh_report(self, examples: str | Path | None = None) -> Path | None:
         study = self._existing()
         return self.report(examples) if study is not None and study.user_attrs.get(record.STUDY_BUDGET) else None
 
+    @_faults(writes=True)
     def report(self, examples: str | Path | None = None) -> Path:
         """Write RESULTS/NAME/report.html: the search, retrained candidates and the baselines (offline HTML)."""
         from nas.report import write_study_report
@@ -203,7 +258,7 @@ def train_architecture(arch: Arch, data: str = "cifar10", *, val_size: int = 500
 
     from nas.augment import channel_stats
     from nas.counting import count_params
-    from nas.data import load_split, split_validation
+    from nas.data import check_image_shape, load_split, split_validation
     from nas.model import build_for_data
     from nas.train import evaluate, train
 
@@ -212,6 +267,7 @@ def train_architecture(arch: Arch, data: str = "cifar10", *, val_size: int = 500
         raise NasError(f"--val-size={val_size} must be >= 0 (0 = no validation)")
     dev = _device(device)
     full = load_split(data, "train")
+    check_image_shape(full, arch.input_size, arch.in_channels, "the architecture")
     train_set, val_set = split_validation(full, val_size) if val_size else (full, None)
     model = build_for_data(arch, len(full.classes), r.init, r.seed)  # seeded: one seed, one result
     result = train(model, r, train_set, val_set, dev, checkpoint_dir=checkpoint_dir, progress=progress)
@@ -223,8 +279,8 @@ def train_architecture(arch: Arch, data: str = "cifar10", *, val_size: int = 500
                "val_images": len(val_set or ()), "history": [dataclasses.asdict(p) for p in result.history]}
     if test and result.status == "ok":
         test_set = load_split(data, "test")
-        summary["test_acc"], summary["test_loss"], summary["test_per_class"] = evaluate(
-            model, test_set, dev, tta=r.tta, stats=channel_stats(train_set))
+        e = evaluate(model, test_set, dev, tta=r.tta, stats=channel_stats(train_set))
+        summary.update(test_acc=e.acc, test_loss=e.loss, test_per_class=e.per_class, test_confusion=e.confusion)
         summary["test_images"] = len(test_set)
     return summary
 

@@ -191,7 +191,7 @@ class Run:
 
         if (self.directory / METRICS).is_file():
             return "finished"
-        latest = latest_checkpoint(self.directory / CHECKPOINTS)
+        latest = latest_checkpoint(self.directory / CHECKPOINTS, warn=False)  # training warns when it loads
         return f"resuming after epoch {latest[0]}" if latest else "starting"
 
 
@@ -263,15 +263,16 @@ def _finish(candidate: Candidate, recipe: Recipe, data: RetrainData, device: tor
     from nas.train import evaluate
 
     stats = channel_stats(data.train)  # the statistics training normalised with
-    test_acc, test_loss, per_class = evaluate(model, data.test, device, tta=recipe.tta, stats=stats)
+    test = evaluate(model, data.test, device, tta=recipe.tta, stats=stats)
     save_weights(model, directory / WEIGHTS)
     metrics = {
         "name": candidate.name, "source": candidate.source, "trial": candidate.trial,
         "search_val_acc": candidate.search_val_acc, "arch_id": candidate.arch.id, "arch": candidate.arch.describe(),
         "params": count_params(candidate.arch), "macs": count_macs(candidate.arch), "seed": recipe.seed,
         "protocol": protocol_key(recipe, data.val_size, data.source),
-        "test_acc": test_acc, "test_loss": test_loss,
-        "per_class_acc": {c: _finite(a) for c, a in zip(data.test.classes, per_class)},
+        "test_acc": test.acc, "test_loss": test.loss,
+        "per_class_acc": {c: _finite(a) for c, a in zip(data.test.classes, test.per_class)},
+        "classes": list(data.test.classes), "confusion": test.confusion,  # [true][predicted] test images
         "final_val_acc": _finite(result.val_acc),
         "curves": [{"epoch": p.epoch, "train_loss": _finite(p.train_loss), "val_loss": _finite(p.val_loss),
                     "val_acc": _finite(p.val_acc), "seconds": p.seconds} for p in result.history],

@@ -265,10 +265,17 @@ def _restart_phase(t: float, lengths: tuple[int, ...]) -> float:
 
 
 @torch.no_grad()
+@dataclass(frozen=True)
+class Evaluation:
+    acc: float
+    loss: float  # mean cross-entropy
+    per_class: list[float]  # accuracy per class; nan for a class absent from the data
+    confusion: list[list[int]]  # [true class][predicted class] -> images
+
+
 def evaluate(model: nn.Module, data: ImageSet, device: torch.device, batch_size: int = 1024, tta: bool = False,
-             *, stats: ChannelStats | None = None, amp_dtype: torch.dtype | None = None
-             ) -> tuple[float, float, list[float]]:
-    """(accuracy, mean cross-entropy, per-class accuracy) on `data`; tta averages with the mirror image.
+             *, stats: ChannelStats | None = None, amp_dtype: torch.dtype | None = None) -> Evaluation:
+    """Accuracy, loss, per-class accuracy and confusion matrix on `data`; tta averages with the mirror image.
 
     `stats` must be the training set's statistics (`channel_stats(train_set)`); the default
     computes them from `data`, which is exact for CIFAR-10 (published constants) only.
@@ -277,8 +284,7 @@ def evaluate(model: nn.Module, data: ImageSet, device: torch.device, batch_size:
     was_training = model.training
     model.eval()
     n_classes = len(data.classes)
-    correct = torch.zeros(n_classes, dtype=torch.float64, device=device)
-    seen = torch.zeros(n_classes, dtype=torch.float64, device=device)
+    confusion = torch.zeros(n_classes * n_classes, dtype=torch.int64, device=device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     ctx = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
     try:
@@ -291,12 +297,13 @@ def evaluate(model: nn.Module, data: ImageSet, device: torch.device, batch_size:
                 if tta:
                     logits = (logits + model(x.flip(3)).float()) / 2
             loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
-            correct += torch.bincount(y[logits.argmax(1) == y], minlength=n_classes)
-            seen += torch.bincount(y, minlength=n_classes)
+            confusion += torch.bincount(y * n_classes + logits.argmax(1), minlength=n_classes * n_classes)
     finally:
         model.train(was_training)
-    per_class = (correct / seen).tolist()  # nan for a class absent from `data`
-    return float(correct.sum() / seen.sum()), float(loss_sum) / len(data), per_class
+    matrix = confusion.view(n_classes, n_classes).double()
+    per_class = (matrix.diagonal() / matrix.sum(1)).tolist()
+    return Evaluation(float(matrix.trace() / matrix.sum()), float(loss_sum) / len(data), per_class,
+                      confusion.view(n_classes, n_classes).tolist())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -437,8 +444,8 @@ def _epoch(run: _Run, r: Recipe, epoch: int, st: _State, started: float,
 def _evaluation(run: _Run, epoch: float, mean_loss: float, st: _State, started: float) -> EvalPoint | None:
     """Validate, record the point and feed the schedule; None when the validation loss is not finite."""
     if run.val is not None:
-        val_acc, val_loss, _ = evaluate(run.net, run.val, run.device, tta=run.tta, stats=run.stats,
-                                        amp_dtype=run.amp_dtype)
+        e = evaluate(run.net, run.val, run.device, tta=run.tta, stats=run.stats, amp_dtype=run.amp_dtype)
+        val_acc, val_loss = e.acc, e.loss
         if not math.isfinite(val_loss):  # e.g. BatchNorm running statistics overflowed
             return None
     else:

@@ -89,9 +89,13 @@ def test_retrain_best_writes_every_artifact_and_load_model_reproduces_test_acc(s
     model = nas.load_model(folder)
     assert not model.training
     monkeypatch.setenv("NAS_CACHE", env["NAS_CACHE"])  # the test split decoded by the subprocess
-    acc, _, per_class = evaluate(model, load_split(str(small_cifar), "test"), torch.device("cpu"), stats=load_stats(folder))
+    e = evaluate(model, load_split(str(small_cifar), "test"), torch.device("cpu"), stats=load_stats(folder))
+    acc, per_class = e.acc, e.per_class
     assert acc == metrics["test_acc"]
     assert per_class == pytest.approx(list(metrics["per_class_acc"].values()), abs=0)
+    confusion = metrics["confusion"]  # [true][predicted]: sums to the test split, its diagonal is the accuracy
+    assert sum(map(sum, confusion)) == metrics["test_images"] == 200 and metrics["classes"][0] == "airplane"
+    assert sum(confusion[i][i] for i in range(10)) / 200 == metrics["test_acc"]
 
     # the report now holds the retrained result; re-running keeps the finished run untouched
     assert f"trial-{best.number}" in (searched / "s" / "report.html").read_text()

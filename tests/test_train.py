@@ -184,8 +184,11 @@ def test_progress_in_a_log_is_a_plain_line_per_epoch_and_per_minute(cifar, capsy
 
 def test_evaluate_reports_accuracy_loss_and_per_class(cifar):
     net = tiny_net()
-    acc, loss, per_class = evaluate(net, cifar[1], CPU)
-    acc_tta, _, _ = evaluate(net, cifar[1], CPU, tta=True)
+    e = evaluate(net, cifar[1], CPU)
+    acc, loss, per_class = e.acc, e.loss, e.per_class
+    acc_tta = evaluate(net, cifar[1], CPU, tta=True).acc
+    assert sum(map(sum, e.confusion)) == len(cifar[1])  # every image counted once
+    assert [row[i] / sum(row) for i, row in enumerate(e.confusion)] == pytest.approx(per_class)
     assert 0 <= acc <= 1 and 0 <= acc_tta <= 1 and loss > 0 and len(per_class) == 10
     counts = cifar[1].labels.bincount(minlength=10).double()
     assert acc == pytest.approx(float((torch.tensor(per_class, dtype=torch.float64) * counts).sum() / counts.sum()))
@@ -363,7 +366,7 @@ def test_keep_best_ends_with_the_best_validation_point_and_resumes_with_it(cifar
     whole = train(whole_net, r, *cifar, CPU)
     best = max(p.val_acc for p in whole.history)
     assert whole.val_acc == best and whole.history[-1].val_acc < best  # the last point is not the best here
-    assert evaluate(whole_net, cifar[1], CPU, stats=channel_stats(cifar[0]))[0] == best  # the weights are that point's
+    assert evaluate(whole_net, cifar[1], CPU, stats=channel_stats(cifar[0])).acc == best  # the weights are that point's
 
     def stop_in_epoch_three(point: EvalPoint) -> None:
         if point.epoch == 2.5:
