@@ -264,7 +264,6 @@ def _restart_phase(t: float, lengths: tuple[int, ...]) -> float:
 # evaluation
 
 
-@torch.no_grad()
 @dataclass(frozen=True)
 class Evaluation:
     acc: float
@@ -273,6 +272,7 @@ class Evaluation:
     confusion: list[list[int]]  # [true class][predicted class] -> images
 
 
+@torch.no_grad()
 def evaluate(model: nn.Module, data: ImageSet, device: torch.device, batch_size: int = 1024, tta: bool = False,
              *, stats: ChannelStats | None = None, amp_dtype: torch.dtype | None = None) -> Evaluation:
     """Accuracy, loss, per-class accuracy and confusion matrix on `data`; tta averages with the mirror image.
