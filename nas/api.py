@@ -167,6 +167,13 @@ class Study:
                  "arch": Arch.from_dict(r.arch).describe(), "test_acc": retrained.get(r.number, {}).get("test_acc"),
                  "test_acc_std": retrained.get(r.number, {}).get("test_acc_std")} for i, r in enumerate(rs, 1)]
 
+    def pivot(self, rows: str, columns: str) -> Any:
+        """Best short-schedule validation accuracy for every pair of two settings (a pandas table), e.g.
+        pivot("optimizer", "lr") after a grid over recipes."""
+        from nas.results import pivot, trials_frame
+
+        return pivot(trials_frame(self.optuna()), rows, columns)
+
     def retrained(self) -> list[dict[str, Any]]:
         """This study's finished retrain runs, one entry per (architecture, protocol), seeds averaged."""
         return rt.summarize(rt.finished_runs(rt.retrain_root(self.results_dir, self.name)))

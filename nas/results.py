@@ -176,6 +176,24 @@ def leaderboard(frame: pd.DataFrame, top: int = 10) -> pd.DataFrame:
     return board
 
 
+def pivot(frame: pd.DataFrame, rows: str, columns: str) -> pd.DataFrame:
+    """Best short-schedule validation accuracy of the finished in-budget trials for every pair of two
+    settings (e.g. optimizer x lr), the table the reports drew by hand from their grids. A setting is a
+    recipe field (what the trial trained with), else a sampled knob, else an architecture knob."""
+    done = frame[finished_in_budget(frame)]
+    return done.pivot_table(index=_setting(frame, rows), columns=_setting(frame, columns), values="val_acc",
+                            aggfunc="max")
+
+
+def _setting(frame: pd.DataFrame, name: str) -> str:
+    for column in (f"{RECIPE_PREFIX}{name}", f"{SAMPLED_PREFIX}{name}", name):
+        if column in frame.columns:
+            return column
+    known = sorted({c.removeprefix(RECIPE_PREFIX).removeprefix(SAMPLED_PREFIX) for c in frame.columns
+                    if c.startswith((RECIPE_PREFIX, SAMPLED_PREFIX)) or c in ARCH_KNOBS})
+    raise NasError(f"--pivot setting {name!r} is not in this study: choose from {', '.join(known)}")
+
+
 def best_so_far(frame: pd.DataFrame) -> pd.DataFrame:
     """Finished in-budget trials by number with the running best val_acc (optimisation history)."""
     done = frame[finished_in_budget(frame)].sort_values("number")

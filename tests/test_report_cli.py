@@ -94,6 +94,19 @@ def test_leaderboard_ranks_finished_in_budget_trials_with_test_accuracy(results)
     assert table.returncode == 0 and "60.00%" in table.stdout and "71.00%" in table.stdout and "50.00%" in table.stdout
 
 
+def test_leaderboard_pivot_prints_the_best_score_per_pair_of_settings(results):
+    r = nas_cli("leaderboard", "--study", "s", "--results-dir", str(results), "--pivot", "layers,lr", "--json")
+    assert r.returncode == 0, r.stderr
+    table = json.loads(r.stdout)
+    assert table["rows"] == "layers" and table["columns"] == "lr"
+    cells = [v for row in table["best_val_acc"].values() for v in row.values() if v is not None]
+    assert max(cells) == 0.6  # the leaderboard's best short score sits in its cell
+    shown = nas_cli("leaderboard", "--study", "s", "--results-dir", str(results), "--pivot", "layers,lr")
+    assert shown.returncode == 0 and "60.00%" in shown.stdout and "layers (rows) x lr (columns)" in shown.stdout
+    bad = nas_cli("leaderboard", "--study", "s", "--results-dir", str(results), "--pivot", "layers")
+    assert bad.returncode == 2 and "must name two settings" in bad.stderr
+
+
 def test_show_prints_one_trial(results):
     r = nas_cli("show", "2", "--study", "s", "--results-dir", str(results), "--json")
     assert r.returncode == 0, r.stderr

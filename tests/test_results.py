@@ -20,6 +20,7 @@ from nas.results import (
     finished_in_budget,
     leaderboard,
     pareto_front,
+    pivot,
     rank_correlation,
     read_trials_csv,
     trials_frame,
@@ -276,3 +277,24 @@ def test_rank_correlation_is_bounded_symmetric_and_rank_invariant(pairs: list[tu
     assert rank_correlation([v**3 + 7 for v in x], y) == pytest.approx((tau, rho), nan_ok=True)
     for v in (tau, rho):
         assert math.isnan(v) or -1 - 1e-12 <= v <= 1 + 1e-12
+
+
+def test_pivot_equals_the_hand_computed_table(tmp_path: Path) -> None:
+    """A 2 x 2 grid (optimizer x lr) with a repeated cell and trials that must not count."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name="p", storage=f"sqlite:///{tmp_path / 'p.db'}", direction="maximize")
+    grid = {"optimizer": CategoricalDistribution(["sgd", "adam"]), "lr": CategoricalDistribution([0.1, 0.01])}
+    rows = [("sgd", 0.1, 0.80, "complete"), ("sgd", 0.1, 0.82, "complete"), ("sgd", 0.01, 0.70, "complete"),
+            ("adam", 0.1, 0.60, "complete"), ("adam", 0.01, 0.95, "pruned"), ("adam", 0.01, 0.75, "complete")]
+    for optimizer, lr, acc, outcome in rows:
+        study.add_trial(create_trial(
+            state=TrialState.COMPLETE if outcome == "complete" else TrialState.PRUNED,
+            value=acc if outcome == "complete" else None, params={"optimizer": optimizer, "lr": lr},
+            distributions=grid, constraints={"params_over_budget": -1.0},
+            user_attrs={"arch": _arch([1, 1], 16), "params": 1000, "outcome": outcome,
+                        "recipe": {"optimizer": optimizer, "lr": lr}}))
+    table = pivot(trials_frame(study), "optimizer", "lr")
+    assert table.loc["sgd", 0.1] == 0.82 and table.loc["sgd", 0.01] == 0.70  # the best of a cell's trials
+    assert table.loc["adam", 0.1] == 0.60 and table.loc["adam", 0.01] == 0.75  # the pruned 0.95 never counts
+    with pytest.raises(NasError, match="--pivot setting 'momentum' is not in this study: choose from .*optimizer"):
+        pivot(trials_frame(study), "optimizer", "momentum")

@@ -13,7 +13,6 @@ from nas.arch import Arch
 from nas.bundled import examples_dir
 from nas.cli.app import Json, ResultsDir, Storage, Study as StudyName, command, out, pm, print_json
 from nas.errors import NasError
-from nas.record import STUDY_BUDGET
 
 Examples = Annotated[Optional[Path], typer.Option(help="Folder of hand-designed baselines (*.json) shown in reports. (default: the bundled examples/)", show_default=False)]
 
@@ -31,18 +30,40 @@ def leaderboard(
     storage: Storage = None,
     results_dir: ResultsDir = Path("results"),
     top: Annotated[int, typer.Option(help="Rows to show.")] = 10,
+    pivot: Annotated[Optional[str], typer.Option(help="Two settings, e.g. optimizer,lr: the best short-schedule validation accuracy for each pair, as a table.", show_default=False)] = None,
     as_json: Json = False,
 ) -> None:
     """Best finished in-budget trials (final-rung score first, then the short one), with retrained test accuracy where it exists."""
     st = Study(study, results_dir, storage)
+    if pivot is not None:
+        return _print_pivot(st, pivot, as_json)
     rows = st.leaderboard(top)
     if not rows:
         raise NasError(f"study {study!r} has no trial that completed within the budget ({len(st.records())} trials): "
                        f"run `nas search --study {study}` longer")
     if as_json:
-        print_json({"study": study, "budget": st.optuna().user_attrs.get(STUDY_BUDGET), "leaderboard": rows})
+        print_json({"study": study, "budget": st.budget(), "leaderboard": rows})
         return
     out.print(board_table(rows, study))
+
+
+def _print_pivot(st: Study, settings: str, as_json: bool) -> None:
+    names = [s.strip() for s in settings.split(",")]
+    if len(names) != 2 or not all(names):
+        raise NasError(f"--pivot={settings!r} must name two settings, e.g. --pivot optimizer,lr")
+    table = st.pivot(*names)
+    if as_json:
+        print_json({"rows": names[0], "columns": names[1], "best_val_acc": {
+            str(r): {str(c): (None if v != v else v) for c, v in row.items()} for r, row in table.iterrows()}})
+        return
+    shown = Table(title=f"best short-schedule val acc of {st.name}: {names[0]} (rows) x {names[1]} (columns)",
+                  title_justify="left")
+    shown.add_column(names[0])
+    for c in table.columns:
+        shown.add_column(str(c), justify="right")
+    for r, row in table.iterrows():
+        shown.add_row(str(r), *("" if v != v else f"{v:.2%}" for v in row))
+    out.print(shown)
 
 
 def board_table(rows: list[dict[str, Any]], study: str) -> Table:
