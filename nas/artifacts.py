@@ -10,36 +10,115 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import json
+import os
 import platform
+import re
 import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote_plus
 
 import optuna
 import torch
 
-from nas.checkpoint import write_json_atomic, write_text_atomic
-from nas.errors import NasError
+from nas.arch import short_hash
+from nas.checkpoint import NoSpace, causes, no_space, write_fault, write_json_atomic, write_text_atomic
+from nas.errors import NasError, shown
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+
+
+_FOLDER_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
+
+
+def _is_folder_name(name: Any) -> bool:
+    return isinstance(name, str) and _FOLDER_NAME.fullmatch(name) is not None and name.strip(".") != ""
+
+
+def check_study_name(study: str) -> str:
+    """`study`, refused unless it is a plain folder name: it becomes RESULTS/STUDY/ and also names the study
+    in its storage, so it is refused (not changed: the two must agree) when it could leave the folder."""
+    if not _is_folder_name(study):
+        raise NasError(f"--study {shown(study)} cannot name a folder under --results-dir: use 1-100 letters, digits, "
+                       f"'.', '_' or '-', not only dots (e.g. --study r5m)")
+    return study
+
+
+def folder_name(name: str) -> str:
+    """A name from a file (an architecture file's `name`) as one safe folder name: kept when it is one; else
+    its other characters become '_' and a hash of the name is appended, so two names never share a folder."""
+    if _is_folder_name(name):
+        return name
+    return f"{re.sub(r'[^A-Za-z0-9_-]', '_', name)[:60]}-{short_hash(name, 8)}"
+
+
+def inside(results_dir: Path, path: Path) -> Path:
+    """`path`, if it lies strictly inside `results_dir`, else a NasError: every output path passes here, so no
+    name ('..', '/tmp/x') writes elsewhere. Compared as absolute normalised paths, not resolved: a symlink
+    the user placed in the results directory is theirs to place."""
+    root, target = os.path.abspath(results_dir), os.path.abspath(path)
+    if target == root or os.path.commonpath([root, target]) != root:
+        raise NasError(f"{shown(str(path))} is not inside --results-dir {shown(str(results_dir))}: "
+                       f"name studies and designs with plain names (letters, digits, '.', '_', '-')")
+    return Path(path)
 
 
 def study_dir(results_dir: Path, study: str) -> Path:
-    return Path(results_dir) / study
+    """RESULTS/STUDY, the one place a study name becomes a path: the name checked, and the path."""
+    return inside(results_dir, Path(results_dir) / check_study_name(study))
 
 
 def default_storage(results_dir: Path, study: str) -> str:
     return f"sqlite:///{(study_dir(results_dir, study) / 'study.db').resolve()}"
 
 
-def safe_url(url: str) -> str:
-    """A storage URL fit to print or save: any password replaced by ***."""
-    try:
-        from sqlalchemy.engine import make_url
+# Query parameters that carry a secret, matched as words in the lowercased name without '_' and '-':
+# libpq/psycopg password and sslpassword, MySQL passwd and password1-3, pyodbc PWD (and odbc_connect, a
+# whole connection string), Oracle wallet_password, tokens and private keys of cloud drivers. Blanking a
+# harmless one (sslkey is a path) costs nothing; missing one leaks it.
+_SECRET_WORDS = ("pass", "pwd", "secret", "token", "key", "auth", "cred")
+_SECRET_PARAMS = ("odbcconnect", "dsn", "conninfo")
 
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not an SQLAlchemy URL (e.g. a journal file): nothing secret in it
-        return url.split("@")[-1] if "@" in url else url
+
+def _secret_param(name: str) -> bool:
+    key = name.lower().replace("_", "").replace("-", "")
+    return key in _SECRET_PARAMS or any(word in key for word in _SECRET_WORDS)
+
+
+def parse_url(url: str) -> URL | None:
+    """The SQLAlchemy URL of `url`, or None where it does not parse, or parses ambiguously: an unencoded '@'
+    in a password splits it at the first '@', leaving the rest in the host or database name."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:  # ArgumentError, or ValueError for a port that is no number
+        return None
+    if parsed.password is not None and "@" in f"{parsed.host or ''}{parsed.database or ''}":
+        return None
+    return parsed
+
+
+def safe_url(url: str) -> str:
+    """A storage URL fit to print or save: the password and every secret query parameter (?password=...)
+    shown as ***. Parsed as SQLAlchemy parses it, never pattern-matched; a URL that does not parse shows
+    only its scheme, since where its secret is cannot be known."""
+    parsed = parse_url(url)
+    if parsed is None:
+        scheme = url.partition("://")[0] if "://" in url else ""
+        start = f"{scheme}://..." if re.fullmatch(r"[A-Za-z][A-Za-z0-9+._-]{0,30}", scheme) else "..."
+        return f"{start} (rest hidden: the URL does not parse; percent-encode a password's special characters, e.g. @ as %40)"
+    query = "&".join(f"{quote_plus(k)}={'***' if _secret_param(k) else quote_plus(v)}"
+                     for k in sorted(parsed.query) for v in ([parsed.query[k]] if isinstance(parsed.query[k], str)
+                                                             else parsed.query[k]))
+    return parsed.set(query={}).render_as_string(hide_password=True) + (f"?{query}" if query else "")
 
 
 def versions() -> dict[str, str]:
@@ -80,21 +159,136 @@ def check_results_dir(results_dir: Path) -> None:
         raise NasError(f"--results-dir={str(p)!r} is a file: give a directory")
 
 
+class NoStudy(NasError):
+    """No study of that name where the command looked (not: a storage that failed)."""
+
+
 def load_study(study: str, storage: str | None, results_dir: Path) -> optuna.Study:
-    """An existing study; a missing one is a one-line error, never a new empty file."""
+    """An existing study; a missing one is a one-line error, never a new empty file. So is a damaged
+    file or an unreachable server (`check_sqlite`, `storage_faults`)."""
+    from nas.search.storage import storage_backend
+
     if storage is None:
         db = study_dir(results_dir, study) / "study.db"
         if not db.is_file():
-            raise NasError(f"no study {study!r} in {results_dir}/ ({db} does not exist): run `nas search --study {study}` "
+            raise NoStudy(f"no study {study!r} in {results_dir}/ ({db} does not exist): run `nas search --study {study}` "
                            f"first, or pass --results-dir/--storage where it lives")
         storage = default_storage(results_dir, study)
+    storage_backend(storage)  # a URL that is none is one line too
+    check_sqlite(storage, require_study=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with storage_faults(storage):
+        try:
+            return optuna.load_study(study_name=study, storage=storage)
+        except KeyError:
+            names = optuna.get_all_study_names(storage)
+            raise NoStudy(f"storage {safe_url(storage)} has no study {study!r}: it holds "
+                           f"{', '.join(map(repr, names)) or 'no studies'}; pass one of them with --study") from None
+
+
+# -- faults of the environment: full or read-only disks, damaged files, unreachable servers -----------------
+
+
+def check_writable(path: Path) -> None:
+    """Fail before any work when `path` (or the nearest folder above it that exists, where it would be made)
+    cannot be written, or its disk is full: found after an hour of training, that would cost the hour."""
+    target = Path(path).absolute()
+    folder = next(p for p in (target, *target.parents) if p.exists())
+    if not folder.is_dir():
+        raise NasError(f"{folder} is a file, so {target} cannot be made: give a folder that is not inside a file")
     try:
-        return optuna.load_study(study_name=study, storage=storage)
-    except KeyError:
-        names = optuna.get_all_study_names(storage)
-        raise NasError(f"storage {safe_url(storage)} has no study {study!r}: it holds "
-                       f"{', '.join(map(repr, names)) or 'no studies'}; pass one of them with --study") from None
+        fd, probe = tempfile.mkstemp(prefix=".nas-write-check-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+        full = hasattr(os, "statvfs") and os.statvfs(folder).f_bavail == 0
+    except OSError as e:
+        fault = write_fault(e, folder)
+        if isinstance(fault, NoSpace):
+            raise fault from None
+        raise NasError(f"cannot write in {folder} ({e.strerror or e}): make it writable, or pass --results-dir a "
+                       f"writable folder") from None
+    if full:
+        raise no_space(folder)
+
+
+def check_sqlite(url: str, require_study: bool = False) -> None:
+    """Check an existing SQLite file before anything touches it. SQLite finds a damaged page only when a query
+    reaches it (mid-search, after files were written), and Optuna opening an empty or foreign file creates
+    tables in it. `require_study`: the file must hold Optuna's tables (readers; a search may start afresh)."""
+    import sqlite3
+
+    u = parse_url(url)
+    if u is None or u.get_backend_name() != "sqlite" or u.database in (None, "", ":memory:") \
+            or not Path(u.database).is_file():
+        return
+    try:  # mode=rw never creates a file, and falls back to reading where the file is write-protected
+        with contextlib.closing(sqlite3.connect(f"{Path(u.database).resolve().as_uri()}?mode=rw", uri=True)) as con:
+            problems = [row[0] for row in con.execute("PRAGMA quick_check")]
+            tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.OperationalError:
+        return  # locked by a writer, or unreadable: not damage; the open that follows names it
+    except sqlite3.DatabaseError as e:  # "file is not a database", "database disk image is malformed"
+        problems, tables = [str(e)], set()
+    if problems != ["ok"]:
+        raise _damaged(u.database, problems[0])
+    if require_study and "studies" not in tables:
+        raise _damaged(u.database, "it holds no Optuna study: empty or truncated")
+
+
+def _damaged(database: str, detail: str) -> NasError:
+    return NasError(f"{database} is damaged ({detail[:200]}): restore it from a backup (or salvage it: sqlite3 "
+                    f"{database} .recover | sqlite3 recovered.db), or move it away to start the study afresh")
+
+
+@contextlib.contextmanager
+def storage_faults(url: str) -> Iterator[None]:
+    """Inside, a storage or disk fault (see `storage_fault`) is raised as its one-line NasError."""
+    try:
+        yield
+    except NasError:
+        raise
+    except Exception as e:
+        fault = storage_fault(e, url)
+        if fault is None:
+            raise
+        raise fault from None
+
+
+def storage_fault(error: BaseException, url: str) -> NasError | None:
+    """The one-line error for a fault of the storage at `url` anywhere in `error`'s chain (Optuna wraps
+    SQLAlchemy's errors, which wrap the driver's); None when it is not one. A full disk comes first: SQLite
+    reports it as an OperationalError, the class that otherwise means an unreachable server."""
+    from sqlalchemy import exc
+
+    from nas.search.storage import _db_message
+
+    chain = list(causes(error))
+    for e in chain:
+        if (isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)) or "disk is full" in str(e) \
+                or getattr(e, "sqlstate", None) == "53100":  # PostgreSQL's disk_full
+            return no_space(e.filename if isinstance(e, OSError) and e.filename else _storage_name(url))
+    e = next((e for e in chain if isinstance(e, exc.DBAPIError)), None)
+    if e is None:
+        return None
+    text, where, sqlite = _db_message(e, url), _storage_name(url), url.startswith("sqlite")
+    if isinstance(e, exc.OperationalError) and "readonly" in text:
+        return NasError(f"storage {where} is read-only ({text}): make the file and its folder writable")
+    if isinstance(e, exc.OperationalError) and "locked" in text:
+        return NasError(f"storage {where} is busy ({text}): another process is writing it; wait for it to end, "
+                        f"or share a study between processes with --storage postgresql://...")
+    if isinstance(e, exc.OperationalError):
+        fix = ("check that the file and its folder exist and are readable" if sqlite
+               else "check that the server runs and the URL, user and password are right")
+        return NasError(f"cannot reach storage {where}: {text}: {fix}")
+    if sqlite:
+        return _damaged(where, text)
+    return NasError(f"storage {where} failed: {text}: check that it holds the Optuna database of a `nas search`")
+
+
+def _storage_name(url: str) -> str:
+    """A SQLite storage by its file, any other by its URL without secrets."""
+    parsed = parse_url(url)
+    return parsed.database if parsed is not None and parsed.get_backend_name() == "sqlite" else safe_url(url)
 
 
 def study_data(study: optuna.Study, results_dir: Path) -> str | None:

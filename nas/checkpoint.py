@@ -12,6 +12,8 @@ writer at a time (one training run per directory).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import os
@@ -19,7 +21,7 @@ import pickle
 import random
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -51,24 +53,60 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+class NoSpace(NasError):
+    """The disk (or quota) is full. Writes are atomic, so nothing half-written is left and the same
+    command resumes once space is freed: callers keep their progress (checkpoints) as after Ctrl+C."""
+
+
+def causes(error: BaseException | None) -> Iterator[BaseException]:
+    """`error` and every exception it was raised from or while handling: the fault that matters hides
+    in chains (torch wraps ENOSPC in a RuntimeError, Optuna wraps SQLAlchemy's errors in its own)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def no_space(path: Any) -> NoSpace:
+    return NoSpace(f"no space left on device writing {path}: free space and re-run the same command to resume")
+
+
+def write_fault(error: BaseException, path: Path) -> NasError | None:
+    """The one-line error for a write to `path` that failed because of the disk, not the program:
+    full (NoSpace) or read-only / not permitted; None for anything else."""
+    for e in causes(error):
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return no_space(path)
+        if isinstance(e, OSError) and e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            return NasError(f"cannot write {path} ({e.strerror}): make {Path(path).parent} writable, or write "
+                            f"elsewhere (--results-dir, $NAS_CACHE)")
+    return None
+
+
 def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
     """Run `write` on a temp file beside `path`, fsync it, and rename it over `path`.
 
     The temp file is created with mode 0o666 less the umask, as open() would (mkstemp's 0o600
     left results that only their owner could read); O_EXCL keeps the random name exclusive.
+    A full or read-only disk is a one-line NasError naming `path` (the temp file is removed).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp_name = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
+    except BaseException as error:
+        with contextlib.suppress(OSError):  # on a read-only disk even unlinking a missing file fails
+            Path(tmp_name).unlink(missing_ok=True)
+        fault = write_fault(error, path) if isinstance(error, Exception) else None
+        if fault is not None:
+            raise fault from None
         raise
     _fsync_directory(path.parent)
     return path
@@ -126,36 +164,46 @@ def save_checkpoint(state: dict, directory: Path, epoch: int) -> Path:
     return path
 
 
-def _why_unloadable(error: Exception) -> str:
+def why_unloadable(error: Exception) -> str:
     """One line for the log. Torch's own weights-only message suggests weights_only=False,
     which is exactly what must never be done with an untrusted file, so keep only the
     line naming the forbidden global."""
     if isinstance(error, pickle.UnpicklingError):
         detail = next((line for line in str(error).splitlines() if "GLOBAL" in line), "")
         return f"refused: it holds objects weights-only loading forbids, possibly malicious code. {detail}"
-    return f"truncated or corrupt ({error})"
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return f"truncated or corrupt ({first})"
 
 
 def load_latest_checkpoint(directory: Path) -> dict | None:
-    """The newest checkpoint that loads; None when `directory` holds no checkpoint at all.
+    """The newest checkpoint that loads; None when `directory` holds no checkpoint at all."""
+    latest = latest_checkpoint(directory)
+    return None if latest is None else latest[1]
 
-    Unloadable files (truncated by a crash, corrupt, or carrying pickled code) are skipped
-    with a warning naming them. If every file is unloadable, resuming silently from
-    scratch would hide the problem, so NasError names the files instead.
+
+def latest_checkpoint(directory: Path, warn: bool = True) -> tuple[int, dict] | None:
+    """(epoch, state) of the newest checkpoint that loads; None when `directory` holds no checkpoint.
+
+    The epoch is the file's, of the file that loaded: what a run announces must be what it resumes
+    from, not the newest file name. Unloadable files (truncated by a crash, corrupt, or carrying
+    pickled code) are skipped with a warning naming them (`warn`: a look before a load that will warn).
+    If every file is unloadable, resuming silently from scratch would hide the problem, so NasError
+    names the files instead.
     """
     candidates = _checkpoints(Path(directory))
+    skipped = log.warning if warn else log.debug
     if not candidates:
         return None
-    for _, path in reversed(candidates):
+    for epoch, path in reversed(candidates):
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # torch raises several types for damaged files
-            log.warning("skipping checkpoint %s: %s", path, _why_unloadable(error))
+            skipped("skipping checkpoint %s: %s", path, why_unloadable(error))
             continue
         if not isinstance(state, dict):
-            log.warning("skipping checkpoint %s: holds %s, not a dict", path, type(state).__name__)
+            skipped("skipping checkpoint %s: holds %s, not a dict", path, type(state).__name__)
             continue
-        return state
+        return epoch, state
     names = ", ".join(str(p) for _, p in candidates)
     raise NasError(
         f"no loadable checkpoint in {directory}: {names} are all corrupt or refused; "

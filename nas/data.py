@@ -13,16 +13,17 @@ import os
 import pickle
 import sys
 import tarfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Iterable, Iterator, Literal
+from typing import Iterable, Iterator, Literal, Mapping
 
 import torch
 
-from nas.checkpoint import write_atomic
+from nas.checkpoint import why_unloadable, write_atomic
 from nas.errors import NasError
 
-CACHE_VERSION = 1  # bump when the cached layout changes, so stale caches are not read
+CACHE_VERSION = 2  # bump when the cached layout changes, so stale caches are not read
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 EXAMPLE = "../shared/data/cifar10-jpeg.tar.gz"  # the README's local copy
 BUILTIN = {
@@ -102,6 +103,18 @@ def stratified_subset(s: ImageSet, n: int, seed: int = 0) -> ImageSet:
     return s.take(_stratified_index(s.labels, n, seed))
 
 
+def check_image_shape(s: ImageSet, input_size: int, in_channels: int, owner: str) -> None:
+    """Networks are sized for `input_size` x `input_size` images of `in_channels` channels (pooling, feature
+    maps); other data fails deep inside the first training step, after files were written, so it is
+    refused up front. `owner` names what set the sizes, e.g. "space 'tiny'"."""
+    c, h, w = (int(n) for n in s.images.shape[1:])
+    if (c, h, w) != (in_channels, input_size, input_size):
+        fix = f"set input_size: {h}" if h == w else "resize the data to square images"
+        fix += "" if c == in_channels else f" and in_channels: {c}"
+        raise NasError(f"{owner} has input_size: {input_size}, in_channels: {in_channels} but the data's images are "
+                       f"{h}x{w} with {c} channels: {fix}, or give data of that size")
+
+
 def _stratified_index(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     """Sorted indices of `n` items drawn per class in proportion to class sizes."""
     counts = torch.bincount(labels).tolist()
@@ -124,15 +137,47 @@ def _stratified_index(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
 
 
 def _cached(cache: Path, key: str, split: str, decode) -> ImageSet:
-    """Read `<cache>/<key>-<split>.pt` if present; else decode and write it atomically."""
+    """Read `<cache>/<key>-<split>.pt` if present and intact; else decode and write it atomically.
+
+    The cache is data, not code: it is read with weights_only=True (pickled code is refused, never run),
+    and a file that fails to load, is not laid out as written, or whose bytes no longer match the digest
+    written with them (truncated, bit rot, planted) is decoded again with a one-line note."""
     path = cache / f"v{CACHE_VERSION}-{key[:32]}-{split}.pt"
     if path.exists():
-        blob = torch.load(path, weights_only=True)
-        return ImageSet(blob["images"], blob["labels"], tuple(blob["classes"]))
+        cached = _read_cache(path)
+        if cached is not None:
+            return cached
     s = decode()
-    blob = {"images": s.images, "labels": s.labels, "classes": list(s.classes)}
+    blob = {"images": s.images, "labels": s.labels, "classes": list(s.classes), "sha256": _digest(s)}
     write_atomic(path, lambda handle: torch.save(blob, handle))
     return s
+
+
+def _read_cache(path: Path) -> ImageSet | None:
+    """The cached split, or None (with a note saying why) when the file cannot be trusted."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        s = ImageSet(blob["images"], blob["labels"], tuple(blob["classes"]))
+        intact = (s.images.dtype == torch.uint8 and s.images.dim() == 4 and s.labels.dtype == torch.int64
+                  and s.labels.shape == s.images.shape[:1] and all(isinstance(c, str) for c in s.classes)
+                  and blob["sha256"] == _digest(s))
+        why = "its contents do not match the digest written with them"
+    except Exception as e:  # torch raises several types for damaged or refused files; a planted blob, others
+        intact, why = False, why_unloadable(e)
+    if intact:
+        return s
+    note(f"decoded-data cache {path} is damaged, {why[:300]}; decoding the source again")
+    return None
+
+
+def _digest(s: ImageSet) -> str:
+    """sha256 of a split's images, labels and class names: torch.load checks no checksum, so a damaged
+    cache would otherwise load as wrong pixels."""
+    h = hashlib.sha256()
+    for t in (s.images, s.labels):
+        h.update(t.contiguous().numpy())
+    h.update("\0".join(s.classes).encode())
+    return h.hexdigest()
 
 
 def _file_sha256(path: Path) -> str:
@@ -194,8 +239,13 @@ def _decode_folder(items: Iterable[tuple[str, str, bytes]], where: str, cache: P
     images = []
     for c, name, blob in records:
         try:
-            with Image.open(io.BytesIO(blob)) as img:
-                array = np.asarray(img.convert("RGB"))  # (H, W, C) uint8
+            with warnings.catch_warnings():  # Pillow only warns up to 2x its pixel limit: refuse from 1x
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(io.BytesIO(blob)) as img:
+                    array = np.asarray(img.convert("RGB"))  # (H, W, C) uint8
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise NasError(f"{where}/{c}/{name} is a decompression bomb ({e}); remove it: training images are "
+                           f"small (e.g. 32x32)") from None
         except (UnidentifiedImageError, OSError) as e:
             raise NasError(f"cannot decode {where}/{c}/{name}: {e}; remove or re-encode the file") from None
         if images and array.shape != images[0].shape:
@@ -217,7 +267,16 @@ def _load_builtin(name: str, split: str, cache: Path) -> ImageSet:
     files = train_files if split == "train" else test_files
     if not all((base / f).is_file() for f in [*files, meta_file]):
         _download(cls_name, root, base, name)
-    return read_cifar_python(base, files, label_key, meta_file, names_key)
+    return read_cifar_python(base, files, label_key, meta_file, names_key, md5=official_md5(cls_name))
+
+
+def official_md5(cls_name: str) -> dict[str, str]:
+    """md5 of every file of the official python-format archive ("CIFAR10", "CIFAR100"), as torchvision
+    records them: the only files `read_cifar_python` unpickles."""
+    import torchvision
+
+    cls = getattr(torchvision.datasets, cls_name)
+    return {**dict(cls.train_list), **dict(cls.test_list), cls.meta["filename"]: cls.meta["md5"]}
 
 
 def _download(cls_name: str, root: Path, base: Path, name: str) -> None:
@@ -234,23 +293,30 @@ def _download(cls_name: str, root: Path, base: Path, name: str) -> None:
         ) from None
 
 
-def read_cifar_python(base: Path, files: list[str], label_key: str, meta_file: str, names_key: str) -> ImageSet:
-    """Read the official pickled CIFAR batches (these are pickles: only read files you trust)."""
+def read_cifar_python(base: Path, files: list[str], label_key: str, meta_file: str, names_key: str, *,
+                      md5: Mapping[str, str]) -> ImageSet:
+    """Read the official pickled CIFAR batches. These are pickles, and unpickling runs whatever code a file
+    names, so each file is read only when its md5 is the one `md5` gives for its name (`official_md5`)."""
     import numpy as np
 
     data, labels = [], []
     for f in files:
-        batch = _unpickle(base / f)
+        batch = _unpickle(base / f, md5)
         data.append(np.asarray(_get(batch, "data"), dtype=np.uint8).reshape(-1, 3, 32, 32))
         labels.extend(_get(batch, label_key))
-    names = [n.decode() if isinstance(n, bytes) else n for n in _get(_unpickle(base / meta_file), names_key)]
+    names = [n.decode() if isinstance(n, bytes) else n for n in _get(_unpickle(base / meta_file, md5), names_key)]
     images = torch.from_numpy(np.concatenate(data))
     return ImageSet(images.contiguous(), torch.tensor(labels, dtype=torch.int64), tuple(names))
 
 
-def _unpickle(path: Path) -> dict:
-    with open(path, "rb") as f:
-        return pickle.load(f, encoding="latin1")
+def _unpickle(path: Path, md5: Mapping[str, str]) -> dict:
+    blob = path.read_bytes()
+    found = hashlib.md5(blob, usedforsecurity=False).hexdigest()
+    if found != md5.get(path.name):
+        raise NasError(f"refusing to unpickle {path}: its md5 {found} is not the official archive's "
+                       f"({md5.get(path.name, 'no such file')}), and a pickle can run code; delete {path.parent} "
+                       f"and re-run to download the archive again, or pass --data an ImageFolder copy")
+    return pickle.loads(blob, encoding="latin1")
 
 
 def _get(d: dict, key: str):
@@ -258,5 +324,5 @@ def _get(d: dict, key: str):
     return d[key] if key in d else d[key.encode()]
 
 
-__all__ = ["ImageSet", "default_cache_dir", "load_split", "split_validation", "stratified_subset",
-           "read_cifar_python"]
+__all__ = ["ImageSet", "check_image_shape", "default_cache_dir", "load_split", "official_md5", "read_cifar_python",
+           "split_validation", "stratified_subset"]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import shutil
+import struct
 import tarfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -114,8 +117,9 @@ def test_decoding_says_so_once_and_the_cache_respects_the_umask(folder, cache, c
     assert cached.stat().st_mode & 0o777 == 0o644
 
 
-def test_cifar100_official_python_format_is_read(cache):
-    """No CIFAR-100 copy here: write tiny files in the official pickled format and read them."""
+def test_cifar100_official_python_format_is_read(cache, monkeypatch):
+    """No CIFAR-100 copy here: write tiny files in the official pickled format and read them (trusted as
+    official here: only files whose md5 is the official one are unpickled)."""
     base = cache / "torchvision" / "cifar-100-python"
     base.mkdir(parents=True)
     rng = np.random.default_rng(0)
@@ -125,6 +129,7 @@ def test_cifar100_official_python_format_is_read(cache):
         (base / split).write_bytes(pickle.dumps(blob))
     names = [f"class{i:03d}" for i in range(100)]
     (base / "meta").write_bytes(pickle.dumps({b"fine_label_names": [n.encode() for n in names]}))
+    monkeypatch.setattr(data, "official_md5", lambda name: {f.name: md5(f) for f in base.iterdir()})
     s = load_split("cifar100", "train", cache)
     assert s.images.shape == (12, 3, 32, 32) and s.labels.tolist() == list(range(12)) and s.classes == tuple(names)
     raw = pickle.loads((base / "train").read_bytes())["data"]
@@ -177,3 +182,82 @@ def test_whole_cifar10_archive_loads_balanced_and_caches(cifar_tarball, tmp_path
     assert torch.equal(again.images[::997], train.images[::997])
     test = load_split(str(cifar_tarball), "test", tmp_path)
     assert test.images.shape == (10000, 3, 32, 32) and test.labels.bincount().tolist() == [1000] * 10
+
+
+# -- damaged and hostile files: a one-line error or a fresh decode, never a traceback, never code run ----------
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+class Planted:
+    """Unpickling this creates `marker`: it stands for any code a planted pickle could run."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def test_a_planted_cifar_pickle_is_refused_and_never_runs(cache, tmp_path):
+    base = cache / "torchvision" / "cifar-10-batches-py"
+    base.mkdir(parents=True)
+    marker = tmp_path / "planted-code-ran"
+    for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta"]:
+        (base / name).write_bytes(pickle.dumps(Planted(marker)))
+    with pytest.raises(NasError, match=r"refusing to unpickle .*data_batch_1: its md5 [0-9a-f]{32} is not the "
+                                       r"official archive's \(c99cafc152244af753f735de768cd75f\)") as e:
+        load_split("cifar10", "train", cache)
+    assert "\n" not in str(e.value) and not marker.exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "bit flipped", "poisoned"])
+def test_a_damaged_cache_is_decoded_again_with_a_one_line_note(folder, cache, tmp_path, capsys, damage):
+    fresh = load_split(str(folder), "test", cache)
+    [cached] = cache.glob("*-test.pt")
+    blob, marker = bytearray(cached.read_bytes()), tmp_path / "planted-code-ran"
+    if damage == "truncated":
+        cached.write_bytes(blob[: len(blob) // 2])
+    elif damage == "bit flipped":  # in the pixels: torch.load checks no checksum, so only the digest sees it
+        at = bytes(blob).index(fresh.images[50].numpy().tobytes()[:64])
+        blob[at + 7] ^= 0x01
+        cached.write_bytes(blob)
+    else:
+        torch.save({"images": Planted(marker), "labels": fresh.labels, "classes": list(fresh.classes)}, cached)
+    capsys.readouterr()
+    again = load_split(str(folder), "test", cache)
+    notes = capsys.readouterr().err.splitlines()
+    assert torch.equal(again.images, fresh.images) and torch.equal(again.labels, fresh.labels)
+    assert not marker.exists()
+    assert len(notes) == 2 and notes[0].startswith(f"decoded-data cache {cached} is damaged"), notes
+    assert notes[1].startswith("decoding 100 images")
+    assert torch.equal(load_split(str(folder), "test", cache).images, fresh.images)
+    assert capsys.readouterr().err == ""  # the rewritten cache is intact: read, not decoded
+
+
+def bomb_png(side: int) -> bytes:
+    """A PNG whose header claims side x side pixels and that holds almost no data: Pillow reads the
+    header first, so this is how a decompression bomb looks to it."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("side", [20_000, 10_000])  # over 2x Pillow's pixel limit (its error); 1x-2x (its warning)
+@pytest.mark.parametrize("packed", [False, True])
+def test_a_decompression_bomb_is_one_line_naming_the_file(folder, cache, tmp_path, side, packed):
+    tree = tmp_path / "tree"
+    shutil.copytree(folder, tree)
+    (tree / "train" / "cat" / "bomb.png").write_bytes(bomb_png(side))
+    source = tree
+    if packed:
+        source = tmp_path / "tree.tar.gz"
+        with tarfile.open(source, "w:gz") as tar:
+            tar.add(tree, arcname="tree")
+    with pytest.raises(NasError, match=r"train/cat/bomb\.png is a decompression bomb") as e:
+        load_split(str(source), "train", cache)
+    assert "\n" not in str(e.value) and not list(cache.glob("*.pt"))
