@@ -270,8 +270,11 @@ def render_report(
     retrained: Sequence[dict] = (),
     baselines: Sequence[dict] = (),
     title: str,
+    runs: Sequence[dict] = (),
+    importance: dict[str, float] | None = None,
 ) -> str:
-    """The whole page as one HTML string (pure: no files touched)."""
+    """The whole page as one HTML string (pure: no files touched). `runs` are retrained runs' metrics.json
+    contents (curves, confusion matrices); `importance` maps settings to their fANOVA importance."""
     if budget <= 0:
         raise NasError(f"budget must be a positive parameter count, but got budget={budget}")
     retrained = _checked(retrained, "retrained", ("name", "params", "test_acc"))
@@ -298,6 +301,7 @@ def render_report(
             _correlation_text(candidates),
             _div(rank_figure(candidates), "rank"),
         ]
+    sections += _settings_sections(frame, importance or {}) + _run_sections(runs)
     sections += ["<h2>Trial outcomes</h2>", outcomes_table(frame)]
     body = "\n".join(sections)
     return (
@@ -305,6 +309,33 @@ def render_report(
         f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n"
         f'<script type="text/javascript">{get_plotlyjs()}</script>\n</head>\n<body>\n{body}\n</body>\n</html>\n'
     )
+
+
+def _settings_sections(frame: pd.DataFrame, importance: dict[str, float]) -> list[str]:
+    """What the search's settings did: parallel coordinates, importance, and a pivot of the two most varied."""
+    from nas import figures
+
+    varied = figures.varied_settings(frame)
+    sections = ["<h2>Settings of the trained trials</h2>", _div(figures.parallel_figure(frame), "parallel")] if varied else []
+    if importance:
+        sections += ["<h2>Which settings mattered (fANOVA importance of the short score)</h2>",
+                     _div(figures.importance_figure(importance), "importance")]
+    if len(varied) >= 2:
+        sections += [f"<h2>Best score by {html.escape(varied[0])} and {html.escape(varied[1])}</h2>",
+                     _div(figures.pivot_figure(frame, varied[0], varied[1]), "pivot")]
+    return sections
+
+
+def _run_sections(runs: Sequence[dict], confusions: int = 4) -> list[str]:
+    """Training curves of every retrained run, and per-class results of the best few."""
+    from nas import figures
+
+    runs = [r for r in runs if r.get("curves")]  # runs written before curves were recorded are skipped
+    if not runs:
+        return []
+    best = sorted((r for r in runs if r.get("confusion")), key=lambda r: -r["test_acc"])[:confusions]
+    return ["<h2>Retrained runs: training curves</h2>", _div(figures.curves_figure(runs), "curves"),
+            *[_div(figures.confusion_figure(r), f"confusion-{i}") for i, r in enumerate(best)]]
 
 
 def write_study_report(study: Any, results_dir: Path, examples: Path, frame: pd.DataFrame | None = None) -> Path:
@@ -318,16 +349,19 @@ def write_study_report(study: Any, results_dir: Path, examples: Path, frame: pd.
     if budget is None:
         raise NasError(f"study {study.study_name!r} records no budget: it was not created by `nas search` or nas.Study")
     frame = trials_frame(study) if frame is None else frame
-    retrained = [{k: e[k] for k in ("name", "params", "test_acc", "test_acc_std", "val_acc")}
-                 for e in summarize(finished_runs(retrain_root(results_dir, study.study_name)))]
+    runs = finished_runs(retrain_root(results_dir, study.study_name))
+    retrained = [{k: e[k] for k in ("name", "params", "test_acc", "test_acc_std", "val_acc")} for e in summarize(runs)]
     baselines: list[dict[str, Any]] = []
     for path in sorted(Path(examples).glob("*.json")) if Path(examples).is_dir() else []:
         c = file_candidate(path)
-        runs = summarize(finished_runs(baseline_root(results_dir, c.name)))
-        baselines += [{k: e.get(k) for k in ("name", "params", "test_acc", "test_acc_std")} for e in runs] or [
+        done = summarize(finished_runs(baseline_root(results_dir, c.name)))
+        baselines += [{k: e.get(k) for k in ("name", "params", "test_acc", "test_acc_std")} for e in done] or [
             {"name": c.name, "params": count_params(c.arch), "test_acc": None, "test_acc_std": None}]
+    from nas.figures import importances
+
     return write_report(frame, Path(results_dir) / study.study_name / "report.html", budget=int(budget),
-                        retrained=retrained, baselines=baselines, title=f"nas study {study.study_name}")
+                        retrained=retrained, baselines=baselines, title=f"nas study {study.study_name}", runs=runs,
+                        importance=importances(study))
 
 
 def write_report(
@@ -338,7 +372,10 @@ def write_report(
     retrained: Sequence[dict] = (),
     baselines: Sequence[dict] = (),
     title: str,
+    runs: Sequence[dict] = (),
+    importance: dict[str, float] | None = None,
 ) -> Path:
     """Write the report atomically (a browser refreshing it mid-search never sees half a page)."""
-    page = render_report(df, budget=budget, retrained=retrained, baselines=baselines, title=title)
+    page = render_report(df, budget=budget, retrained=retrained, baselines=baselines, title=title, runs=runs,
+                         importance=importance)
     return write_text_atomic(page, Path(path))

@@ -26,7 +26,7 @@ from optuna.trial import TrialState, create_trial
 
 from nas.errors import NasError
 from nas.report import render_report, write_report
-from nas.results import finished_in_budget, pareto_front, trials_frame
+from nas.results import finished_in_budget, pareto_front, pivot, trials_frame
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "tests" / "artifacts"
@@ -300,4 +300,80 @@ def test_report_renders_offline_in_headless_chromium(browser: tuple[DevTools, st
     assert tools.evaluate("document.querySelectorAll('#leaderboard tbody tr').length", session) == 10
     requests = [e["params"]["request"]["url"] for e in tools.events if e.get("method") == "Network.requestWillBeSent"]
     assert requests == [path.as_uri()]  # the page itself and nothing from the network
+    assert _errors(tools.events) == []
+
+
+# ------------------------------------------------------------------------- the write-up figures
+
+
+def _grid_frame() -> pd.DataFrame:
+    """A 2 x 3 recipe grid (optimizer x lr), two trials per cell, as a study with a train: section leaves it."""
+    study = optuna.create_study(direction="maximize")
+    grid = {"optimizer": optuna.distributions.CategoricalDistribution(["sgd", "adam"]),
+            "lr": optuna.distributions.CategoricalDistribution([0.01, 0.05, 0.2])}
+    for number, (optimizer, lr) in enumerate([(o, lr) for o in ("sgd", "adam") for lr in (0.01, 0.05, 0.2)] * 2):
+        acc = 0.7 + (0.1 if optimizer == "sgd" else 0.0) + lr / 2 + number / 1000
+        study.add_trial(create_trial(
+            state=TrialState.COMPLETE, value=acc, params={"optimizer": optimizer, "lr": lr}, distributions=grid,
+            user_attrs={"arch": {"blocks": [1, 1], "channels": [16, 32], "kernels": 3, "skip_kernels": 1, "pool": None,
+                                 "block": "basic", "se_ratio": 0, "groups": 1, "dropout": 0.0, "num_classes": 3,
+                                 "input_size": 32, "in_channels": 3},
+                        "params": 100_000 + number, "macs": 1, "outcome": "complete",
+                        "recipe": {"optimizer": optimizer, "lr": lr}},
+            constraints={"params_over_budget": -1.0}))
+    return trials_frame(study)
+
+
+def _run(name: str, test_acc: float) -> dict[str, Any]:
+    curves = [{"epoch": e, "train_loss": 2.0 / e, "val_loss": 1.0, "val_acc": 0.5 + 0.1 * e, "seconds": e}
+              for e in (1, 2, 3)]
+    return {"name": name, "seed": 0, "test_acc": test_acc, "curves": curves, "classes": ["cat", "dog", "frog"],
+            "confusion": [[8, 1, 1], [2, 7, 1], [0, 0, 10]]}
+
+
+def test_write_up_figures_answer_hover_and_legend_clicks(browser: tuple[DevTools, str], tmp_path: Path) -> None:
+    tools, session = browser
+    path = write_report(_grid_frame(), tmp_path / "report.html", budget=BUDGET, title="grid",
+                        runs=[_run("cand-A", 0.81), _run("cand-B", 0.78)], importance={"lr": 0.7, "optimizer": 0.3})
+    tools.call("Page.navigate", {"url": path.as_uri()}, session)
+    tools.wait_for_event("Page.loadEventFired")
+    ids = ["parallel", "importance", "pivot", "curves", "confusion-0", "confusion-1"]
+    deadline = time.monotonic() + 20
+    while not tools.evaluate(f"{json.dumps(ids)}.every(id => document.getElementById(id)?._fullLayout)", session):
+        assert time.monotonic() < deadline, "plotly never drew the figures"
+        time.sleep(0.1)
+    assert "Best score by lr and optimizer" in tools.evaluate("document.body.textContent", session)  # most values first
+
+    def click(x: float, y: float, kind: str = "click") -> None:
+        if kind == "move":
+            tools.call("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x, "y": y}, session)
+            return
+        for event in ("mousePressed", "mouseReleased"):
+            tools.call("Input.dispatchMouseEvent", {"type": event, "x": x, "y": y, "button": "left", "clickCount": 1},
+                       session)
+
+    def centre(selector: str) -> tuple[float, float, float, float]:
+        return tuple(tools.evaluate(f"(() => {{ const e = document.querySelector({json.dumps(selector)}); "
+                                    f"e.scrollIntoView({{block: 'center'}}); const r = e.getBoundingClientRect(); "
+                                    f"return [r.x, r.y, r.width, r.height]; }})()", session))
+
+    # a click on the curves' first legend entry hides that run's curves and its test star
+    x, y, w, h = centre("#curves .legend .traces")
+    click(x + w / 2, y + h / 2)
+    hidden = "document.getElementById('curves')._fullData.filter(t => t.legendgroup === 'cand-A seed 0')" \
+             ".map(t => t.visible)"
+    deadline = time.monotonic() + 5
+    while tools.evaluate(hidden, session) != ["legendonly"] * 3:
+        assert time.monotonic() < deadline, tools.evaluate(hidden, session)
+        time.sleep(0.1)
+    # hovering the pivot's cell (lr 0.2, sgd) shows its best score: the later of its two trials
+    x, y, w, h = centre("#pivot .nsewdrag")
+    table = pivot(_grid_frame(), "lr", "optimizer")
+    row, col = list(table.index).index(0.2), list(table.columns).index("sgd")
+    click(x + w * (col + 0.5) / len(table.columns), y + h * (1 - (row + 0.5) / len(table.index)), "move")
+    deadline = time.monotonic() + 5
+    while f"{table.loc[0.2, 'sgd']:.2%}" not in (tools.evaluate(
+            "document.querySelector('#pivot .hoverlayer')?.textContent ?? ''", session) or ""):
+        assert time.monotonic() < deadline, tools.evaluate("document.querySelector('#pivot .hoverlayer')?.textContent", session)
+        time.sleep(0.1)
     assert _errors(tools.events) == []
