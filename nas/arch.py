@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields
 from functools import cached_property
 from typing import Any
 
-from nas.errors import NasError
+from nas.errors import NasError, shown
 
 BLOCK_TYPES = ("basic", "bottleneck")
 BOTTLENECK_DIVISOR = 4  # bottleneck inner width = C_i // 4, as in torchvision's ResNet-50
@@ -31,13 +31,13 @@ def _as_tuple(name: str, value: Any, n: int) -> tuple[int, ...]:
         return (value,) * n
     if isinstance(value, (list, tuple)):
         return tuple(value)
-    raise NasError(f"{name}={value!r} must be an integer or a list of integers, one per layer")
+    raise NasError(f"{name}={shown(value)} must be an integer or a list of integers, one per layer")
 
 
 def _check_ints(name: str, values: tuple[Any, ...], rule: str, ok) -> None:
     for i, v in enumerate(values):
         if not isinstance(v, int) or isinstance(v, bool) or not ok(v):
-            raise NasError(f"{name}[{i}]={v!r} is invalid: {rule}")
+            raise NasError(f"{name}[{i}]={shown(v)} is invalid: {rule}")
 
 
 def channel_problem(c: int, block: str, se_ratio: int, groups: int, layer: int = 0) -> str | None:
@@ -88,8 +88,8 @@ class Arch:
         for name in ("channels", "kernels", "skip_kernels"):
             if len(getattr(self, name)) != n:
                 raise NasError(
-                    f"{name}={list(getattr(self, name))} has {len(getattr(self, name))} entries but "
-                    f"blocks={list(self.blocks)} has {n}: give one value per layer"
+                    f"{name}={shown(list(getattr(self, name)))} has {len(getattr(self, name))} entries but "
+                    f"blocks={shown(list(self.blocks))} has {n}: give one value per layer"
                 )
         _check_ints("blocks", self.blocks, "every layer needs at least 1 block", lambda v: v >= 1)
         _check_ints("channels", self.channels, "channel counts must be >= 1", lambda v: v >= 1)
@@ -99,16 +99,16 @@ class Arch:
         for name, low in (("num_classes", 1), ("input_size", 1), ("in_channels", 1), ("groups", 1), ("se_ratio", 0)):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < low:
-                raise NasError(f"{name}={v!r} is invalid: must be an integer >= {low}")
+                raise NasError(f"{name}={shown(v)} is invalid: must be an integer >= {low}")
         if self.block not in BLOCK_TYPES:
-            raise NasError(f"block={self.block!r} is unknown: choose one of {', '.join(BLOCK_TYPES)}")
+            raise NasError(f"block={shown(self.block)} is unknown: choose one of {', '.join(BLOCK_TYPES)}")
         if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
-            raise NasError(f"dropout={self.dropout!r} is invalid: must be in [0, 1)")
+            raise NasError(f"dropout={shown(self.dropout)} is invalid: must be in [0, 1)")
         final = self.feature_sizes[-1]
         if self.pool is not None:
             if not isinstance(self.pool, int) or isinstance(self.pool, bool) or not 1 <= self.pool <= final:
                 raise NasError(
-                    f"pool={self.pool!r} is invalid: the last feature map is {final}x{final}, "
+                    f"pool={shown(self.pool)} is invalid: the last feature map is {final}x{final}, "
                     f"so pool must be an integer from 1 to {final} (or None for global pooling)"
                 )
         for i, c in enumerate(self.channels):
@@ -168,7 +168,7 @@ class Arch:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise NasError(f"unknown architecture field(s) {unknown}: valid fields are {', '.join(sorted(known))}")
+            raise NasError(f"unknown architecture field(s) {shown(unknown)}: valid fields are {', '.join(sorted(known))}")
         missing = [k for k in ("blocks", "channels") if k not in data]
         if missing:
             raise NasError(f"architecture is missing {missing}: 'blocks' and 'channels' are required")

@@ -10,11 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from nas.arch import Arch
-from nas.errors import NasError
+from nas.errors import NasError, label
 from nas.recipe import Recipe
+from nas.yamlfile import read_yaml
 
 ENTRIES = ("name", "note", "arch", "recipe")
 
@@ -29,13 +28,7 @@ class ArchFile:
 
 def read_arch_file(path: str | Path) -> ArchFile:
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())  # JSON is YAML; safe_load never builds objects
-    except OSError as e:
-        raise NasError(f"cannot read architecture file {str(path)!r} ({e.strerror}): pass an existing file, "
-                       f"e.g. examples/resnet18.json") from None
-    except yaml.YAMLError as e:
-        raise NasError(f"{path}: not valid JSON/YAML ({getattr(e, 'problem', e)})") from None
+    data = read_yaml(path, "architecture file", "examples/resnet18.json")  # JSON is YAML; never builds objects
     if not isinstance(data, dict):
         raise NasError(f"{path}: expected a mapping (an architecture, or one with an 'arch' entry), "
                        f"got {type(data).__name__}")
@@ -47,5 +40,5 @@ def read_arch_file(path: str | Path) -> ArchFile:
         Recipe.from_dict(recipe)  # validate now, naming the file on error
     except (NasError, TypeError) as e:
         raise NasError(f"{path}: {e}") from None
-    return ArchFile(name=str(data.get("name") or path.stem), arch=arch, recipe=tuple(sorted(recipe.items())),
+    return ArchFile(name=label(data.get("name") or path.stem), arch=arch, recipe=tuple(sorted(recipe.items())),
                     path=str(path))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import re
 
-from nas.errors import NasError
+from nas.errors import NasError, shown
 
 _SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "b": 10**9}
 _COUNT = re.compile(r"^\s*([0-9][0-9_]*(?:\.[0-9_]*)?(?:e[+-]?[0-9]+)?)\s*([kmgb]?)\s*$", re.IGNORECASE)
@@ -15,29 +15,29 @@ _COUNT = re.compile(r"^\s*([0-9][0-9_]*(?:\.[0-9_]*)?(?:e[+-]?[0-9]+)?)\s*([kmgb
 def parse_count(value: object, name: str = "budget") -> int:
     """A positive whole count: 5e6, 5M, 5_000_000, 4.5m, 250k (fractions of one are rejected)."""
     if isinstance(value, bool):
-        raise NasError(f"{name}={value!r} is not a number: write e.g. 5e6, 5M or 5_000_000")
+        raise NasError(f"{name}={shown(value)} is not a number: write e.g. 5e6, 5M or 5_000_000")
     if isinstance(value, (int, float)):
         number = float(value)
     else:
         m = _COUNT.match(str(value))
         if not m:
-            raise NasError(f"{name}={value!r} is not a count: write e.g. 5e6, 5M, 4.5m or 5_000_000")
+            raise NasError(f"{name}={shown(value)} is not a count: write e.g. 5e6, 5M, 4.5m or 5_000_000")
         number = float(m.group(1).replace("_", "")) * _SUFFIX[m.group(2).lower()]
     if not math.isfinite(number) or number < 1 or number != int(number):
-        raise NasError(f"{name}={value!r} must be a positive whole number (e.g. 5e6)")
+        raise NasError(f"{name}={shown(value)} must be a positive whole number (e.g. 5e6)")
     return int(number)
 
 
 def parse_float(value: object, name: str) -> float:
     """A finite float from YAML or the command line, including strings like '1e-3'."""
     if isinstance(value, bool):
-        raise NasError(f"{name}={value!r} must be a number")
+        raise NasError(f"{name}={shown(value)} must be a number")
     try:
         number = float(str(value).replace("_", "")) if isinstance(value, str) else float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise NasError(f"{name}={value!r} must be a number, e.g. 0.1 or 1e-3") from None
+        raise NasError(f"{name}={shown(value)} must be a number, e.g. 0.1 or 1e-3") from None
     if not math.isfinite(number):
-        raise NasError(f"{name}={value!r} must be finite")
+        raise NasError(f"{name}={shown(value)} must be finite")
     return number
 
 
@@ -45,5 +45,5 @@ def parse_int(value: object, name: str) -> int:
     """An integer from YAML or the command line; '5e2' is accepted, 2.5 is not."""
     number = parse_float(value, name)
     if number != int(number):
-        raise NasError(f"{name}={value!r} must be a whole number")
+        raise NasError(f"{name}={shown(value)} must be a whole number")
     return int(number)

@@ -1,6 +1,6 @@
 """Search-space files: load, validate every field at once, and turn chosen values into an `Arch`.
 
-A space file is YAML (read with `safe_load`) naming the choices for each ResNet knob:
+A space file is YAML (read by nas.yamlfile: safe and bounded) naming the choices for each ResNet knob:
 
     layers: [3, 4]                  # N
     blocks: [1, 2, 3]               # B_i: one list for every layer, or a list of lists per layer
@@ -24,16 +24,16 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
-import yaml
-
 from nas.arch import BLOCK_TYPES, Arch, channel_problem
-from nas.errors import NasError
+from nas.errors import NasError, label, shown
 from nas.numbers import parse_float, parse_int
 from nas.recipe import COUPLED, Recipe
+from nas.yamlfile import read_yaml
 
 PER_LAYER = ("blocks", "channels", "kernels", "skip_kernels")
 GLOBAL = ("pool", "block", "se_ratio", "groups", "dropout")
@@ -131,8 +131,7 @@ class Space:
         search finds out before its first trial (the loader checks against the default Recipe only)."""
         problems = recipe_problems(self.train, base)
         if problems:
-            raise NasError(f"{self.name}: {len(problems)} problem(s) in the space's train: section with the search "
-                           "recipe:\n  " + "\n  ".join(problems))
+            raise problems_error(self.name, "in the space's train: section with the search recipe", problems)
 
     def fixed_arch_fields(self) -> dict[str, int]:
         return {"num_classes": self.num_classes, "input_size": self.input_size, "in_channels": self.in_channels}
@@ -156,9 +155,24 @@ class Space:
 
 
 # -- loading ---------------------------------------------------------------------------------
+MAX_LISTED = 10  # problems one message lists; the rest are counted
+MAX_COMBINATIONS = 10_000  # of the COUPLED train: fields' choices, each checked (a default space has 1)
+
+
+def problems_error(name: str, where: str, problems: list[str]) -> NasError:
+    """One problem as one line; several as their count and the first MAX_LISTED, one per indented line: a
+    file with thousands of bad values (a list of them, or aliases to one) still gets a message of a screen."""
+    if len(problems) == 1:
+        return NasError(f"{name}: {problems[0]}")
+    more = [f"... and {len(problems) - MAX_LISTED} more"] if len(problems) > MAX_LISTED else []
+    return NasError(f"{name}: {len(problems)} problem(s) {where}:\n  " + "\n  ".join(problems[:MAX_LISTED] + more))
+
+
 class _Problems(list):
+    """Every problem of a file, each naming key, value (cut: a value may be huge) and rule."""
+
     def add(self, key: str, value: Any, rule: str) -> None:
-        self.append(f"{key}: {value!r} {rule}")
+        self.append(f"{key}: {shown(value)} {rule}")
 
 
 def _listify(value: Any) -> list[Any]:
@@ -267,10 +281,15 @@ def _choices(p: _Problems, where: str, key: str, value: Any, kind: type) -> Choi
 def recipe_problems(knobs: tuple[Knob, ...], base: Recipe) -> list[str]:
     """What `base.updated` rejects among the knobs' values: each value of an independent field,
     and every combination of the COUPLED fields' values. Ranges are tried at their bounds, which
-    is exact because every rule of Recipe bounds a field by a constant or by another field."""
+    is exact because every rule of Recipe bounds a field by a constant or by another field. Past
+    MAX_COMBINATIONS that is itself the problem: 3 KB of choices would otherwise take hours to check."""
     tried = {k.name: k.values if isinstance(k, Choice) else
              tuple(int(v) if k.integer else v for v in (k.low, k.high)) for k in knobs}
     coupled = [name for name in tried if name in COUPLED]
+    combinations = math.prod(len(tried[n]) for n in coupled)
+    if combinations > MAX_COMBINATIONS:
+        return [f"train: {', '.join(coupled)} give {combinations:,} combinations of "
+                f"choices, more than {MAX_COMBINATIONS:,} to check: list fewer, or give a range {{low: ..., high: ...}}"]
     combos = [[(name, v)] for name in tried if name not in COUPLED for v in tried[name]]
     combos += [list(zip(coupled, values)) for values in itertools.product(*(tried[n] for n in coupled))]
     problems: dict[str, str] = {}  # rule broken -> the first combination that breaks it
@@ -278,7 +297,7 @@ def recipe_problems(knobs: tuple[Knob, ...], base: Recipe) -> list[str]:
         try:
             base.updated(dict(combo))
         except NasError as e:
-            problems.setdefault(str(e), " with ".join(f"train.{k}: {v!r}" for k, v in combo))
+            problems.setdefault(str(e), " with ".join(f"train.{k}: {shown(v)}" for k, v in combo))
     return [f"{where}: {rule}" for rule, where in problems.items()]
 
 
@@ -292,7 +311,7 @@ def _seeds(p: _Problems, raw: Any, fixed: dict[str, int]) -> tuple[tuple[str, Ar
     for i, item in enumerate(raw):
         fields = {k: None if k == "pool" and v == "global" else v for k, v in item.items() if k != "name"}
         try:
-            seeds.append((str(item.get("name", f"seed-{i}")), Arch.from_dict({**fixed, **fields})))
+            seeds.append((label(item.get("name", f"seed-{i}")), Arch.from_dict({**fixed, **fields})))
         except (NasError, TypeError) as e:
             p.add(f"seeds[{i}]", item, f"is not a valid architecture: {e}")
     return tuple(seeds)
@@ -341,14 +360,14 @@ def _dropouts(p: _Problems, raw: Any) -> tuple[float, ...]:
 def _coerce(value: Any, kind: type, where: str) -> Any:
     if kind is bool:
         if not isinstance(value, bool):
-            raise NasError(f"{where}: {value!r} must be true or false")
+            raise NasError(f"{where}: {shown(value)} must be true or false")
         return value
     if kind is int:
         return parse_int(value, where)
     if kind is float:
         return parse_float(value, where)
     if not isinstance(value, str):
-        raise NasError(f"{where}: {value!r} must be text")
+        raise NasError(f"{where}: {shown(value)} must be text")
     return value
 
 
@@ -359,7 +378,7 @@ def parse_space(data: Any, name: str = "space") -> Space:
     p = _Problems()
     for key in data:
         if key not in KEYS:
-            p.add(str(key), data[key], f"is not a space field: valid fields are {', '.join(KEYS)}")
+            p.add(label(str(key)), data[key], f"is not a space field: valid fields are {', '.join(KEYS)}")
     for key in ("layers", "blocks", "channels"):
         if key not in data:
             p.append(f"{key}: missing: every space names the choices for layers, blocks and channels")
@@ -378,16 +397,16 @@ def parse_space(data: Any, name: str = "space") -> Space:
     dropout = _dropouts(p, data.get("dropout", DEFAULTS["dropout"]))
     train = _train_knobs(p, data.get("train"))
     seeds = _seeds(p, data.get("seeds"), scalars)
-    space_name = data.get("name", name)
+    space_name = label(data["name"]) if "name" in data else name
     if p:
-        raise NasError(f"{name}: {len(p)} problem(s) in the space file:\n  " + "\n  ".join(p))
+        raise problems_error(name, "in the space file", p)
     space = Space(name=str(space_name), layers=layers, **per_layer, pool=pool, block=block, se_ratio=se_ratio,
                   groups=groups, dropout=dropout, train=train, seeds=seeds, **scalars,
                   num_classes_fixed="num_classes" in data)
-    outside = [f"seeds: {n!r} ({a.describe()}) is outside the space: add its values to the choices, or drop it"
+    outside = [f"seeds: {n!r} ({label(a.describe(), 200)}) is outside the space: add its values to the choices, or drop it"
                for n, a in seeds if not space.contains(a)]
     if outside:
-        raise NasError(f"{name}: {len(outside)} problem(s) in the space file:\n  " + "\n  ".join(outside))
+        raise problems_error(name, "in the space file", outside)
     if space_size(space) == 0:
         raise NasError(f"{name}: no candidate in this space is a valid network (check pool sizes against the "
                        "last feature map, se_ratio against channels, groups against widths)")
@@ -396,16 +415,7 @@ def parse_space(data: Any, name: str = "space") -> Space:
 
 def load_space(path: str | Path) -> Space:
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise NasError(f"cannot read space file {str(path)!r} ({e.strerror}): pass an existing YAML file, e.g. search_spaces/default.yaml") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise NasError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    data = read_yaml(path, "space file", "search_spaces/default.yaml")
     if data is None:
         raise NasError(f"{path}: the file is empty: a space names at least layers, blocks and channels")
     return parse_space(data, str(path))

@@ -164,3 +164,115 @@ def trained() -> Callable[[list], list]:
         return [t for t in trials if t.user_attrs.get("outcome") in TRAINED]
 
     return spent
+
+
+# -- hostile input: bounded memory ----------------------------------------------------------------------
+
+
+def _data_bytes() -> int:
+    """This process's data segment now (VmData), what RLIMIT_DATA limits."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmData:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmData in /proc/self/status")
+
+
+@pytest.fixture
+def memory_cap() -> Callable[[int], object]:
+    """`with memory_cap(mib): ...` lets this process allocate at most `mib` MiB more (RLIMIT_DATA), so input
+    that expands (a YAML alias bomb) fails the test with MemoryError instead of filling the shared machine."""
+    import contextlib
+    import resource
+
+    if not Path("/proc/self/status").exists():
+        pytest.skip("memory caps need Linux's /proc/self/status")
+
+    @contextlib.contextmanager
+    def cap(mib: int):
+        soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+        limit = _data_bytes() + mib * 2**20
+        resource.setrlimit(resource.RLIMIT_DATA, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
+        try:
+            yield
+        finally:
+            resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
+
+    return cap
+
+
+@pytest.fixture(scope="session")
+def nas_bounded() -> Callable[..., object]:
+    """`nas_bounded(args, cwd, data_mib=1536, cpu_s=120)`: `python -m nas ARGS` in a real process whose data
+    and CPU time are capped (a blow-up fails the test, it does not fill the machine). Returns returncode,
+    stdout, stderr, peak_mib (its peak resident memory, from wait4) and seconds."""
+    import resource
+    import tempfile
+    import time
+    from types import SimpleNamespace
+
+    def run(args: list[str], cwd: Path, data_mib: int = 1536, cpu_s: int = 120) -> SimpleNamespace:
+        def limits() -> None:
+            resource.setrlimit(resource.RLIMIT_DATA, (data_mib * 2**20, data_mib * 2**20))
+            resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s))
+
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            start = time.monotonic()
+            p = subprocess.Popen([sys.executable, "-m", "nas", *args], cwd=cwd, stdout=out, stderr=err,
+                                 preexec_fn=limits)
+            _, status, usage = os.wait4(p.pid, 0)
+            p.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
+            seconds = time.monotonic() - start
+            out.seek(0), err.seek(0)
+            return SimpleNamespace(returncode=p.returncode, stdout=out.read().decode(errors="replace"),
+                                   stderr=err.read().decode(errors="replace"), peak_mib=usage.ru_maxrss / 1024,
+                                   seconds=seconds)
+
+    return run
+
+
+# -- `nas search` in the background: killed, stopped, raced (test_faults, test_search_faults) ----------------------
+
+
+@pytest.fixture
+def start_worker(fast_heartbeat):
+    """`start_worker(args, cwd, env=None)`: `python -m nas ARGS` in the background, output piped, with the fast
+    heartbeat unless `env` replaces it ({} keeps the defaults); still running at teardown, it is killed."""
+    procs: list[subprocess.Popen] = []
+
+    def start(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+        extra = fast_heartbeat if env is None else env
+        procs.append(subprocess.Popen([sys.executable, "-m", "nas", *args], cwd=cwd, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True,
+                                      env={**os.environ, "PYTHONUNBUFFERED": "1", **extra}))
+        return procs[-1]
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+@pytest.fixture
+def wait_for_training(outcomes):
+    """`wait_for_training(url, proc, timeout=120, outcome="training")`: the number of a RUNNING trial whose outcome
+    says `outcome` now ("training": its claim is written just before it trains; "waiting": for a slot)."""
+    import time
+
+    import optuna
+    import sqlalchemy.exc
+
+    def wait(url: str, proc: subprocess.Popen, timeout: float = 120, outcome: str = "training") -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            try:
+                for t in outcomes(url):
+                    if t.state == optuna.trial.TrialState.RUNNING and t.user_attrs.get("outcome") == outcome:
+                        return t.number
+            except (KeyError, sqlalchemy.exc.OperationalError):  # no study yet; a SQLite file being created
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"no trial's outcome said {outcome!r} within {timeout} s")
+
+    return wait
