@@ -357,9 +357,10 @@ def write_study_report(study: Any, results_dir: Path, examples: Path, frame: pd.
         done = summarize(finished_runs(baseline_root(results_dir, c.name)))
         baselines += [{k: e.get(k) for k in ("name", "params", "test_acc", "test_acc_std")} for e in done] or [
             {"name": c.name, "params": count_params(c.arch), "test_acc": None, "test_acc_std": None}]
+    from nas.artifacts import study_dir
     from nas.figures import importances
 
-    return write_report(frame, Path(results_dir) / study.study_name / "report.html", budget=int(budget),
+    return write_report(frame, study_dir(results_dir, study.study_name) / "report.html", budget=int(budget),
                         retrained=retrained, baselines=baselines, title=f"nas study {study.study_name}", runs=runs,
                         importance=importances(study))
 
