@@ -95,6 +95,7 @@ sys.path.insert(0, str(ROOT))  # runs as a plain file, with or without `pip inst
 import torch  # noqa: E402
 
 from nas.arch import Arch  # noqa: E402
+from nas.bench import matmul_peak_flops  # noqa: E402
 from nas.counting import count_macs, count_params  # noqa: E402
 from nas.data import ImageSet, load_split, split_validation  # noqa: E402
 from nas.model import build_model  # noqa: E402
@@ -342,23 +343,8 @@ def check_device(run: Acceptance, fig: dict[str, Any]) -> None:
         require(auto.type == ("cuda" if torch.cuda.is_available() else "cpu"), f"select_device('auto') gave {auto}")
     else:
         require(auto.type == "cuda", f"select_device('auto') gave {auto}: torch sees no CUDA GPU")
-    run.peak_flops = matmul_peak(run.device, run.sizes.matmul_n)
+    run.peak_flops = matmul_peak_flops(run.device, torch.bfloat16, run.sizes.matmul_n, reps=10)
     fig["bf16_matmul_peak_tflops"] = round(run.peak_flops / 1e12, 3)
-
-
-def matmul_peak(device: torch.device, n: int, reps: int = 10) -> float:
-    """Best bf16 n x n matmul FLOP/s: the reference the engine's FLOP/s is set against."""
-    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-    a @ b  # warm-up: cuBLAS handle and workspace
-    best = math.inf
-    for _ in range(reps):
-        sync(device)
-        t = time.perf_counter()
-        a @ b
-        sync(device)
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best
 
 
 def sync(device: torch.device) -> None:

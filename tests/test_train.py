@@ -242,7 +242,7 @@ def test_bench_reports_both_pipelines_and_the_peak_without_asserting_speed(cifar
     assert r.peak_fraction == pytest.approx(r.achieved_flops / r.peak_flops)
 
 
-def test_cli_train_prints_one_json_object(cifar_folder, tmp_path, monkeypatch):
+def test_cli_train_prints_one_json_object_with_the_protocol_and_test_score(cifar_folder, tmp_path, monkeypatch):
     import json
 
     from typer.testing import CliRunner
@@ -251,13 +251,18 @@ def test_cli_train_prints_one_json_object(cifar_folder, tmp_path, monkeypatch):
 
     monkeypatch.setenv("NAS_CACHE", str(tmp_path / "cache"))
     args = ["train", "--blocks", "1", "--channels", "8", "--data", str(cifar_folder), "--val-size", "50",
-            "--epochs", "1", "--batch-size", "50", "--set", "evals_per_epoch=2", "--set", "weight_decay=1e-4", "--json"]
+            "--epochs", "1", "--batch-size", "50", "--set", "evals_per_epoch=2", "--set", "weight_decay=1e-4",
+            "--protocol", "fast", "--eval", "test", "--json"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     obj = json.loads(result.stdout)
     assert obj["status"] == "ok" and len(obj["history"]) == 2 and obj["recipe"]["weight_decay"] == 1e-4
+    assert obj["protocol"] == "fast" and obj["epochs"] == 1 and obj["recipe"]["whiten"] and obj["recipe"]["tta"]
+    assert 0 <= obj["test_acc"] <= 1 and obj["seconds"] > 0 and obj["params"] == count_params(Arch((1,), (8,)))
     bad = CliRunner().invoke(app, args[:-1] + ["--set", "learning_rate=1"])
     assert bad.exit_code == 2 and "valid keys" in bad.output
+    bad = CliRunner().invoke(app, args[:-1] + ["--protocol", "quick"])
+    assert bad.exit_code == 2 and "--protocol='quick' is unknown: choose one of reference, fast" in bad.output
 
 
 @pytest.mark.slow
@@ -301,25 +306,6 @@ def test_the_fast_protocol_is_reproducible_with_a_seed_and_differs_across_seeds(
     assert all(torch.equal(x, y) for x, y in zip(a_net.state_dict().values(), b_net.state_dict().values()))
     c = train(tiny_net(), fast.updated({"seed": 1}), *cifar, CPU)
     assert strip_time(c.history) != strip_time(a.history)
-
-
-def test_cli_train_with_a_protocol_prints_test_accuracy_seconds_epochs_and_params(cifar_folder, tmp_path, monkeypatch):
-    import json
-
-    from typer.testing import CliRunner
-
-    from nas.cli import app
-
-    monkeypatch.setenv("NAS_CACHE", str(tmp_path / "cache"))
-    args = ["train", "--blocks", "1", "--channels", "8", "--data", str(cifar_folder), "--val-size", "50",
-            "--epochs", "1", "--batch-size", "50", "--protocol", "fast", "--eval", "test", "--json"]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output
-    obj = json.loads(result.stdout)
-    assert obj["protocol"] == "fast" and obj["epochs"] == 1 and obj["recipe"]["whiten"] and obj["recipe"]["tta"]
-    assert 0 <= obj["test_acc"] <= 1 and obj["seconds"] > 0 and obj["params"] == count_params(Arch((1,), (8,)))
-    bad = CliRunner().invoke(app, args[:-1] + ["--protocol", "quick"])
-    assert bad.exit_code == 2 and "--protocol='quick' is unknown: choose one of reference, fast" in bad.output
 
 
 @pytest.mark.parametrize("option", [{"optimizer": o} for o in OPTIMIZERS] + [{"schedule": s} for s in SCHEDULES])
