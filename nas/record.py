@@ -34,7 +34,8 @@ class Outcome(str, enum.Enum):
     OOM = "oom"
     ERROR = "error"  # any other fault: recorded, the search goes on
     INTERRUPTED = "interrupted"  # Ctrl+C/SIGTERM: candidate queued again
-    SURPLUS = "surplus"  # other workers had already trained --trials candidates
+    LOST = "lost"  # its worker died while it ran (kill -9, lost node): failed, candidate queued again
+    SURPLUS = "surplus"  # not trained: --trials were trained or claimed (by queued trials) already
     TRAINING = "training"
     WAITING = "waiting"
 
@@ -42,6 +43,8 @@ class Outcome(str, enum.Enum):
 OUTCOMES = tuple(o.value for o in Outcome if o not in (Outcome.TRAINING, Outcome.WAITING))  # final ones
 TRAINED = frozenset({Outcome.COMPLETE.value, Outcome.PRUNED.value, Outcome.NONFINITE.value})  # count toward --trials
 REJECTED = frozenset({Outcome.OVER_BUDGET.value, Outcome.INVALID.value, Outcome.DUPLICATE.value})  # no compute spent
+FAILED = frozenset({Outcome.ERROR.value, Outcome.OOM.value})  # the trial's own fault: --max-failures in a row stop
+_COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)  # a FAIL trial never counts, whatever its label says
 
 # trial user attributes
 OUTCOME, REASON = "outcome", "reason"
@@ -49,6 +52,7 @@ ARCH, ARCH_ID, PARAMS, MACS, RECIPE = "arch", "arch_id", "params", "macs", "reci
 CANDIDATE_KEY = "candidate_key"  # proxy network + recipe: equal keys train the same thing
 CURVE, SECONDS, IMAGES_PER_S, TRAIN_LOSS_SUM = "val_curve", "seconds", "images_per_s", "train_loss_sum"
 SEED_DESIGN, REQUEUED_FROM = "seed_design", "requeued_from"
+WORKER = "worker"  # {"host", "pid", "started", "machine"}: the process training it (nas.search.recovery)
 BUDGET_CONSTRAINT = "params_over_budget"  # params - budget; feasible when <= 0
 OBJECTIVE = "val_acc_short"
 
@@ -57,6 +61,7 @@ STUDY_BUDGET, STUDY_SPACE, STUDY_DATA, STUDY_BEST = "budget", "space", "data", "
 FINAL_PREFIX = "confirm."  # "confirm.12" -> {"val_acc", "seconds", "epochs", "train_subset"}
 
 _STATE_WORDS = {TrialState.RUNNING: "running", TrialState.WAITING: "queued"}
+_LIVE = frozenset({Outcome.TRAINING.value, Outcome.WAITING.value})  # labels of a trial still running
 
 
 def set_outcome(trial: optuna.Trial, outcome: Outcome, reason: str | None = None) -> None:
@@ -66,8 +71,17 @@ def set_outcome(trial: optuna.Trial, outcome: Outcome, reason: str | None = None
 
 
 def outcome_of(trial: FrozenTrial) -> str:
-    """The recorded outcome, or the trial's state for one that recorded none (queued, running)."""
-    return trial.user_attrs.get(OUTCOME) or _STATE_WORDS.get(trial.state, trial.state.name.lower())
+    """The recorded outcome, or the trial's state for one that recorded none (queued, running).
+
+    A label is written before Optuna records the state, so a worker killed in between leaves a FAIL
+    trial labelled "training" or even "complete": that trial was lost. And a queued trial is queued,
+    whatever label it inherited from the trial it retries."""
+    label = trial.user_attrs.get(OUTCOME)
+    if trial.state == TrialState.WAITING:
+        return _STATE_WORDS[TrialState.WAITING]
+    if trial.state == TrialState.FAIL and (label in TRAINED or label in _LIVE):
+        return Outcome.LOST.value
+    return label or _STATE_WORDS.get(trial.state, trial.state.name.lower())
 
 
 def count_outcomes(trials: Iterable[FrozenTrial]) -> dict[str, int]:
@@ -77,9 +91,22 @@ def count_outcomes(trials: Iterable[FrozenTrial]) -> dict[str, int]:
     return counts
 
 
+def counts_as_trained(trial: FrozenTrial) -> bool:
+    """Whether a trial counts toward `--trials`: trained, and recorded so by Optuna's state. The label alone
+    is not enough: a worker killed after labelling its trial "pruned" leaves it FAIL, and its retry runs."""
+    return trial.state in _COUNTED_STATES and trial.user_attrs.get(OUTCOME) in TRAINED
+
+
 def trained(trials: Iterable[FrozenTrial]) -> int:
     """Trials that spent training compute: what `--trials` counts."""
-    return sum(t.user_attrs.get(OUTCOME) in TRAINED for t in trials)
+    return sum(counts_as_trained(t) for t in trials)
+
+
+def carried_attrs(trial: FrozenTrial) -> dict[str, Any]:
+    """What a queued re-run of `trial` inherits: which trial it re-runs, and its seed design's name (a seed
+    design stays one). Nothing else: its outcome, curve and worker belong to the run that stopped."""
+    seed = trial.user_attrs.get(SEED_DESIGN)
+    return {REQUEUED_FROM: trial.number, **({SEED_DESIGN: seed} if seed else {})}
 
 
 def final_key(number: int) -> str:

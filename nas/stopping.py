@@ -35,11 +35,14 @@ class Stop:
 
 
 class Stopped(KeyboardInterrupt):
-    """A run stopped by a signal, raised where the run was left in a resumable state."""
+    """A run stopped by a signal, raised where the run was left in a resumable state. `detail` says what the
+    stop left behind (which trial was interrupted and queued again, if any), read from the study afterwards
+    so the message is true to what happened, not to what usually happens."""
 
-    def __init__(self, signum: int | None) -> None:
+    def __init__(self, signum: int | None, detail: str = "") -> None:
         super().__init__(signum)
         self.signal = signum or signal.SIGINT
+        self.detail = detail
 
     @property
     def exit_code(self) -> int:

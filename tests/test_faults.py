@@ -5,8 +5,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,44 +21,6 @@ from nas.space import load_space
 from nas.train import TrainResult
 
 RUNNING = optuna.trial.TrialState.RUNNING
-
-
-@pytest.fixture
-def start_worker(fast_heartbeat):
-    """`start_worker(args, cwd)`: `python -m nas ARGS` in the background; still running at teardown, it is killed."""
-    procs: list[subprocess.Popen] = []
-
-    def start(args: list[str], cwd: Path) -> subprocess.Popen:
-        procs.append(subprocess.Popen([sys.executable, "-m", "nas", *args], cwd=cwd, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True, env={**os.environ, **fast_heartbeat}))
-        return procs[-1]
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-
-
-@pytest.fixture
-def wait_for_training(outcomes):
-    """`wait_for_training(url, proc)`: the number of a trial that is training right now (its claim is written just
-    before it trains)."""
-
-    def wait(url: str, proc: subprocess.Popen, timeout: float = 120) -> int:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, proc.communicate()
-            try:
-                for t in outcomes(url):
-                    if t.state == RUNNING and t.user_attrs.get("outcome") == "training":
-                        return t.number
-            except KeyError:  # the study is not created yet
-                pass
-            time.sleep(0.2)
-        raise AssertionError("no trial started training")
-
-    return wait
 
 
 def test_a_killed_worker_s_trial_is_failed_by_the_heartbeat_and_its_candidate_rerun(

@@ -19,7 +19,7 @@ from nas.cli.results import board_table
 from nas.live import SearchView
 from nas.numbers import parse_count
 from nas.record import Record
-from nas.search import CONFIRM_LONGER_BY, Job, estimate_trial_seconds, trained
+from nas.search import CONFIRM_LONGER_BY, Job, SearchFailed, estimate_trial_seconds, trained
 from nas.stopping import Stopped
 
 
@@ -61,6 +61,9 @@ class PrintedSearch(SearchHooks):
     def on_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         self.view.update(study, trial)
 
+    def notice(self, message: str) -> None:
+        out.print(message, soft_wrap=True)
+
     def rung_started(self, job: Job) -> None:
         out.print(f"final rung: training the best of each depth and the best seed design {CONFIRM_LONGER_BY}x longer",
                   style="bold")
@@ -91,6 +94,7 @@ def search(
     timeout: Annotated[Optional[float], typer.Option(help="Stop starting new trials after this many seconds.")] = None,
     pruner: Annotated[str, typer.Option(help="halving | hyperband | median | none.")] = "halving",
     sampler: Annotated[str, typer.Option(help="tpe | random.")] = "tpe",
+    max_failures: Annotated[int, typer.Option("--max-failures", help="Stop when this many trials in a row fail (error, out of memory): exit 2 when nas refused a value inside them, else 1.")] = 10,
     device: Device = "auto",
     workers: Annotated[int, typer.Option(help="Local worker processes on one study (needs --storage postgresql://...); CPU threads are shared out, one GPU each.")] = 1,
     confirm: Annotated[bool, typer.Option("--confirm/--no-confirm", help="Final rung once all trials are trained: the best of each depth N and the best seed design train 5x longer, and that score ranks the leaderboard.")] = True,
@@ -110,12 +114,14 @@ def search(
     try:
         result = st.search(parse_count(budget), trials, space=space_file or default_space(), data=data, device=device,
                            workers=workers, confirm=confirm, fidelity=fidelity, hooks=PrintedSearch(confirm), seed=seed,
-                           val_size=val_size, timeout=timeout, pruner=pruner, sampler=sampler)
+                           val_size=val_size, timeout=timeout, pruner=pruner, sampler=sampler, max_failures=max_failures)
     except Stopped as stop:
-        err.print(Text.assemble(("stopped", "bold red"), f" by {signal.Signals(stop.signal).name}: a trial stopped in "
-                                f"training was recorded as failed and its candidate queued again; run the same command "
-                                f"to resume"), soft_wrap=True)
+        err.print(Text.assemble(("stopped", "bold red"), f" by {signal.Signals(stop.signal).name}: {stop.detail}; run "
+                                f"the same command to resume"), soft_wrap=True)
         raise typer.Exit(stop.exit_code) from None
+    except SearchFailed as e:  # `command` would exit 2: this one knows whether the input is at fault
+        err.print(Text.assemble(("error: ", "bold red"), str(e)), soft_wrap=True)
+        raise typer.Exit(e.exit_code) from None
     if confirm and result.trained < trials:
         out.print(f"final rung skipped: {result.trained}/{trials} trials trained; run the same command to finish")
     _print_verdict(result.verdict)

@@ -66,6 +66,7 @@ class SearchConfig:
     timeout: float | None = None
     pruner: str = "halving"
     sampler: str = "tpe"
+    max_failures: int = 10  # trials failing in a row (error, oom) that end the search: it cannot reach --trials
     worker: int = 0  # which of many worker processes this is (0 for a single one)
 
     def __post_init__(self) -> None:
@@ -77,6 +78,8 @@ class SearchConfig:
             raise NasError(f"--sampler={self.sampler!r} is unknown: choose one of {', '.join(SAMPLERS)}")
         if self.timeout is not None and not (math.isfinite(self.timeout) and self.timeout > 0):
             raise NasError(f"--timeout={self.timeout} must be a finite number of seconds > 0")
+        if self.max_failures < 1:
+            raise NasError(f"--max-failures={self.max_failures} must be >= 1 (failed trials in a row that stop the search)")
         if self.val_size < 10:
             raise NasError(f"val_size={self.val_size} must be >= 10 images")
         if not 0 <= self.seed < 2**32:  # numpy's seed range, which the samplers use

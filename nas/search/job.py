@@ -4,6 +4,7 @@ then the final rung decides (`final_rung`)."""
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -13,13 +14,15 @@ import torch
 
 from nas import artifacts, record
 from nas.counting import count_params
+from nas.data import check_image_shape
 from nas.errors import NasError
 from nas.record import Record
 from nas.search.config import SearchConfig, default_fidelity
-from nas.search.loop import estimate_trial_seconds, run_search, trained
-from nas.search.objective import SearchData, load_search_data
-from nas.search.rung import Verdict, confirm, verdict
-from nas.search.storage import existing_budget, open_study, storage_backend
+from nas.search.loop import SearchFailed, estimate_trial_seconds, run_search, trained
+from nas.search.objective import SearchData, check_batch_size, load_search_data
+from nas.search.recovery import Say, quiet
+from nas.search.rung import Verdict, confirm, confirm_pool, verdict
+from nas.search.storage import exclusive, existing_budget, open_study, storage_backend
 from nas.search.workers import check_concurrent_storage, run_workers
 from nas.space import Space, load_space
 from nas.stopping import Stop
@@ -69,12 +72,19 @@ def plan(space_file: Path, budget: int, trials: int, data: str = "cifar10", stud
                        f"raise --budget or add smaller choices to the space")
     space.check_train(cfg.trial_recipe({}))  # e.g. a warm-up longer than the trials' epochs
     search_data = load_search_data(data, cfg)
+    check_batch_size(space, cfg, len(search_data.train))
     space = space.for_data(len(search_data.train.classes))
+    check_image_shape(search_data.train, space.input_size, space.in_channels, f"space {space.name!r}")
     previous = existing_budget(cfg)  # connects to the database (a bad URL or password fails here)
     if previous is not None and previous != budget:
         raise NasError(f"study {study!r} was searched with budget {previous:,}, not {budget:,}: "
                        f"use a new --study name to search another budget")
     return Job(space, Path(space_file), cfg, search_data, str(data), dev, Path(results_dir), workers)
+
+
+def hold(job: Job) -> AbstractContextManager[None]:
+    """Hold the study for this process while it searches (a SQLite study serves one process: storage.exclusive)."""
+    return exclusive(job.cfg.storage)
 
 
 def start(job: Job) -> tuple[optuna.Study, list[str]]:
@@ -109,10 +119,13 @@ def estimate(job: Job) -> float:
 
 
 def run(job: Job, study: optuna.Study, stop: Stop,
-        on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None) -> optuna.Study:
-    """Train until the study holds `trials` trained candidates: in this process, or in `workers` processes."""
+        on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
+        say: Say = quiet) -> optuna.Study:
+    """Train until the study holds `trials` trained candidates: in this process, or in `workers` processes.
+    `say` hears what a waiting worker waits for and which dead workers' trials were failed (each worker
+    process prints its own)."""
     if job.workers == 1:
-        return run_search(job.space, job.cfg, job.data, job.device, on_trial=on_trial)
+        return run_search(job.space, job.cfg, job.data, job.device, on_trial=on_trial, say=say)
     run_workers(job.space, job.cfg, job.source, job.device, job.workers, stop,
                 on_poll=None if on_trial is None else _poller(study, on_trial))
     return study
@@ -138,3 +151,43 @@ def final_rung(job: Job, study: optuna.Study, on_result: Callable[[Record, dict[
     confirm(study, job.cfg, job.data, job.device, on_result=on_result, progress=progress)
     return verdict(study)
 
+
+
+def nothing_usable(study: optuna.Study) -> SearchFailed | None:
+    """A search whose trained trials all ended without a finite short score (diverged, or all pruned) has
+    nothing to rank: say so, with the last one's reason, rather than show an empty leaderboard."""
+    if record.best(record.records(study)) is not None:
+        return None
+    spent = [t for t in study.get_trials(deepcopy=False) if record.counts_as_trained(t)]
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(record.count_outcomes(spent).items()))
+    last = spent[-1].user_attrs.get(record.REASON, "no reason recorded") if spent else "no trial trained"
+    return SearchFailed(f"nothing usable found: none of the {len(spent)} trained trials finished with a finite "
+                        f"score ({counts or 'none trained'}); the last: {last}: change the space's train: settings "
+                        f"and search again under a new --study")
+
+
+def interrupted(study: optuna.Study | None) -> set[int]:
+    """The trials a stop signal has interrupted so far (compared before and after a run: what it stopped)."""
+    return set() if study is None else {t.number for t in study.get_trials(deepcopy=False)
+                                        if t.user_attrs.get(record.OUTCOME) == record.Outcome.INTERRUPTED.value}
+
+
+def stopped_detail(study: optuna.Study | None, before: set[int], in_rung: bool) -> str:
+    """What a stop signal left behind, as it is: during the trials, the trials it interrupted and where their
+    candidates were queued; during the final rung, which longer trainings are kept (nothing is queued: the
+    rung resumes with the training it stopped)."""
+    if study is None:
+        return "nothing had started yet"
+    if in_rung:
+        stored, pool = study.user_attrs, confirm_pool(study)
+        kept = sum(record.final_key(r.number) in stored for r in pool)
+        return (f"the final rung stopped with {kept} of {len(pool)} longer trainings done and kept; nothing was "
+                f"queued again: it goes on with the next one")
+    stopped = sorted(interrupted(study) - before)
+    if not stopped:
+        return "no trial was training, so none was stopped or queued again"
+    queued = {t.user_attrs.get(record.REQUEUED_FROM): t.number
+              for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))}
+    return "; ".join(f"trial {n} was stopped in training and recorded as failed, its candidate queued again as "
+                     f"trial {queued[n]}" if n in queued else f"trial {n} was stopped in training and recorded as "
+                     f"failed" for n in stopped)

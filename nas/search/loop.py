@@ -16,34 +16,84 @@ from nas.errors import NasError
 from nas.model import build_model
 from nas.search.config import SearchConfig
 from nas.search.objective import Builder, SearchData, TrialFault, make_objective
+from nas.search.recovery import Say, fail_dead_trials, quiet
 from nas.search.storage import open_study
 from nas.space import Space
 from nas.train import train
 
 
+class SearchFailed(NasError):
+    """A search that can never reach --trials, or that trained nothing usable: one line naming the cause.
+    `exit_code` is 2 when the cause is the input (nas refused a value inside the trials: the fix is in the
+    command or the space), 1 when trials ran and failed or found nothing usable (the reason names the fault)."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 def run_search(space: Space, cfg: SearchConfig, data: SearchData, device: torch.device,
                on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
-               build: Builder = build_model, max_rejections: int = 20_000) -> optuna.Study:
+               build: Builder = build_model, max_rejections: int = 20_000, say: Say = quiet) -> optuna.Study:
     """Run trials until `cfg.trials` candidates have been trained in this study (resumed runs
-    count what is already there), or the timeout passes."""
+    count what is already there), or the timeout passes. A dead worker's trial found on this machine is
+    failed first, so its queued candidate runs before any new proposal. Raises SearchFailed when the
+    study can never get there (see _Watch)."""
     study = open_study(cfg, space)
-    rejected_in_a_row = 0
+    watch = _Watch(cfg, on_trial, max_rejections, say)
+    with stopping.held():  # a stop signal is raised only while a trial trains, or after Optuna's loop
+        done = trained(study)
+        fail_dead_trials(study, say, retry=done < cfg.trials)
+        if done < cfg.trials:
+            study.optimize(make_objective(space, cfg, data, device, build, say), timeout=cfg.timeout,
+                           callbacks=[watch], catch=(TrialFault,), gc_after_trial=False)
+    if watch.failure is not None:
+        raise watch.failure
+    return study
 
-    def stop_when_done(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        nonlocal rejected_in_a_row
-        rejected = trial.user_attrs.get(record.OUTCOME) in record.REJECTED
-        rejected_in_a_row = rejected_in_a_row + 1 if rejected else 0
-        if on_trial is not None:
-            on_trial(study, trial)
-        if trained(study) >= cfg.trials or rejected_in_a_row >= max_rejections or stopping.pending():
+
+class _Watch:
+    """Optuna's callback after every trial: shows it (`on_trial`), fails dead workers' trials, and stops the
+    loop when the study holds --trials, on a stop signal, or when it can never get there: `max_failures`
+    trials failed in a row (error, oom: only a trained trial resets the count; rejections and re-queued
+    trials leave it as it is), or `max_rejections` proposals rejected in a row (the space holds too few
+    new candidates within the budget). Either ends the search with a SearchFailed naming the last cause."""
+
+    def __init__(self, cfg: SearchConfig, on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None,
+                 max_rejections: int, say: Say) -> None:
+        self.cfg, self.on_trial, self.max_rejections, self.say = cfg, on_trial, max_rejections, say
+        self.failed_in_a_row = self.rejected_in_a_row = 0
+        self.failure: SearchFailed | None = None
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        outcome = trial.user_attrs.get(record.OUTCOME)
+        self.rejected_in_a_row = self.rejected_in_a_row + 1 if outcome in record.REJECTED else 0
+        if record.counts_as_trained(trial):
+            self.failed_in_a_row = 0
+        elif outcome in record.FAILED:
+            self.failed_in_a_row += 1
+        if self.on_trial is not None:
+            self.on_trial(study, trial)
+        self.failure = self.failure or self._failure(trial)
+        done = trained(study)
+        fail_dead_trials(study, self.say, retry=done < self.cfg.trials)
+        if done >= self.cfg.trials or self.failure is not None or stopping.pending():
             study.stop()
 
-    if trained(study) >= cfg.trials:
-        return study
-    with stopping.held():  # a stop signal is raised only while a trial trains, or after Optuna's loop
-        study.optimize(make_objective(space, cfg, data, device, build), timeout=cfg.timeout,
-                       callbacks=[stop_when_done], catch=(TrialFault,), gc_after_trial=False)
-    return study
+    def _failure(self, trial: optuna.trial.FrozenTrial) -> SearchFailed | None:
+        reason = str(trial.user_attrs.get(record.REASON) or "no reason recorded").splitlines()[0][:300]
+        if self.failed_in_a_row >= self.cfg.max_failures:
+            own = reason.startswith(f"{NasError.__name__}: ")  # nas refused a value: the input's fault
+            return SearchFailed(f"stopped after {self.failed_in_a_row} trials in a row failed (--max-failures "
+                                f"{self.cfg.max_failures}); the last, trial {trial.number}, failed with "
+                                f"{reason.removeprefix(f'{NasError.__name__}: ') if own else reason}: fix that and "
+                                f"run the same command to resume", exit_code=2 if own else 1)
+        if self.rejected_in_a_row >= self.max_rejections:
+            return SearchFailed(f"stopped after {self.rejected_in_a_row:,} proposals in a row were rejected (the "
+                                f"last, trial {trial.number}: {reason}): the space holds too few new candidates "
+                                f"within the budget for --trials {self.cfg.trials}: widen the space, raise --budget "
+                                f"or lower --trials", exit_code=2)
+        return None
 
 
 def trained(study: optuna.Study) -> int:

@@ -4,7 +4,8 @@ training slot is free. Every outcome is written to the trial record (nas.record)
 - Every candidate is counted analytically before anything is built. Over-budget candidates are
   completed at once with a violated constraint (`trial.set_constraint`), so TPE learns where the
   infeasible region is instead of proposing it again; pruning them would teach the sampler nothing.
-- `--trials N` counts candidates that were actually trained, across all workers (claim_training_slot).
+- `--trials N` counts candidates that were actually trained, across all workers (claim_training_slot), and
+  queued candidates (a stopped or dead worker's) take the free slots before new proposals.
 - The same network with the same recipe is never trained twice: the earlier result is reused.
 - The test split is never loaded here: only train, split into train/validation.
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 import gc
 import random
 import time
-import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -30,6 +30,7 @@ from nas.model import build_model
 from nas.record import Outcome, set_outcome
 from nas.recipe import Recipe
 from nas.search.config import SearchConfig
+from nas.search.recovery import Say, fail_dead_trials, identity, quiet, waiting_message
 from nas.space import Choice, Range, Space
 from nas.train import EvalPoint, train
 
@@ -51,6 +52,20 @@ def load_search_data(source: str, cfg: SearchConfig) -> SearchData:
         raise NasError(f"--train-subset={cfg.fidelity.train_subset} exceeds the {len(train_set)} training images "
                        f"left after the validation split: lower it, or use 0 for all")
     return SearchData(train_set, val_set)
+
+
+def check_batch_size(space: Space, cfg: SearchConfig, train_images: int) -> None:
+    """Refuse, before any trial, a batch larger than the images a trial trains on: every trial that draws it
+    fails (the trainer needs one whole batch), and a search of failing trials never reaches --trials."""
+    per_trial = cfg.fidelity.train_subset or train_images
+    knob = next((k for k in space.train if k.name == "batch_size"), None)
+    largest = (int(max(knob.values)) if isinstance(knob, Choice) else int(knob.high) if knob is not None
+               else cfg.recipe.batch_size)
+    if largest > per_trial:
+        source = "in the space's train: section" if knob is not None else "of the search recipe"
+        raise NasError(f"batch_size={largest} {source} is larger than the {per_trial:,} training images of each "
+                       f"trial: raise --train-subset to at least {largest}, or list smaller batch_size values in "
+                       f"the space's train: section")
 
 
 def suggest(trial: optuna.Trial, space: Space) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -78,9 +93,9 @@ def hash_recipe(recipe: Recipe) -> str:
 
 
 def make_objective(space: Space, cfg: SearchConfig, data: SearchData, device: torch.device,
-                   build: Builder = build_model) -> Callable[[optuna.Trial], float]:
+                   build: Builder = build_model, say: Say = quiet) -> Callable[[optuna.Trial], float]:
     """The function Optuna calls per trial. `build` is injectable so tests can prove that
-    over-budget candidates are never built."""
+    over-budget candidates are never built; `say` tells the person watching what a waiting trial waits for."""
 
     def objective(trial: optuna.Trial) -> float:
         values, overrides = suggest(trial, space)
@@ -101,9 +116,11 @@ def make_objective(space: Space, cfg: SearchConfig, data: SearchData, device: to
             set_outcome(trial, Outcome.DUPLICATE, f"trains the same network and recipe as trial {earlier.number}")
             return earlier.value if earlier.value is not None else 0.0
         try:
-            if not claim_training_slot(trial, cfg.trials):
-                set_outcome(trial, Outcome.SURPLUS, f"not trained: other workers had already trained {cfg.trials} trials")
-                trial.study.stop()
+            refusal = claim_training_slot(trial, cfg.trials, say=say)
+            if refusal is not None:
+                set_outcome(trial, Outcome.SURPLUS, f"not trained: {refusal.reason}")
+                if refusal.full:
+                    trial.study.stop()
                 raise TrialFault("surplus")
             return _train_trial(trial, proxy, recipe, data, device, build)
         except KeyboardInterrupt:  # Ctrl+C or SIGTERM (nas.stopping): Optuna marks this trial FAIL
@@ -134,46 +151,84 @@ def _previous(study: optuna.Study, key: str) -> optuna.trial.FrozenTrial | None:
 def requeue(trial: optuna.Trial) -> None:
     """Queue a stopped trial's candidate again, so the next worker trains it first."""
     set_outcome(trial, Outcome.INTERRUPTED, "worker stopped by Ctrl+C/SIGTERM: candidate queued again")
-    trial.study.enqueue_trial(dict(trial.params), user_attrs={record.REQUEUED_FROM: trial.number})
+    trial.study.enqueue_trial(dict(trial.params), user_attrs=record.carried_attrs(trial))
 
 
 # -- training slots ----------------------------------------------------------------------------
-def _slots(study: optuna.Study) -> tuple[int, int]:
-    """(trained, training now): one read, so a trial moving from one to the other is counted once."""
-    trials = study.get_trials(deepcopy=False)
-    training = sum(t.user_attrs.get(record.OUTCOME) == Outcome.TRAINING.value
-                   and t.state == optuna.trial.TrialState.RUNNING for t in trials)
-    return record.trained(trials), training
+@dataclass(frozen=True)
+class Refusal:
+    """Why a trial does not train: `full` when the study holds its --trials (the worker stops), else a queued
+    trial takes the slot (the worker goes on, and runs the queued one next)."""
+
+    reason: str
+    full: bool
 
 
-def claim_training_slot(trial: optuna.Trial, target: int, poll: float = 1.0) -> bool:
-    """True when this trial may train, False when the study already has `target` trained trials.
+@dataclass(frozen=True)
+class _Slots:
+    """One read of the study, as one trial sees it: trained trials, others training now, and queued trials
+    (a stopped or dead worker's candidates, the seed designs), which take free slots before new proposals."""
+
+    done: int
+    training: tuple[optuna.trial.FrozenTrial, ...]
+    queued: tuple[int, ...]
+
+    @classmethod
+    def read(cls, trial: optuna.Trial) -> _Slots:
+        trials = trial.study.get_trials(deepcopy=False)
+        training = tuple(t for t in trials if t.number != trial.number and t.state == optuna.trial.TrialState.RUNNING
+                         and t.user_attrs.get(record.OUTCOME) == Outcome.TRAINING.value)
+        queued = tuple(t.number for t in trials if t.state == optuna.trial.TrialState.WAITING)
+        return cls(record.trained(trials), training, queued)
+
+    def refusal(self, target: int) -> Refusal | None:
+        if self.done >= target:
+            return Refusal(f"other workers had already trained {target} trials", full=True)
+        if self.queued and self.done + len(self.training) + len(self.queued) >= target:
+            shown = ", ".join(map(str, self.queued[:5])) + (", ..." if len(self.queued) > 5 else "")
+            return Refusal(f"the free slots go to queued trial(s) {shown} first", full=False)
+        return None
+
+    def free(self, target: int) -> bool:
+        return self.done + len(self.training) < target
+
+
+def claim_training_slot(trial: optuna.Trial, target: int, poll: float = 1.0, say: Say = quiet) -> Refusal | None:
+    """None when this trial may train; else why not (the study holds `target` trained trials, or queued trials
+    need the free slots).
 
     Many workers share one study, and `--trials N` must mean exactly N trained. A worker writes its
     claim first and then counts: of any N+1 claims, the last one written sees all of them and backs
     off, so no more than N ever train. A worker that backs off withdraws its claim while it waits
     (so two waiting workers cannot block each other) and claims again when a slot frees, which
-    happens when a trial fails or a dead worker's trial goes stale. Stale trials are failed here
-    too: Optuna only checks when a trial starts, and a waiting worker starts none."""
-    rng = random.Random()
+    happens when a trial fails or a dead worker's trial is failed (recovery.fail_dead_trials: at once
+    on this machine, after the heartbeat's grace period elsewhere; Optuna only checks when a trial
+    starts, and a waiting worker starts none). The dead trial's retry is queued, and takes the slot."""
+    trial.set_user_attr(record.WORKER, identity())  # so a worker on this machine can tell when it died
     while True:
         set_outcome(trial, Outcome.TRAINING)
-        done, training = _slots(trial.study)
-        if done >= target:
-            return False
-        if done + training <= target:
-            return True
+        slots = _Slots.read(trial)
+        if slots.refusal(target) is not None or slots.free(target):
+            return slots.refusal(target)
         set_outcome(trial, Outcome.WAITING)
-        while True:
-            time.sleep(poll * (0.5 + rng.random()))  # jitter: two colliding workers do not collide again
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                optuna.storages.fail_stale_trials(trial.study)
-            done, training = _slots(trial.study)
-            if done >= target:
-                return False
-            if done + training < target:
-                break
+        refusal = _wait_for_slot(trial, target, slots, poll, say)
+        if refusal is not None:
+            return refusal
+
+
+def _wait_for_slot(trial: optuna.Trial, target: int, slots: _Slots, poll: float, say: Say) -> Refusal | None:
+    """Wait, with the claim withdrawn, until a slot may be free (None) or the trial is refused; say once
+    what it waits for, and again whenever that changes."""
+    rng, shown = random.Random(), None
+    while True:
+        if shown != [t.number for t in slots.training]:
+            shown = [t.number for t in slots.training]
+            say(f"trial {trial.number}: " + waiting_message(trial.study, slots.training, target))
+        time.sleep(poll * (0.5 + rng.random()))  # jitter: two colliding workers do not collide again
+        fail_dead_trials(trial.study, say)
+        slots = _Slots.read(trial)
+        if slots.refusal(target) is not None or slots.free(target):
+            return slots.refusal(target)
 
 
 # -- training ----------------------------------------------------------------------------------

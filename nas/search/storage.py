@@ -1,19 +1,24 @@
 """Where a study lives: opening and creating it in its Optuna storage, safely for many workers.
 
-SQLite serves one process; PostgreSQL (or MySQL) serves any number of workers on any machines.
-Heartbeats let a dead worker's trial be failed and its candidate run again.
+SQLite serves one process (`exclusive` refuses a second); PostgreSQL (or MySQL) serves any number of
+workers on any machines. Heartbeats let a dead worker's trial be failed and its candidate run again.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import os
 import random
+import socket
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 
+from nas import record
 from nas.errors import NasError
 from nas.record import OBJECTIVE, STUDY_BUDGET
 from nas.search.config import SearchConfig
@@ -66,9 +71,10 @@ def make_storage(url: str, attempts: int = 8) -> optuna.storages.RDBStorage:
     """A database storage with heartbeats: a trial whose worker died (SIGKILL, lost node) is failed
     after the grace period and its candidate re-queued, to be run by whichever worker asks next.
 
-    Workers opening a fresh database together race to create its tables; the losers see a
-    duplicate-key error and simply retry, finding the tables made."""
-    from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
+    Processes opening a fresh database together race to create its tables; the losers see a
+    duplicate-key error (PostgreSQL) or "table ... already exists" (SQLite, where a search checking the
+    budget races the one creating the study) and simply retry, finding the tables made."""
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 
     from nas.artifacts import safe_url
 
@@ -78,19 +84,74 @@ def make_storage(url: str, attempts: int = 8) -> optuna.storages.RDBStorage:
         try:
             with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5 and have been since 2.x
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(
-                    url, heartbeat_interval=interval, grace_period=grace,
-                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3))
-        except (IntegrityError, ProgrammingError) as e:
-            if attempt == attempts - 1:
-                raise NasError(f"cannot create the tables in {safe_url(url)}: {_db_message(e, url)}") from None
-            _backoff(attempt)
+                return optuna.storages.RDBStorage(url, heartbeat_interval=interval, grace_period=grace,
+                                                  heartbeat_stale_trial_callback=Retry(max_retry=3))
         except SQLAlchemyError as e:
+            race = isinstance(e, (IntegrityError, ProgrammingError)) or (
+                isinstance(e, OperationalError) and "already exists" in str(e))
+            if race and attempt < attempts - 1:
+                _backoff(attempt)
+                continue
+            if race:
+                raise NasError(f"cannot create the tables in {safe_url(url)}: {_db_message(e, url)}") from None
             raise NasError(f"cannot open storage {safe_url(url)}: {_db_message(e, url)}: check that the server runs "
                            f"and the URL, user and password are right") from None
         except ImportError as e:
             raise NasError(f"storage {safe_url(url)} needs a database driver ({e}): pip install 'nas[postgres]'") from None
     raise AssertionError("unreachable")
+
+
+class Retry(optuna.storages.RetryHeartbeatStaleTrialCallback):
+    """Optuna's retry of a dead worker's trial, queued with only what a re-run inherits (record.carried_attrs).
+    Optuna's own copies every user attribute, so the queued copy would claim to be training (or complete)
+    before it ever ran, and be counted as such."""
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        retried = copy.deepcopy(trial)
+        retried.user_attrs = record.carried_attrs(trial)
+        super().__call__(study, retried)
+
+
+@contextlib.contextmanager
+def exclusive(url: str) -> Iterator[None]:
+    """Hold the study for this process while a search runs on a SQLite file; refuse a second process.
+
+    SQLite is not safe for concurrent writers: two searches on one file train the same candidates twice
+    and both run the final rung. A lock file beside the database, locked with flock(2), is held for the
+    search's lifetime; the kernel drops the lock with the process however it ends (kill -9 included), so
+    there is never a stale lock to clean up. Other backends serve many workers and need no lock."""
+    path = _sqlite_file(url)
+    if path is None:
+        yield
+        return
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            raise NasError(f"{path} is in use by another search ({holder}): SQLite serves one process; wait for it "
+                           f"to end, or share one study among processes with --storage "
+                           f"postgresql://USER@HOST:PORT/DB (see README, Many workers)") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The database file of a sqlite:/// URL; None for other backends, in-memory SQLite, or where there is
+    no flock(2) (Windows)."""
+    from sqlalchemy.engine import make_url
+
+    if storage_backend(url) != "sqlite" or os.name != "posix":
+        return None
+    database = make_url(url).database
+    return Path(database) if database and database != ":memory:" and not database.startswith("file:") else None
 
 
 def _backoff(attempt: int) -> None:

@@ -8,6 +8,8 @@ Why it is built this way:
   threads (or its own GPU) so N workers do not oversubscribe the cores.
 - Ctrl+C reaches the parent only; it forwards SIGTERM once to each worker, which stops the way a single
   search does (nas.stopping): trial FAIL, candidate queued again, exit 128+signal.
+- A worker that ends on a NasError (a SearchFailed: its trials keep failing) sends its one line to the
+  parent, which raises it as its own: the person sees the cause, not a list of exit codes.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import torch
 
 from nas.errors import NasError
 from nas.search.config import SearchConfig
-from nas.search.loop import run_search
+from nas.search.loop import SearchFailed, run_search
 from nas.search.objective import load_search_data
 from nas.space import Space
 from nas.stopping import Stop, stop_on_signals
@@ -54,16 +56,24 @@ def check_concurrent_storage(backend: str, url_shown: str, workers: int) -> None
                        f"({url_shown}) is not one: pass --storage postgresql://USER@HOST:PORT/DB (see README, Many workers)")
 
 
-def _worker(space: Space, cfg: SearchConfig, source: str, device: torch.device, threads: int) -> None:
-    """One worker process: Ctrl+C reaches it only through the parent, which forwards it once as SIGTERM."""
+def _worker(space: Space, cfg: SearchConfig, source: str, device: torch.device, threads: int,
+            errors: multiprocessing.SimpleQueue) -> None:
+    """One worker process: Ctrl+C reaches it only through the parent, which forwards it once as SIGTERM.
+    What it waits for and which dead workers' trials it failed, it prints itself; a NasError goes to the
+    parent (`errors`), which reports it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # outcomes and reasons are in the study
     with stop_on_signals((signal.SIGTERM,)) as stop:
         try:
-            run_search(space, cfg, load_search_data(source, cfg), device)
+            run_search(space, cfg, load_search_data(source, cfg), device,
+                       say=lambda message: print(f"worker {cfg.worker}: {message}", flush=True))
         except KeyboardInterrupt:
             sys.exit(stop.exit_code)
+        except NasError as e:
+            code = getattr(e, "exit_code", 2)  # a SearchFailed knows whether the input is at fault
+            errors.put((str(e), code))
+            sys.exit(code)
 
 
 def run_workers(space: Space, cfg: SearchConfig, source: str, device: torch.device, workers: int, stop: Stop,
@@ -74,9 +84,9 @@ def run_workers(space: Space, cfg: SearchConfig, source: str, device: torch.devi
     trials, then killed; KeyboardInterrupt is re-raised for the caller's exit message. Call it inside
     stop_on_signals(), whose `stop` it is given, so a second signal kills the workers too."""
     ctx = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools and locks
-    threads = cpu_threads(workers)
-    procs = [ctx.Process(target=_worker, name=f"nas-worker-{i}",
-                         args=(space, dataclasses.replace(cfg, worker=i), source, worker_device(device, i), threads))
+    threads, errors = cpu_threads(workers), ctx.SimpleQueue()
+    procs = [ctx.Process(target=_worker, name=f"nas-worker-{i}", args=(
+        space, dataclasses.replace(cfg, worker=i), source, worker_device(device, i), threads, errors))
              for i in range(workers)]
 
     def kill_all() -> None:
@@ -102,6 +112,8 @@ def run_workers(space: Space, cfg: SearchConfig, source: str, device: torch.devi
         kill_all()
         raise
     failed = {p.name: p.exitcode for p in procs if p.exitcode != 0}
+    if failed and not errors.empty():
+        raise SearchFailed(*errors.get())  # the workers fail alike: the first one's line says why
     if failed:
         raise NasError(f"{len(failed)} of {workers} workers failed (exit codes {failed}): "
                        f"run the same command again to resume the study")
