@@ -121,6 +121,16 @@ def safe_url(url: str) -> str:
     return parsed.set(query={}).render_as_string(hide_password=True) + (f"?{query}" if query else "")
 
 
+def secrets(parsed: URL | None) -> list[str]:
+    """Every secret a parsed URL carries (password, secret query parameters), longest first, to blank
+    wherever a driver might repeat them."""
+    if parsed is None:
+        return []
+    found = [parsed.password or ""] + [v for k in parsed.query if _secret_param(k)
+                                       for v in ([parsed.query[k]] if isinstance(parsed.query[k], str) else parsed.query[k])]
+    return sorted({s for s in found if s}, key=len, reverse=True)
+
+
 def versions() -> dict[str, str]:
     """What produced a result, saved beside it."""
     import pandas

@@ -170,9 +170,6 @@ def test_safe_url_of_a_url_that_does_not_parse_shows_only_its_scheme(url):
     assert shown.startswith(("postgresql://... (rest hidden", "... (rest hidden")), shown
 
 
-@pytest.mark.xfail(strict=True, reason="nas/search/storage.py: storage_backend accepts a URL that parses ambiguously "
-                                        "(artifacts.parse_url is None), so the driver reports the host 'Wx9@127.0.0.1' "
-                                        "and _db_message blanks only the part before the '@'")
 def test_an_unencoded_at_in_a_password_never_reaches_the_drivers_message():
     from nas.search.storage import make_storage
 

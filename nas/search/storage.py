@@ -51,17 +51,17 @@ def heartbeat_settings() -> tuple[int, int]:
 
 
 def storage_backend(url: str) -> str:
-    """'sqlite', 'postgresql' or 'mysql' for a valid URL; a NasError naming the fix otherwise."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
+    """'sqlite', 'postgresql' or 'mysql' for a valid URL; a NasError naming the fix otherwise. A URL that
+    parses ambiguously (an unencoded '@' in its password) is refused here, before a driver can echo the
+    half of the password it took for the host."""
+    from nas.artifacts import parse_url, safe_url
 
-    from nas.artifacts import safe_url
-
-    try:
-        backend = make_url(url).get_backend_name()
-    except (ArgumentError, ValueError):
+    parsed = parse_url(url)
+    if parsed is None:
         raise NasError(f"--storage={safe_url(url)!r} is not a database URL: use sqlite:///PATH or "
-                       f"postgresql://USER@HOST:PORT/DB") from None
+                       f"postgresql://USER@HOST:PORT/DB, with a password's special characters percent-encoded "
+                       f"(@ as %40)")
+    backend = parsed.get_backend_name()
     if backend not in ("sqlite", *CONCURRENT_BACKENDS):
         raise NasError(f"--storage backend {backend!r} is not supported: use sqlite:///PATH or postgresql://USER@HOST:PORT/DB")
     return backend
@@ -159,12 +159,14 @@ def _backoff(attempt: int) -> None:
 
 
 def _db_message(e: Exception, url: str) -> str:
-    """The driver's first line, with the password blanked in case a driver ever echoes it."""
-    from sqlalchemy.engine import make_url
+    """The driver's first line, with every secret of the URL (password, ?password=...) blanked in case a
+    driver ever echoes it."""
+    from nas.artifacts import parse_url, secrets
 
     text = str(getattr(e, "orig", None) or e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    password = make_url(url).password
-    return text.replace(password, "***") if password else text
+    for secret in secrets(parse_url(url)):
+        text = text.replace(secret, "***")
+    return text
 
 
 def open_study(cfg: SearchConfig, space: Space | None = None, attempts: int = 8) -> optuna.Study:
