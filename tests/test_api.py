@@ -68,3 +68,15 @@ def test_a_baseline_retrains_on_the_data_its_study_searched(cifar100_study):
             "--results-dir", str(cifar100_study.results_dir), "--epochs", "1", "--device", "cpu")
     assert r.exit_code == 2 and "100 classes" in r.output and "cifar100-small" in r.output
     assert not (cifar100_study.results_dir / "baselines").exists()  # nothing half-made left behind
+
+
+def test_every_name_the_readme_example_calls_exists():
+    """The README's Python API example (run by hand: about 2.5 minutes on 2 cores) calls only what exists."""
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    example = re.search(r"## Python API.*?```python\n(.*?)```", readme, re.S).group(1)
+    compile(example, "README.md", "exec")
+    example = re.sub(r"#.*", "", example)  # comments name files, not calls
+    assert {n for n in re.findall(r"\bnas\.(\w+)", example)} <= set(dir(nas))
+    assert {n for n in re.findall(r"\bstudy\.(\w+)", example)} <= set(dir(nas.Study))
