@@ -288,3 +288,15 @@ def test_sigterm_in_the_final_rung_says_the_rung_resumes_and_queues_nothing(
     assert r.returncode == 0, r.stderr
     attrs = optuna.load_study(study_name="s", storage=url).user_attrs
     assert {record.final_key(t.number) for t in pool} <= set(attrs) and len(outcomes(url)) == len(trials)
+
+
+def test_a_trial_labelled_complete_before_its_state_is_recorded_still_holds_its_slot(tmp_path):
+    """A trial writes its outcome, then Optuna records its state: in between it is RUNNING and labelled
+    complete. It must still count against --trials, or a fourth worker claims a seventh slot of six
+    (seen in CI: 7 trained of 6)."""
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", direction="maximize")
+    finishing, claimer = study.ask(), study.ask()
+    finishing.set_user_attr(record.OUTCOME, record.Outcome.COMPLETE.value)  # its state is still RUNNING
+    slots = nas.search.objective._Slots.read(claimer)
+    assert slots.done == 0 and [t.number for t in slots.training] == [finishing.number]
+    assert not slots.free(1) and slots.free(2)

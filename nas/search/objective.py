@@ -176,8 +176,11 @@ class _Slots:
     @classmethod
     def read(cls, trial: optuna.Trial) -> _Slots:
         trials = trial.study.get_trials(deepcopy=False)
+        # a trial labels its outcome before Optuna records its state: one still RUNNING but labelled complete
+        # (pruned, nonfinite) has trained and holds its slot until the state follows, or it would count nowhere
+        holding = {Outcome.TRAINING.value, *record.TRAINED}
         training = tuple(t for t in trials if t.number != trial.number and t.state == optuna.trial.TrialState.RUNNING
-                         and t.user_attrs.get(record.OUTCOME) == Outcome.TRAINING.value)
+                         and t.user_attrs.get(record.OUTCOME) in holding)
         queued = tuple(t.number for t in trials if t.state == optuna.trial.TrialState.WAITING)
         return cls(record.trained(trials), training, queued)
 
