@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from nas.arch import Arch
-from nas.cli.app import Data, Device, Json, Protocol, command, out, print_json
+from nas.cli.app import Data, Device, Json, Protocol, out, print_json
 from nas.cli.archflags import arch_command
 from nas.counting import count_params
 from nas.errors import NasError
