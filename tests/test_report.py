@@ -26,6 +26,7 @@ from optuna.trial import TrialState, create_trial
 
 from nas.errors import NasError
 from nas.report import render_report, write_report
+from nas.report_figures import FAMILY_COLORS
 from nas.results import finished_in_budget, pareto_front, pivot, trials_frame
 
 REPO = Path(__file__).resolve().parents[1]
@@ -292,10 +293,10 @@ def test_report_renders_offline_in_headless_chromium(browser: tuple[DevTools, st
     expected_front = len(pareto_front(frame))
     assert expected_front >= 3
     assert traces["Pareto front"]["n"] == traces["Pareto front"]["drawn"] == expected_front
-    assert traces["trials (val acc, search schedule)"]["drawn"] == int(finished_in_budget(frame).sum())
+    assert traces["basic"]["drawn"] == int(finished_in_budget(frame).sum())  # one block family, no seed designs
     assert "blocks:" in traces["Pareto front"]["hover"] and "channels:" in traces["Pareto front"]["hover"]
-    assert traces["retrained (test acc)"]["drawn"] == len(RETRAINED)
-    assert {"hand-designed baselines (test acc)", "baselines (not trained)"} <= traces.keys()
+    assert traces["retrained"]["drawn"] == len(RETRAINED)
+    assert {"baselines", "baselines, not trained"} <= traces.keys()
     assert "Kendall" in tools.evaluate("document.getElementById('rank-correlation').textContent", session)
     assert tools.evaluate("document.querySelectorAll('#leaderboard tbody tr').length", session) == 10
     requests = [e["params"]["request"]["url"] for e in tools.events if e.get("method") == "Network.requestWillBeSent"]
@@ -377,3 +378,141 @@ def test_write_up_figures_answer_hover_and_legend_clicks(browser: tuple[DevTools
         assert time.monotonic() < deadline, tools.evaluate("document.querySelector('#pivot .hoverlayer')?.textContent", session)
         time.sleep(0.1)
     assert _errors(tools.events) == []
+
+
+# ------------------------------------------------------------------- the search's own figures
+
+FIDELITY = {"epochs": 4, "train_subset": 5000, "val_subset": 2000, "width": 0.25, "evals_per_epoch": 1}
+SHORT, FINAL, RETRAIN = "4 ep x 5,000 img, width x0.25, val", "20 ep x 25,000 img, width x0.25, val", "retrain 200 ep"
+CONFIRMED = {1: (0.60, 0.70), 2: (0.58, 0.74), 3: (0.55, 0.69), 4: (0.50, 0.66)}  # trial: (short, final rung)
+TAU = (5 - 1) / 6  # of the 6 pairs only trials 1 and 2 swap places: (concordant - discordant) / pairs
+LONG_SEED = "a-seed-design-with-a-name-far-too-long-for-any-table-column-x" * 2
+FAMILIES = ("basic", "bottleneck", "preact")
+
+
+def _search_trial(number: int, depth: int, family: str, outcome: str, acc: float, seed: str | None = None):
+    params = 300_000 + 97_000 * number
+    arch = {"blocks": [1 + number % 2] * depth, "channels": [16 * 2**i for i in range(depth)], "kernels": 3,
+            "skip_kernels": 1, "pool": None, "block": family, "se_ratio": 0, "groups": 1, "dropout": 0.0,
+            "num_classes": 10, "input_size": 32, "in_channels": 3}
+    pruned = outcome == "pruned"
+    return create_trial(
+        state=TrialState.PRUNED if pruned else TrialState.COMPLETE, value=None if pruned else acc,
+        params={"layers": depth}, distributions={"layers": optuna.distributions.CategoricalDistribution([2, 3, 4])},
+        user_attrs={"arch": arch, "arch_id": f"{number:04x}cafe", "params": params, "macs": params * 40,
+                    "outcome": outcome, "recipe": {"epochs": 4, "train_subset": 5000},
+                    "val_curve": [[1, acc - 0.1], [2, acc]] if not pruned else [[1, acc]],
+                    **({"seed_design": seed} if seed else {})},
+        constraints={"params_over_budget": float(params - BUDGET)})
+
+
+def _search_frame() -> pd.DataFrame:
+    """A study after its final rung: three depths, three block families, two seed designs, pruned trials."""
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(_search_trial(0, 3, "basic", "complete", 0.52, seed="seed-a"))
+    for number, (short, _) in CONFIRMED.items():
+        study.add_trial(_search_trial(number, 2 + number % 3, FAMILIES[number % 3], "complete", short))
+    study.add_trial(_search_trial(5, 4, "bottleneck", "complete", 0.56, seed=LONG_SEED))
+    for number in range(6, 24):
+        outcome = "pruned" if number % 4 == 0 else "complete"
+        study.add_trial(_search_trial(number, 2 + number % 3, FAMILIES[number % 3], outcome, 0.30 + number / 100))
+    for number, (_, final) in CONFIRMED.items():
+        study.set_user_attr(f"confirm.{number}", {"val_acc": final, "epochs": 20, "train_subset": 25000, "seconds": 1})
+    return trials_frame(study)
+
+
+def _latency_run(name: str, test_acc: float, ms: float) -> dict[str, Any]:
+    return {**_run(name, test_acc), "params": 400_000, "train_images": 50_000, "device_name": "test-cpu",
+            "curves": [{"epoch": e, "train_loss": 1.0, "val_loss": None, "val_acc": None, "seconds": e} for e in (1, 200)],
+            "latency": [{"batch": 1, "median_ms": ms, "p10_ms": ms * 0.9, "p90_ms": ms * 1.2},
+                        {"batch": 64, "median_ms": ms * 20, "p10_ms": ms * 19, "p90_ms": ms * 22}]}
+
+
+_LABEL_BOXES = """
+[...document.querySelectorAll('#pareto .scatterlayer .textpoint text')].map(t => {
+  const r = t.getBoundingClientRect(); return [t.textContent, r.left, r.top, r.right, r.bottom]; })
+"""
+
+
+def _centre_of(tools: DevTools, session: str, selector_js: str) -> tuple[float, float]:
+    """Scroll the element that `selector_js` evaluates to into view; its centre in viewport pixels."""
+    return tuple(tools.evaluate(f"(() => {{ const e = {selector_js}; e.scrollIntoView({{block: 'center'}}); "
+                                f"const r = e.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; }})()",
+                                session))
+
+
+def _wait(tools: DevTools, session: str, expression: str, expected: Any, timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while (value := tools.evaluate(expression, session)) != expected:
+        assert time.monotonic() < deadline, f"{expression} is {value!r}, expected {expected!r}"
+        time.sleep(0.1)
+
+
+def test_search_figures_draw_depths_ranks_seeds_latency_and_a_table_that_fits(browser: tuple[DevTools, str],
+                                                                             tmp_path: Path) -> None:
+    tools, session = browser
+    frame = _search_frame()
+    retrained = [{**e, "schedule": f"{RETRAIN} x 50,000 img, full width, test"} for e in RETRAINED]
+    runs = [_latency_run("cand-A", 0.935, 2.0), _latency_run("cand-B", 0.921, 1.4)]
+    path = write_report(frame, tmp_path / "report.html", budget=BUDGET, retrained=retrained, baselines=BASELINES,
+                        title="search figures", runs=runs, fidelity=FIDELITY)
+    tools.call("Page.navigate", {"url": path.as_uri()}, session)
+    tools.wait_for_event("Page.loadEventFired")
+    _wait(tools, session, "['pareto','history','rung-ranks','latency'].every(id => "
+                          "document.getElementById(id)?._fullLayout !== undefined)", True, timeout=20)
+    data = lambda div, js: tools.evaluate(f"document.getElementById('{div}')._fullData.{js}", session)  # noqa: E731
+    _screenshot(tools, session, ARTIFACTS / "report-search.png")  # before any hover or click
+
+    # history: one best-so-far line per depth, its trials as markers (pruned ones apart)
+    assert data("history", "filter(t => t.name === 'best so far').map(t => t.legendgroup)") == ["N=2", "N=3", "N=4"]
+    pruned = data("history", "filter(t => t.name === 'pruned').reduce((n, t) => n + t.x.length, 0)")
+    assert pruned == int((frame["outcome"] == "pruned").sum()) == 4
+    x, y = _centre_of(tools, session, "[...document.querySelectorAll('#history .legend .traces')]"
+                                      ".find(g => g.__data__[0].trace.legendgroup === 'N=3')")
+    for event in ("mousePressed", "mouseReleased"):
+        tools.call("Input.dispatchMouseEvent", {"type": event, "x": x, "y": y, "button": "left", "clickCount": 1}, session)
+    _wait(tools, session, "document.getElementById('history')._fullData.filter(t => t.legendgroup === 'N=3')"
+                          ".map(t => t.visible)", ["legendonly"] * 3)
+
+    # the final rung's trials: one line each, Kendall tau as computed by hand
+    assert data("rung-ranks", "length") == len(CONFIRMED)
+    title = tools.evaluate("document.getElementById('rung-ranks').layout.title.text", session)
+    assert f"Kendall τ = {TAU:+.2f}" in title and f"{TAU:+.2f}" == "+0.67"
+    assert FINAL in tools.evaluate("document.getElementById('rung-ranks').textContent", session)
+
+    # accuracy vs parameters: families coloured, both seed designs drawn as named trained points
+    traces = {t["name"]: t for t in data("pareto", "map(t => ({name: t.name, n: t.x.length, text: t.text, "
+                                                   "color: t.marker?.color}))")}
+    assert {f: traces[f]["color"] for f in FAMILIES} == {f: FAMILY_COLORS[f] for f in FAMILIES}
+    assert sorted(traces["seed designs"]["text"]) == sorted(["seed-a", LONG_SEED[:31] + "…"])  # hover: whole name
+    assert "Pareto front" in traces
+    labels = tools.evaluate(_LABEL_BOXES, session)
+    assert len(labels) >= 2 + len(RETRAINED) + len(BASELINES)
+    overlaps = [(a[0], b[0]) for i, a in enumerate(labels) for b in labels[i + 1:]
+                if min(a[3], b[3]) > max(a[1], b[1]) and min(a[4], b[4]) > max(a[2], b[2])]
+    assert overlaps == []
+    # hovering a retrained star names its protocol
+    x, y = _centre_of(tools, session, "[...document.querySelectorAll('#pareto .scatterlayer .trace')]"
+                                      ".find(g => g.__data__[0].trace.name === 'retrained').querySelector('path.point')")
+    tools.call("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x, "y": y}, session)
+    _wait(tools, session, f"(document.querySelector('#pareto .hoverlayer')?.textContent ?? '').includes('{RETRAIN}')", True)
+
+    # latency: one point per run; the leaderboard names each score's protocol and fits 1280 px
+    assert data("latency", "reduce((n, t) => n + t.x.length, 0)") == len(runs)
+    board = tools.evaluate("document.getElementById('leaderboard').textContent", session)
+    assert SHORT in board and FINAL in board and LONG_SEED in board
+    widths = tools.evaluate("[document.documentElement.scrollWidth, window.innerWidth, "
+                            "document.getElementById('leaderboard').getBoundingClientRect().right]", session)
+    assert widths[0] <= widths[1] == 1280 and widths[2] <= 1280
+    assert _errors(tools.events) == []
+
+
+def _screenshot(tools: DevTools, session: str, path: Path) -> None:
+    """The whole page at 1280 px wide, for a person to look at."""
+    tools.evaluate("window.scrollTo(0, 0)", session)
+    height = tools.call("Page.getLayoutMetrics", session=session)["cssContentSize"]["height"]
+    tools.call("Emulation.setDeviceMetricsOverride",
+               {"width": 1280, "height": int(height), "deviceScaleFactor": 1, "mobile": False}, session)
+    shot = tools.call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True}, session)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(base64.b64decode(shot["data"]))

@@ -84,6 +84,27 @@ def test_report_writes_html_with_retrained_results_and_baselines(results):
     assert "resnet18" in page and "11,173,962" in page  # an untrained baseline: params only
 
 
+def test_report_static_png_writes_every_figure_as_a_valid_png(results):
+    from nas.errors import NasError
+    from nas.static_figures import check
+
+    try:
+        check("png")
+    except NasError as e:
+        pytest.skip(str(e))
+    r = nas_cli("report", "--study", "s", "--results-dir", str(results), "--static", "png")
+    assert r.returncode == 0, r.stderr
+    assert "figures in" in r.stdout
+    page = (results / "s" / "report.html").read_text()
+    pngs = sorted((results / "s" / "figures").glob("*.png"))
+    assert {"pareto.png", "history.png"} <= {p.name for p in pngs}
+    for png in pngs:
+        data = png.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+        assert int.from_bytes(data[16:20], "big") == 2400  # the page's 1200 px at scale 2
+        assert f'id="{png.stem}"' in page  # one file per figure of the page, named by its div id
+
+
 def test_leaderboard_ranks_finished_in_budget_trials_with_test_accuracy(results):
     r = nas_cli("leaderboard", "--study", "s", "--results-dir", str(results), "--json")
     assert r.returncode == 0, r.stderr
@@ -128,6 +149,7 @@ def test_show_prints_one_trial(results):
     (["leaderboard", "--study", "empty"], "no trial that completed within the budget"),
     (["leaderboard", "--study", "missing"], "no study 'missing'"),
     (["report", "--study", "missing"], "no study 'missing'"),
+    (["report", "--study", "s", "--static", "jpg"], "--static='jpg' is not a static format: choose one of png, svg"),
     (["retrain", "--study", "missing"], "no study 'missing'"),
     (["retrain", "best", "--arch", "examples/resnet10.json"], "not both"),
     (["retrain", "--set", "lr"], "must be key=value"),

@@ -17,6 +17,8 @@ from optuna.trial import TrialState, create_trial
 from nas.errors import NasError
 from nas.results import (
     best_so_far,
+    depth_history,
+    final_rung_ranks,
     finished_in_budget,
     leaderboard,
     pareto_front,
@@ -298,3 +300,21 @@ def test_pivot_equals_the_hand_computed_table(tmp_path: Path) -> None:
     assert table.loc["adam", 0.1] == 0.60 and table.loc["adam", 0.01] == 0.75  # the pruned 0.95 never counts
     with pytest.raises(NasError, match="--pivot setting 'momentum' is not in this study: choose from .*optimizer"):
         pivot(trials_frame(study), "optimizer", "momentum")
+
+
+def test_depth_history_keeps_each_depths_running_best_and_its_pruned_trials(study: optuna.Study) -> None:
+    history = depth_history(trials_frame(study))
+    # finished in budget: 0 (4 layers), 1 (3), 2 and 7 (2); pruned: 4 (2 layers, last score 0.4)
+    assert history[["number", "depth", "outcome"]].values.tolist() == [
+        [2, 2, "complete"], [4, 2, "pruned"], [7, 2, "complete"], [1, 3, "complete"], [0, 4, "complete"]]
+    assert history["score"].tolist() == [0.84, 0.4, 0.90, 0.85, 0.80]
+    assert history["best"].tolist() == [0.84, 0.84, 0.90, 0.85, 0.80]  # a pruned trial never sets the best
+
+
+def test_final_rung_ranks_rank_the_trials_it_trained_at_both_schedules(study: optuna.Study) -> None:
+    for number, final in ((0, 0.95), (1, 0.91), (7, 0.93)):  # short scores 0.80, 0.85, 0.90
+        study.set_user_attr(f"confirm.{number}", {"val_acc": final, "epochs": 15, "train_subset": 9000})
+    ranks = final_rung_ranks(trials_frame(study))
+    assert ranks[["number", "short_rank", "final_rank", "depth"]].values.tolist() == [
+        [0, 3, 1, 4], [1, 2, 3, 3], [7, 1, 2, 2]]
+    assert ranks[["confirm_epochs", "confirm_images"]].values.tolist() == [[15, 9000]] * 3
