@@ -82,6 +82,18 @@ def _faults(writes: bool = False) -> Callable[[Callable[..., Any]], Callable[...
     return wrap
 
 
+def _search_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """SearchConfig fields from what a person writes: max_macs as a count ("3e8"), objectives as "a,b" or a list."""
+    given = dict(settings)
+    if given.get("max_macs") is not None and not isinstance(given["max_macs"], int):
+        given["max_macs"] = parse_count(str(given["max_macs"]), "max_macs")
+    if isinstance(given.get("objectives"), str):
+        given["objectives"] = given["objectives"].split(",")
+    if given.get("objectives") is not None:
+        given["objectives"] = tuple(str(o).strip() for o in given["objectives"])
+    return given
+
+
 @dataclass(frozen=True)
 class Study:
     """A search study by name and where it lives; every command works on one."""
@@ -108,14 +120,17 @@ class Study:
                fidelity: dict[str, Any] | None = None, hooks: SearchHooks | None = None, **settings: Any) -> SearchResult:
         """Search `space` (default: the bundled default space) for the most accurate network within `budget`
         parameters. Re-running resumes. `fidelity`: epochs, train_subset, val_subset, width, evals_per_epoch;
-        `settings`: seed, val_size, timeout, pruner, sampler, max_failures. Ctrl+C/SIGTERM raise
+        `settings`: seed, val_size, timeout, pruner, sampler ("tpe", "random", "grid"), max_failures, max_macs (a
+        second hard bound, e.g. "3e8"), objectives ("accuracy,params", "accuracy,macs" or all three: a
+        multi-objective search of the front). Ctrl+C/SIGTERM raise
         nas.stopping.Stopped once the study is safe to resume; nas.search.SearchFailed (a NasError with an
         `exit_code`) says why a search cannot reach `trials` or found nothing usable. A SQLite study serves
         one process: a second one is refused."""
         hooks = hooks or SearchHooks()
         cap = budget if isinstance(budget, int) else parse_count(str(budget))
         job = search_job.plan(Path(space) if space else default_space(), cap, trials, data, self.name, self.storage,
-                              self.results_dir, device, workers, fidelity, **settings)
+                              self.results_dir, device, workers, fidelity, **_search_settings(settings))
+        trials = job.cfg.trials  # a grid trains at most its points
         with search_job.hold(job), stop_on_signals() as stop:
             study, before, in_rung, verdict, failed = None, set(), False, None, None
             try:
@@ -156,16 +171,23 @@ class Study:
         return record.records(self.optuna())
 
     @_faults()
-    def leaderboard(self, top: int = 10) -> list[dict[str, Any]]:
-        """The best finished in-budget trials, best first, with retrained test accuracy where it exists."""
+    def leaderboard(self, top: int = 10, *, front: bool = False) -> list[dict[str, Any]]:
+        """The best finished in-budget trials, best first, with retrained test accuracy where it exists; `front`:
+        the Pareto front instead (accuracy against the study's costs: parameters, or --objectives' costs), by size.
+        Each row says whether it is on the front."""
         if top < 1:
             raise NasError(f"--top={top} must be >= 1")
-        rs = record.ranked(self.records())[:top]
+        study = self.optuna()
+        rs = record.records(study)
+        on_front = record.front(rs, record.objectives_of(study)[1:] or ("params",))
+        shown = on_front if front else record.ranked(rs)[:top]
         retrained = {e["trial"]: e for e in self.retrained() if e["trial"] is not None}
+        numbers = {r.number for r in on_front}
         return [{"rank": i, "trial": r.number, "score": r.score, "val_acc": r.short_acc, "confirm_acc": r.final_acc,
                  "seed_design": r.seed_design, "params": r.params, "macs": r.macs, "arch_id": r.arch_id,
-                 "arch": Arch.from_dict(r.arch).describe(), "test_acc": retrained.get(r.number, {}).get("test_acc"),
-                 "test_acc_std": retrained.get(r.number, {}).get("test_acc_std")} for i, r in enumerate(rs, 1)]
+                 "arch": Arch.from_dict(r.arch).describe(), "front": r.number in numbers,
+                 "test_acc": retrained.get(r.number, {}).get("test_acc"),
+                 "test_acc_std": retrained.get(r.number, {}).get("test_acc_std")} for i, r in enumerate(shown, 1)]
 
     def pivot(self, rows: str, columns: str) -> Any:
         """Best short-schedule validation accuracy for every pair of two settings (a pandas table), e.g.
@@ -248,11 +270,13 @@ class Study:
         return self.report(examples) if study is not None and study.user_attrs.get(record.STUDY_BUDGET) else None
 
     @_faults(writes=True)
-    def report(self, examples: str | Path | None = None) -> Path:
-        """Write RESULTS/NAME/report.html: the search, retrained candidates and the baselines (offline HTML)."""
+    def report(self, examples: str | Path | None = None, static: str | None = None) -> Path:
+        """Write RESULTS/NAME/report.html: the search, retrained candidates and the baselines (offline HTML);
+        `static` ("png" or "svg") also writes each figure to figures/NAME.png beside it (needs nas[figures])."""
         from nas.report import write_study_report
 
-        return write_study_report(self.optuna(), self.results_dir, Path(examples) if examples else examples_dir())
+        return write_study_report(self.optuna(), self.results_dir, Path(examples) if examples else examples_dir(),
+                                  static=static)
 
 
 def train_architecture(arch: Arch, data: str = "cifar10", *, val_size: int = 5000, test: bool = False,

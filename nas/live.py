@@ -62,7 +62,7 @@ class SearchView(AbstractContextManager):
             self._live.update(Group(self.progress, summary, best_text, top_table(records)))
             return
         outcome = record.outcome_of(trial)
-        value = f" val_acc={trial.value:.4f}" if trial.value is not None and outcome in record.TRAINED else ""
+        value = f" val_acc={trial.values[0]:.4f}" if trial.values and outcome in record.TRAINED else ""
         params = f" params={trial.user_attrs[record.PARAMS]:,}" if record.PARAMS in trial.user_attrs else ""
         self.console.print(f"trial {trial.number}: {outcome}{value}{params} | {done}/{self.target} trained | "
                            f"{summary} | {time.monotonic() - self.start:.0f}s", soft_wrap=True, highlight=False)

@@ -54,10 +54,14 @@ CURVE, SECONDS, IMAGES_PER_S, TRAIN_LOSS_SUM = "val_curve", "seconds", "images_p
 SEED_DESIGN, REQUEUED_FROM = "seed_design", "requeued_from"
 WORKER = "worker"  # {"host", "pid", "started", "machine"}: the process training it (nas.search.recovery)
 BUDGET_CONSTRAINT = "params_over_budget"  # params - budget; feasible when <= 0
+MACS_CONSTRAINT = "macs_over_bound"  # macs - --max-macs, where a search sets that bound
 OBJECTIVE = "val_acc_short"
+COST_NAMES = {"params": PARAMS, "macs": MACS}  # a multi-objective search's costs, as Optuna names its values
 
 # study user attributes
 STUDY_BUDGET, STUDY_SPACE, STUDY_DATA, STUDY_BEST = "budget", "space", "data", "best_trial"
+STUDY_MAX_MACS, STUDY_OBJECTIVES, STUDY_GRID = "max_macs", "objectives", "grid_points"
+GRID_POINT = "grid_point"  # trial attribute: its index in the grid a `--sampler grid` study queued
 FINAL_PREFIX = "confirm."  # "confirm.12" -> {"val_acc", "seconds", "epochs", "train_subset"}
 
 _STATE_WORDS = {TrialState.RUNNING: "running", TrialState.WAITING: "queued"}
@@ -109,6 +113,11 @@ def carried_attrs(trial: FrozenTrial) -> dict[str, Any]:
     return {REQUEUED_FROM: trial.number, **({SEED_DESIGN: seed} if seed else {})}
 
 
+def objectives_of(study: optuna.Study) -> tuple[str, ...]:
+    """What the study searched for: ("accuracy",), or accuracy and the costs of a multi-objective search."""
+    return tuple(study.user_attrs.get(STUDY_OBJECTIVES) or ("accuracy",))
+
+
 def final_key(number: int) -> str:
     return f"{FINAL_PREFIX}{number}"
 
@@ -139,17 +148,18 @@ class Record:
     curve: Sequence[Sequence[float]]
     seconds: float | None
     sampled: Mapping[str, Any]  # trial.params as the sampler drew them
-    over_budget_by: float | None
+    over_budget_by: float | None  # > 0 when over the budget or the MACs bound (the larger overshoot)
 
     @classmethod
     def of(cls, t: FrozenTrial, study_attrs: Mapping[str, Any]) -> Record:
         a = t.user_attrs
         return cls(number=t.number, state=t.state, outcome=outcome_of(t), reason=a.get(REASON) or None,
-                   short_acc=t.value if t.state == TrialState.COMPLETE else None,
+                   short_acc=t.values[0] if t.state == TrialState.COMPLETE and t.values else None,
                    final=study_attrs.get(final_key(t.number)), arch=a.get(ARCH), arch_id=a.get(ARCH_ID),
                    params=a.get(PARAMS), macs=a.get(MACS), recipe=a.get(RECIPE), seed_design=a.get(SEED_DESIGN),
                    curve=a.get(CURVE) or [list(kv) for kv in sorted(t.intermediate_values.items())], seconds=a.get(SECONDS), sampled=dict(t.params),
-                   over_budget_by=t.constraints.get(BUDGET_CONSTRAINT))
+                   over_budget_by=max((t.constraints[k] for k in (BUDGET_CONSTRAINT, MACS_CONSTRAINT)
+                                       if k in t.constraints), default=None))
 
     @property
     def final_acc(self) -> float | None:
@@ -188,3 +198,29 @@ def ranked(rs: Iterable[Record], *, short_only: bool = False) -> list[Record]:
 def best(rs: Iterable[Record]) -> Record | None:
     top = ranked(rs)
     return top[0] if top else None
+
+
+def front(rs: Iterable[Record], costs: Sequence[str] = ("params",), *, short_only: bool = False) -> list[Record]:
+    """The finished trials no other beats on accuracy and every cost at once (ties kept), by `costs` ("params",
+    "macs"): what a multi-objective search searches for, and what the report draws. Accuracy is the ranking
+    score (the final rung's where it ran) unless `short_only`."""
+    done = [r for r in rs if r.finished]
+    point = lambda r: (-((r.short_acc if short_only else r.score) or 0.0),  # noqa: E731
+                       *(getattr(r, COST_NAMES[c]) or 0 for c in costs))
+    points = {r.number: point(r) for r in done}
+    dominated = lambda p, q: all(a <= b for a, b in zip(q, p)) and q != p  # noqa: E731 (q dominates p)
+    return sorted((r for r in done if not any(dominated(points[r.number], q) for q in points.values())),
+                  key=lambda r: (r.params or 0, r.number))
+
+
+
+def hypervolume(points: Iterable[tuple[float, float]], floor: float = 0.0) -> float:
+    """Share of the box [floor, 1] accuracy x [0, 1] cost that `points` (cost as a fraction of its bound,
+    accuracy) dominate; 1 = a network of no cost at 100%. One number for how good a front is, comparable
+    between searches with the same bound and floor."""
+    area, best = 0.0, floor
+    for x, acc in sorted(points):  # cheapest first: each point adds the strip above the best of the cheaper ones
+        if x < 1 and acc > best:
+            area += (1 - x) * (acc - best)
+            best = acc
+    return area / (1 - floor)

@@ -29,8 +29,8 @@ ARCH_KNOBS = tuple(f.name for f in dataclasses.fields(Arch))
 # Knobs flattened to text ("2-2-2-2", "global"); read back as text so "2" stays "2".
 TEXT_KNOBS = ("blocks", "channels", "kernels", "skip_kernels", "pool")
 BASE_COLUMNS = (
-    "number", "state", "outcome", "reason", "val_acc", "confirm_acc", "seed_design", "params", "macs",
-    "over_budget_by", "arch_id", "duration_s", "datetime_start",
+    "number", "state", "outcome", "reason", "val_acc", "confirm_acc", "confirm_epochs", "confirm_images",
+    "seed_design", "params", "macs", "over_budget_by", "arch_id", "duration_s", "datetime_start",
 )  # fmt: skip
 CURVE_PREFIX = "val_acc_ep"  # one column per reported epoch: val_acc_ep1, val_acc_ep2, ...
 RECIPE_PREFIX = "recipe."
@@ -76,6 +76,8 @@ def _trial_row(r: Record, t: optuna.trial.FrozenTrial) -> dict[str, Any]:
         "reason": r.reason,
         "val_acc": r.short_acc,
         "confirm_acc": r.final_acc,
+        "confirm_epochs": (r.final or {}).get("epochs"),  # the final rung's schedule, where it trained this trial
+        "confirm_images": (r.final or {}).get("train_subset"),
         "seed_design": r.seed_design,
         "params": r.params,
         "macs": r.macs,
@@ -99,16 +101,16 @@ def _ordered(columns: Sequence[str]) -> list[str]:
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial of a single-objective `nas` study, every architecture knob readable."""
-    if len(study.directions) != 1:
+    """One row per trial of a `nas` study, every architecture knob readable."""
+    if len(study.directions) != len(record.objectives_of(study)):
         raise NasError(
-            f"study {study.study_name!r} has {len(study.directions)} objectives; "
-            "nas studies maximise one (validation accuracy): pass a study created by `nas search`"
+            f"study {study.study_name!r} has {len(study.directions)} objectives but names none of them: "
+            "pass a study created by `nas search` (accuracy first, then --objectives' costs)"
         )
     attrs = study.user_attrs
     frame = pd.DataFrame([_trial_row(Record.of(t, attrs), t) for t in study.get_trials(deepcopy=False)])
     frame = frame.reindex(columns=_ordered(list(frame.columns)))
-    for column in ("val_acc", "confirm_acc"):
+    for column in ("val_acc", "confirm_acc", "confirm_epochs", "confirm_images"):
         frame[column] = frame[column].astype(float)
     frame["seed_design"] = frame["seed_design"].astype("str")  # missing stays missing, as read_trials_csv reads it
     return frame
@@ -198,6 +200,52 @@ def best_so_far(frame: pd.DataFrame) -> pd.DataFrame:
     """Finished in-budget trials by number with the running best val_acc (optimisation history)."""
     done = frame[finished_in_budget(frame)].sort_values("number")
     return done[["number", "val_acc"]].assign(best=done["val_acc"].cummax()).reset_index(drop=True)
+
+
+def depth_of(frame: pd.DataFrame) -> pd.Series:
+    """Each trial's number of residual layers: the sampled `layers` where the sampler drew it, else its blocks
+    (a space with one depth samples none); missing for a trial that recorded no architecture."""
+    blocks = frame["blocks"] if "blocks" in frame.columns else pd.Series(None, index=frame.index, dtype=object)
+    from_blocks = blocks.map(lambda b: len(b.split("-")) if isinstance(b, str) and b else None)
+    sampled = f"{SAMPLED_PREFIX}layers"
+    depth = frame[sampled].where(frame[sampled].notna(), from_blocks) if sampled in frame.columns else from_blocks
+    return pd.to_numeric(depth, errors="coerce").round().astype("Int64")
+
+
+def _last_score(frame: pd.DataFrame) -> pd.Series:
+    """The last validation score each trial reported (a pruned trial's score when it was stopped)."""
+    curve = [c for c in frame.columns if c.startswith(CURVE_PREFIX)]
+    if not curve:
+        return pd.Series(np.nan, index=frame.index)
+    return frame[curve].astype(float).ffill(axis=1).iloc[:, -1]
+
+
+def depth_history(frame: pd.DataFrame) -> pd.DataFrame:
+    """The search's progress per depth (the search gives each depth its turn and its own sampler): every
+    trained in-budget trial (complete or pruned) with its depth, its score (complete: the short score;
+    pruned: its last reported score) and the best complete short score of its depth so far."""
+    in_budget = ~(frame["over_budget_by"].astype(float) > 0) & frame["params"].notna()
+    pruned = in_budget & (frame["outcome"] == "pruned")
+    keep = finished_in_budget(frame) | pruned
+    rows = pd.DataFrame({"number": frame["number"], "depth": depth_of(frame), "outcome": frame["outcome"],
+                         "score": frame["val_acc"].astype(float).where(~pruned, _last_score(frame)),
+                         "complete": finished_in_budget(frame)})[keep & depth_of(frame).notna()]
+    rows = rows.sort_values(["depth", "number"])
+    best = rows["score"].where(rows["complete"]).groupby(rows["depth"]).cummax()
+    rows["best"] = best.groupby(rows["depth"]).ffill()
+    return rows.drop(columns="complete").reset_index(drop=True)
+
+
+def final_rung_ranks(frame: pd.DataFrame) -> pd.DataFrame:
+    """The trials the final rung trained, with their rank among them at the short schedule and at the final
+    rung (1 = best; ties go to the earlier trial, so each trial has its own place). Does the proxy rank the
+    candidates the way longer training does?"""
+    done = frame[finished_in_budget(frame) & np.isfinite(frame["confirm_acc"].astype(float))]
+    done = done.assign(depth=depth_of(done)).sort_values("number")
+    short = done.sort_values(["val_acc", "number"], ascending=[False, True])
+    final = done.sort_values(["confirm_acc", "number"], ascending=[False, True])
+    return done.assign(short_rank=pd.Series(range(1, len(done) + 1), index=short.index),
+                       final_rank=pd.Series(range(1, len(done) + 1), index=final.index)).reset_index(drop=True)
 
 
 # ----------------------------------------------------------------------- rank correlation

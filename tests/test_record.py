@@ -170,3 +170,24 @@ def test_record_is_frozen():
     r = Record.of(trial(0.5), {})
     with pytest.raises(AttributeError):
         r.short_acc = 1.0  # type: ignore[misc]
+
+
+def test_front_keeps_what_no_trial_beats_on_accuracy_and_every_cost(tmp_path):
+    study = new_study(tmp_path)
+    for value, params, macs in ((0.5, 1000, 90), (0.6, 2000, 10), (0.55, 3000, 5), (0.6, 2500, 50), (0.4, 500, 100)):
+        study.add_trial(trial(value, params=params, **{record.MACS: macs}))
+    rs = records(study)
+    assert [r.params for r in record.front(rs)] == [500, 1000, 2000]  # 2,500 and 3,000 params buy nothing
+    assert [r.params for r in record.front(rs, ("params", "macs"))] == [500, 1000, 2000, 3000]  # 3,000 has fewest MACs
+    finals(study, {0: 0.7})  # the final rung's score ranks where it ran
+    assert [r.params for r in record.front(records(study))] == [500, 1000]
+    assert [r.params for r in record.front(records(study), short_only=True)] == [500, 1000, 2000]
+
+
+def test_hypervolume_is_the_dominated_share_of_the_box():
+    assert record.hypervolume([]) == 0.0
+    assert record.hypervolume([(0.0, 1.0)]) == 1.0
+    assert record.hypervolume([(0.5, 0.5)]) == pytest.approx(0.25)
+    assert record.hypervolume([(0.5, 0.5), (0.25, 0.25)]) == pytest.approx(0.25 * 0.75 + 0.25 * 0.5)
+    assert record.hypervolume([(0.5, 0.5), (0.6, 0.4), (1.0, 0.9)]) == pytest.approx(0.25)  # dominated, at the bound
+    assert record.hypervolume([(0.5, 0.55)], floor=0.1) == pytest.approx(0.5 * 0.45 / 0.9)

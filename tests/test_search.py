@@ -18,6 +18,7 @@ import yaml
 import nas.data
 import nas.search
 import nas.search.objective
+import nas.search.rung
 from nas import Arch, count_params
 from nas.model import build_model
 from nas.recipe import Recipe
@@ -223,13 +224,13 @@ def seeded_tiny(budget: int):
 def test_seed_designs_within_budget_are_tried_first_and_only_once(small_cifar, tmp_path):
     space, cfg = seeded_tiny(30_000), config(tmp_path, budget=30_000, trials=2)
     study = open_study(cfg, space)
-    assert enqueue_seeds(study, space, cfg.budget) == ["small"]
+    assert enqueue_seeds(study, space, cfg) == ["small"]
     study = run_search(space, cfg, load_search_data(str(small_cifar), cfg), torch.device("cpu"))
     first = study.trials[0]
     assert first.user_attrs["seed_design"] == "small" and first.user_attrs["outcome"] == "complete"
     assert Arch.from_dict(first.user_attrs["arch"]) == space.seeds[0][1]
     assert [t.user_attrs.get("seed_design") for t in study.trials[1:]] == [None] * (len(study.trials) - 1)
-    assert enqueue_seeds(study, space, cfg.budget) == []  # a resumed study is not seeded again
+    assert enqueue_seeds(study, space, cfg) == []  # a resumed study is not seeded again
 
 
 def test_longer_means_more_distinct_images_then_more_epochs():
@@ -245,7 +246,7 @@ def test_final_rung_trains_the_best_of_each_depth_and_the_best_seed_longer_once(
                                                                       width=1.0, evals_per_epoch=1), pruner="none")
     data = load_search_data(str(small_cifar), cfg)
     study = open_study(cfg, space)
-    enqueue_seeds(study, space, cfg.budget)
+    enqueue_seeds(study, space, cfg)
     study = run_search(space, cfg, data, torch.device("cpu"))
     done = [t for t in study.trials if t.user_attrs.get("outcome") == "complete"]
     pool = confirm_pool(study)
@@ -268,6 +269,30 @@ def test_final_rung_trains_the_best_of_each_depth_and_the_best_seed_longer_once(
     assert list(confirmed["confirm_acc"]) == sorted(confirmed["confirm_acc"], reverse=True)
     assert select_trials(study, "best")[0].number == int(confirmed["number"].iloc[0])
 
+
+
+def test_the_fast_final_rung_trains_the_real_network_with_the_fast_protocol(small_cifar, tmp_path, monkeypatch):
+    from nas.recipe import protocol
+    from nas.search.rung import rung_recipe
+
+    space = load_space(TINY)
+    cfg = config(tmp_path, budget=30_000, trials=2, pruner="none",
+                 fidelity=Fidelity(epochs=1, train_subset=64, val_subset=100, width=0.5, evals_per_epoch=1))
+    data = load_search_data(str(small_cifar), cfg)
+    study = run_search(space, cfg, data, torch.device("cpu"))
+    fast = dataclasses.replace(cfg, final_rung="fast")
+    pool = confirm_pool(study)
+    recipe, width = rung_recipe(pool[0], fast, len(data.train))
+    assert width == 1.0 and recipe == protocol("fast").updated({"seed": cfg.seed})
+    short = dataclasses.replace(protocol("fast"), epochs=1)  # the protocol's every trick, one epoch, for speed
+    built: list[Arch] = []
+    build = lambda a, i, s: built.append(a) or build_model(a, i, s)  # noqa: E731
+    monkeypatch.setattr(nas.search.rung, "protocol", lambda name: short)
+    results = confirm(study, fast, data, torch.device("cpu"), build=build)
+    assert [a.channels for a in built] == [tuple(r.arch["channels"]) for r in pool]  # full width, not the proxy
+    assert all(r["protocol"] == "fast" and r["width"] == 1.0 and r["train_subset"] == len(data.train) for r in results.values())
+    with pytest.raises(Exception, match="--final-rung='slow' is unknown: choose one of proxy, fast"):
+        dataclasses.replace(cfg, final_rung="slow")
 
 def test_pruning_compares_a_trial_only_with_its_own_depth():
     """Three two-layer trials at 90% after one epoch, then a three-layer one at 30%: plain successive

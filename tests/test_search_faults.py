@@ -23,7 +23,7 @@ from nas import record
 from nas.cli import app
 from nas.errors import NasError
 from nas.search import SEARCH_RECIPE, Fidelity, SearchConfig, confirm_pool, load_search_data, open_study, run_search
-from nas.search.storage import existing_budget
+from nas.search.storage import existing_attrs
 from nas.space import load_space
 from nas.train import TrainResult
 
@@ -212,7 +212,7 @@ def test_processes_opening_a_fresh_sqlite_study_together_create_it_once(tmp_path
         def open_one(i: int) -> None:
             barrier.wait()
             try:
-                (open_study if i % 2 else existing_budget)(cfg)
+                (open_study if i % 2 else existing_attrs)(cfg)
             except Exception as e:  # noqa: BLE001 - the assertion shows it
                 errors.append(repr(e))
 

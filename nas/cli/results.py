@@ -17,11 +17,15 @@ from nas.errors import NasError
 Examples = Annotated[Optional[Path], typer.Option(help="Folder of hand-designed baselines (*.json) shown in reports. (default: the bundled examples/)", show_default=False)]
 
 
+Static = Annotated[Optional[str], typer.Option(help="Also write every figure as png or svg to STUDY/figures/NAME.png, for papers (needs kaleido: pip install 'kaleido>=1').", show_default=False)]
+
+
 @command
 def report(study: StudyName = "default", storage: Storage = None, results_dir: ResultsDir = Path("results"),
-           examples: Examples = None) -> None:
+           examples: Examples = None, static: Static = None) -> None:
     """Write RESULTS/STUDY/report.html: the search, retrained candidates and the baselines (offline HTML)."""
-    out.print(f"report written to {Study(study, results_dir, storage).report(examples or examples_dir())}")
+    path = Study(study, results_dir, storage).report(examples or examples_dir(), static=static)
+    out.print(f"report written to {path}" + (f"; figures in {path.parent / 'figures'}/ ({static})" if static else ""))
 
 
 @command
@@ -31,13 +35,14 @@ def leaderboard(
     results_dir: ResultsDir = Path("results"),
     top: Annotated[int, typer.Option(help="Rows to show.")] = 10,
     pivot: Annotated[Optional[str], typer.Option(help="Two settings, e.g. optimizer,lr: the best short-schedule validation accuracy for each pair, as a table.", show_default=False)] = None,
+    front: Annotated[bool, typer.Option("--front", help="The Pareto front instead of the top: accuracy against parameters (or the --objectives' costs of a multi-objective search), smallest first.")] = False,
     as_json: Json = False,
 ) -> None:
-    """Best finished in-budget trials (final-rung score first, then the short one), with retrained test accuracy where it exists."""
+    """Best finished in-budget trials (final-rung score first, then the short one), with retrained test accuracy where it exists; * marks the Pareto front."""
     st = Study(study, results_dir, storage)
     if pivot is not None:
         return _print_pivot(st, pivot, as_json)
-    rows = st.leaderboard(top)
+    rows = st.leaderboard(top, front=front)
     if not rows:
         raise NasError(f"study {study!r} has no trial that completed within the budget ({len(st.records())} trials): "
                        f"run `nas search --study {study}` longer")
@@ -68,11 +73,11 @@ def _print_pivot(st: Study, settings: str, as_json: bool) -> None:
 
 def board_table(rows: list[dict[str, Any]], study: str) -> Table:
     table = Table(title=f"leaderboard of {study} (val acc: 5x = the search's final rung, short = its schedule; "
-                        f"test acc: retrained)", title_justify="left")
+                        f"test acc: retrained; * on the Pareto front)", title_justify="left")
     for col in ("rank", "trial", "val 5x", "val short", "test acc", "params", "MACs", "architecture"):
         table.add_column(col, justify="left" if col == "architecture" else "right")
     for r in rows:
-        table.add_row(str(r["rank"]), str(r["trial"]), "" if r["confirm_acc"] is None else f"{r['confirm_acc']:.2%}",
+        table.add_row(str(r["rank"]), f"{r['trial']}{'*' if r['front'] else ''}", "" if r["confirm_acc"] is None else f"{r['confirm_acc']:.2%}",
                       f"{r['val_acc']:.2%}", pm(r["test_acc"], r["test_acc_std"]), f"{r['params']:,}", f"{r['macs']:,}",
                       r["arch"] + (f" ({r['seed_design']})" if r["seed_design"] else ""))
     return table

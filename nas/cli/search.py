@@ -20,6 +20,7 @@ from nas.live import SearchView
 from nas.numbers import parse_count
 from nas.record import Record
 from nas.search import CONFIRM_LONGER_BY, Job, SearchFailed, estimate_trial_seconds, trained
+from nas.search.rung import MAX_FRONT_RUNG
 from nas.stopping import Stopped
 
 
@@ -39,16 +40,24 @@ class PrintedSearch(SearchHooks):
         out.print(f"nas search {job.space.name}: budget {cfg.budget:,} params, {cfg.trials} trials ({already} already "
                   f"done), device {job.device}, storage {safe_url(job.cfg.storage)}")
         out.print(f"fidelity: {fid.epochs} epochs x {fid.train_subset or len(job.data.train):,} images, width "
-                  f"x{fid.width:g}, {len(job.data.val):,} validation images, pruner {cfg.pruner}; ~{per_trial:.1f} s "
+                  f"x{fid.width:g}, {len(job.data.val):,} validation images, pruner "
+                  f"{'none (multi-objective)' if cfg.multi_objective else cfg.pruner}; ~{per_trial:.1f} s "
                   f"per full trial, <= ~{remaining * per_trial / 60:.1f} min for {remaining} trials (pruning cuts this)")
+        if cfg.max_macs is not None:
+            out.print(f"compute bound: at most {cfg.max_macs:,} MACs per image, a hard constraint like the budget")
+        if job.grid is not None:
+            out.print(f"{job.grid.summary()}: trains {cfg.trials:,}")
         if seeded:
             out.print(f"seed designs tried first: {', '.join(seeded)}")
+        if cfg.multi_objective:
+            out.print(f"objectives: {', '.join(cfg.objectives)} (a front: every trial trains the whole short "
+                      f"schedule, as Optuna prunes no multi-objective study)")
         if len(job.space.layers) > 1 and cfg.sampler == "tpe":
-            out.print(f"depths {', '.join(map(str, job.space.layers))} take turns, and trials are pruned against their "
-                      f"own depth (the short schedule ranks within a depth, not across)")
+            pruned = "" if cfg.multi_objective else ", and trials are pruned against their own depth"
+            out.print(f"depths {', '.join(map(str, job.space.layers))} take turns{pruned} (the short schedule ranks "
+                      f"within a depth, not across)")
         if self.confirm:
-            out.print(f"final rung: up to {job.rung_size} candidates (best of each depth, best seed design) trained "
-                      f"{CONFIRM_LONGER_BY}x longer, ~{job.rung_size * CONFIRM_LONGER_BY * per_trial / 60:.1f} min")
+            out.print(_rung_plan(job, per_trial))
         if job.workers > 1:
             from nas.search.workers import cpu_threads
 
@@ -65,14 +74,30 @@ class PrintedSearch(SearchHooks):
         out.print(message, soft_wrap=True)
 
     def rung_started(self, job: Job) -> None:
-        out.print(f"final rung: training the best of each depth and the best seed design {CONFIRM_LONGER_BY}x longer",
-                  style="bold")
+        which = "the front" if job.cfg.multi_objective else "the best of each depth"
+        out.print(f"final rung: training {which} and the best seed design {_rung_words(job)}", style="bold")
 
     def on_rung(self, r: Record, result: dict[str, Any]) -> None:
         acc = "non-finite" if result["val_acc"] is None else f"{result['val_acc']:.2%}"
         out.print(f"  trial {r.number} ({r.seed_design or 'found'}): {r.short_acc:.2%} short -> {acc} at "
                   f"{result['epochs']} epochs x {result['train_subset']:,} images ({result['seconds']:.0f} s)  "
                   f"{Arch.from_dict(r.arch).describe()}")
+
+
+def _rung_words(job: Job) -> str:
+    return "at full width with the fast protocol" if job.cfg.final_rung == "fast" else f"{CONFIRM_LONGER_BY}x longer"
+
+
+def _rung_plan(job: Job, per_trial: float) -> str:
+    """What the final rung will train, and what that costs where it can be told from the trials' cost."""
+    each = CONFIRM_LONGER_BY * per_trial / 60
+    if job.rung_size is None:
+        pool, cost = f"the front of the short scores (at most {MAX_FRONT_RUNG}) and the best seed design", f"~{each:.1f} min each"
+    else:
+        pool, cost = f"up to {job.rung_size} candidates (best of each depth, best seed design)", f"~{job.rung_size * each:.1f} min"
+    if job.cfg.final_rung == "fast":
+        cost = "minutes each on a GPU, hours each on a CPU"
+    return f"final rung: {pool} trained {_rung_words(job)}, {cost}"
 
 
 @command
@@ -93,10 +118,13 @@ def search(
     seed: Annotated[int, typer.Option(help="Makes the sequence of sampled candidates reproducible.")] = 0,
     timeout: Annotated[Optional[float], typer.Option(help="Stop starting new trials after this many seconds.")] = None,
     pruner: Annotated[str, typer.Option(help="halving | hyperband | median | none.")] = "halving",
-    sampler: Annotated[str, typer.Option(help="tpe | random.")] = "tpe",
+    sampler: Annotated[str, typer.Option(help="tpe | random | grid (every combination of the space's listed choices that fits the bounds, counted and announced first; `train:` knobs must be lists).")] = "tpe",
+    objectives: Annotated[str, typer.Option(help="accuracy, or accuracy with costs to minimise: accuracy,params | accuracy,macs | accuracy,params,macs (a multi-objective search of the front; no pruning).")] = "accuracy",
+    max_macs: Annotated[Optional[str], typer.Option("--max-macs", help="Hard bound on multiply-accumulates per image, like the budget: 3e8, 300M. (default: none)", show_default=False)] = None,
     max_failures: Annotated[int, typer.Option("--max-failures", help="Stop when this many trials in a row fail (error, out of memory): exit 2 when nas refused a value inside them, else 1.")] = 10,
     device: Device = "auto",
     workers: Annotated[int, typer.Option(help="Local worker processes on one study (needs --storage postgresql://...); CPU threads are shared out, one GPU each.")] = 1,
+    final_rung: Annotated[Optional[str], typer.Option("--final-rung", help="How the final rung trains: proxy (the trials' proxy, recipe and weights, 5x longer) | fast (the real network at full width with the fast protocol: hours per candidate on CPU, minutes on a GPU). (default: fast on CUDA, proxy on CPU)", show_default=False)] = None,
     confirm: Annotated[bool, typer.Option("--confirm/--no-confirm", help="Final rung once all trials are trained: the best of each depth N and the best seed design train 5x longer, and that score ranks the leaderboard.")] = True,
 ) -> None:
     """Search the space for the most accurate architecture within the parameter budget.
@@ -114,7 +142,9 @@ def search(
     try:
         result = st.search(parse_count(budget), trials, space=space_file or default_space(), data=data, device=device,
                            workers=workers, confirm=confirm, fidelity=fidelity, hooks=PrintedSearch(confirm), seed=seed,
-                           val_size=val_size, timeout=timeout, pruner=pruner, sampler=sampler, max_failures=max_failures)
+                           val_size=val_size, timeout=timeout, pruner=pruner, sampler=sampler, max_failures=max_failures,
+                           objectives=objectives, max_macs=None if max_macs is None else parse_count(max_macs, "--max-macs"),
+                           final_rung=final_rung)
     except Stopped as stop:
         err.print(Text.assemble(("stopped", "bold red"), f" by {signal.Signals(stop.signal).name}: {stop.detail}; run "
                                 f"the same command to resume"), soft_wrap=True)
@@ -122,17 +152,19 @@ def search(
     except SearchFailed as e:  # `command` would exit 2: this one knows whether the input is at fault
         err.print(Text.assemble(("error: ", "bold red"), str(e)), soft_wrap=True)
         raise typer.Exit(e.exit_code) from None
-    if confirm and result.trained < trials:
-        out.print(f"final rung skipped: {result.trained}/{trials} trials trained; run the same command to finish")
+    if confirm and result.trained < result.trials:
+        out.print(f"final rung skipped: {result.trained}/{result.trials} trials trained; run the same command to finish")
     _print_verdict(result.verdict)
     out.print(board_table(st.leaderboard(top=10), study))
-    out.print(f"{result.trained}/{trials} candidates trained; files in {result.folder}/ (trials.csv, report.html, config.json)")
+    out.print(f"{result.trained}/{result.trials} candidates trained; files in {result.folder}/ (trials.csv, report.html, config.json)")
 
 
 def _print_verdict(v: Any) -> None:
     if v is None or v.beats is None:
         return
+    fast = (v.found.final or {}).get("protocol") == "fast"
+    how = "at full width with the fast protocol" if fast else f"{CONFIRM_LONGER_BY}x the search's schedule"
     out.print(f"best found (trial {v.found.number}, {v.found.params:,} params) {v.found.final_acc:.2%} "
               f"{'beats' if v.beats else 'does not beat'} the best seed design {v.seed.seed_design} "
-              f"({v.seed.params:,} params) {v.seed.final_acc:.2%} at {CONFIRM_LONGER_BY}x the search's schedule "
+              f"({v.seed.params:,} params) {v.seed.final_acc:.2%} at {how} "
               f"(validation, one initialisation each)")

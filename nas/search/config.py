@@ -12,7 +12,9 @@ from nas.errors import NasError
 from nas.recipe import Recipe
 
 PRUNERS = ("halving", "hyperband", "median", "none")
-SAMPLERS = ("tpe", "random")
+SAMPLERS = ("tpe", "random", "grid")
+OBJECTIVES = ("accuracy", "params", "macs")
+RUNGS = ("proxy", "fast")  # the final rung: the trials' proxy 5x longer, or full width with the fast protocol  # accuracy is maximised, the costs minimised
 CONFIRM_LONGER_BY = 5  # the fidelity study's long training, whose ranking is the reference
 
 
@@ -53,6 +55,14 @@ def default_fidelity(device: torch.device, **given: Any) -> Fidelity:
     return Fidelity(**{**base.__dict__, **{k: v for k, v in given.items() if v is not None}})
 
 
+def default_rung(device: torch.device) -> str:
+    """The final rung a device affords. Measured on the 2-core CPU: the fast protocol at full width costs 1-3 hours
+    per 5M-parameter candidate (README, Training protocols), against ~1-4 minutes for the proxy 5x longer, so
+    CPU keeps the proxy. On CUDA a full-width fast run is minutes (the speed-run literature: a ResNet-18 class
+    network trains 16 epochs in about a minute on an A100), so the rung ranks the real networks there."""
+    return "fast" if device.type == "cuda" else "proxy"
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     budget: int
@@ -68,6 +78,9 @@ class SearchConfig:
     sampler: str = "tpe"
     max_failures: int = 10  # trials failing in a row (error, oom) that end the search: it cannot reach --trials
     worker: int = 0  # which of many worker processes this is (0 for a single one)
+    objectives: tuple[str, ...] = ("accuracy",)  # more than one: a multi-objective search of the front
+    max_macs: int | None = None  # a second hard bound, next to the budget: MACs of one forward pass
+    final_rung: str = "proxy"  # how the final rung trains: RUNGS (default_rung picks by device)
 
     def __post_init__(self) -> None:
         if self.trials < 1:
@@ -82,8 +95,31 @@ class SearchConfig:
             raise NasError(f"--max-failures={self.max_failures} must be >= 1 (failed trials in a row that stop the search)")
         if self.val_size < 10:
             raise NasError(f"val_size={self.val_size} must be >= 10 images")
+        if self.final_rung not in RUNGS:
+            raise NasError(f"--final-rung={self.final_rung!r} is unknown: choose one of {', '.join(RUNGS)}")
+        if self.max_macs is not None and self.max_macs < 1:
+            raise NasError(f"--max-macs={self.max_macs} must be >= 1 (multiply-accumulates of one image's forward pass)")
+        self._check_objectives()
         if not 0 <= self.seed < 2**32:  # numpy's seed range, which the samplers use
             raise NasError(f"--seed={self.seed} must be between 0 and {2**32 - 1}")
+
+    def _check_objectives(self) -> None:
+        unknown = [o for o in self.objectives if o not in OBJECTIVES]
+        if unknown or not self.objectives or len(set(self.objectives)) != len(self.objectives):
+            raise NasError(f"--objectives={','.join(self.objectives)!r} is invalid: list distinct objectives from "
+                           f"{', '.join(OBJECTIVES)}, e.g. accuracy,params")
+        if self.objectives[0] != "accuracy":
+            raise NasError(f"--objectives={','.join(self.objectives)!r} must start with accuracy (what is searched "
+                           f"for; the others are costs to keep low), e.g. accuracy,{self.objectives[0]}")
+        if self.multi_objective and self.sampler == "grid":
+            raise NasError("--sampler grid trains every point of the grid: its front needs no multi-objective sampler; "
+                           "drop --objectives (the report draws the front of any study)")
+
+    @property
+    def multi_objective(self) -> bool:
+        """Optuna cannot prune a multi-objective study, so such a search trains every trial to the end of the
+        short schedule and its final rung trains the front (nas.search.rung)."""
+        return len(self.objectives) > 1
 
     @property
     def sampler_seed(self) -> int:

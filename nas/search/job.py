@@ -4,6 +4,7 @@ then the final rung decides (`final_rung`)."""
 
 from __future__ import annotations
 
+import dataclasses
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,16 +14,17 @@ import optuna
 import torch
 
 from nas import artifacts, record
-from nas.counting import count_params
+from nas.counting import count_macs, count_params
 from nas.data import check_image_shape
 from nas.errors import NasError
 from nas.record import Record
-from nas.search.config import SearchConfig, default_fidelity
+from nas.search.config import SearchConfig, default_fidelity, default_rung
 from nas.search.loop import SearchFailed, estimate_trial_seconds, run_search, trained
 from nas.search.objective import SearchData, check_batch_size, load_search_data
 from nas.search.recovery import Say, quiet
 from nas.search.rung import Verdict, confirm, confirm_pool, verdict
-from nas.search.storage import exclusive, existing_budget, open_study, storage_backend
+from nas.search.grid import Grid, grid
+from nas.search.storage import exclusive, existing_attrs, open_study, storage_backend
 from nas.search.workers import check_concurrent_storage, run_workers
 from nas.space import Space, load_space
 from nas.stopping import Stop
@@ -42,14 +44,17 @@ class Job:
     device: torch.device
     results_dir: Path
     workers: int = 1
+    grid: Grid | None = None  # `--sampler grid`: every point, counted before the study starts
+
+    @property
+    def rung_size(self) -> int | None:
+        """Candidates the final rung trains; None for a multi-objective search (the front's size is found)."""
+        return None if self.cfg.multi_objective else len(self.space.layers) + bool(self.space.seeds)
 
     @property
     def folder(self) -> Path:
         return artifacts.study_dir(self.results_dir, self.cfg.study)
 
-    @property
-    def rung_size(self) -> int:
-        return len(self.space.layers) + bool(self.space.seeds)
 
 
 def plan(space_file: Path, budget: int, trials: int, data: str = "cifar10", study: str = "default",
@@ -63,7 +68,8 @@ def plan(space_file: Path, budget: int, trials: int, data: str = "cifar10", stud
     artifacts.check_results_dir(results_dir)
     url = storage or artifacts.default_storage(results_dir, study)
     cfg = SearchConfig(budget=budget, trials=trials, study=study, storage=url,
-                       fidelity=default_fidelity(dev, **(fidelity or {})), **settings)
+                       fidelity=default_fidelity(dev, **(fidelity or {})),
+                       **{"final_rung": default_rung(dev), **{k: v for k, v in settings.items() if v is not None}})
     check_concurrent_storage(storage_backend(url), artifacts.safe_url(url), workers)
     s = survey(space, samples=20_000, seed=cfg.seed)
     if s.fits(budget) == 0:
@@ -75,11 +81,32 @@ def plan(space_file: Path, budget: int, trials: int, data: str = "cifar10", stud
     check_batch_size(space, cfg, len(search_data.train))
     space = space.for_data(len(search_data.train.classes))
     check_image_shape(search_data.train, space.input_size, space.in_channels, f"space {space.name!r}")
-    previous = existing_budget(cfg)  # connects to the database (a bad URL or password fails here)
-    if previous is not None and previous != budget:
-        raise NasError(f"study {study!r} was searched with budget {previous:,}, not {budget:,}: "
-                       f"use a new --study name to search another budget")
-    return Job(space, Path(space_file), cfg, search_data, str(data), dev, Path(results_dir), workers)
+    check_resumed(cfg, existing_attrs(cfg))  # connects to the database (a bad URL or password fails here)
+    points = grid(space, cfg) if cfg.sampler == "grid" else None
+    if points is not None:
+        if not points.points:
+            raise NasError(f"{points.summary()}: no point of the grid fits; raise --budget or list smaller choices")
+        cfg = dataclasses.replace(cfg, trials=min(cfg.trials, len(points.points)))
+    return Job(space, Path(space_file), cfg, search_data, str(data), dev, Path(results_dir), workers, points)
+
+
+def check_resumed(cfg: SearchConfig, stored: dict[str, Any] | None) -> None:
+    """A study resumed with another budget, MACs bound or objectives would mix two searches in one front:
+    refused, naming the study's own setting."""
+    if not stored:
+        return
+    settings = ((record.STUDY_BUDGET, "--budget", cfg.budget, cfg.budget),  # (attribute, flag, value, if unset)
+                (record.STUDY_MAX_MACS, "--max-macs", cfg.max_macs, None),
+                (record.STUDY_OBJECTIVES, "--objectives", list(cfg.objectives), ["accuracy"]))
+    for key, flag, value, unset in settings:
+        before = stored.get(key, unset)
+        if before != value:
+            raise NasError(f"study {cfg.study!r} was searched with {flag} {_shown(before)}, not {_shown(value)}: "
+                           f"use a new --study name to search with other settings")
+
+
+def _shown(value: Any) -> str:
+    return "none" if value is None else ",".join(value) if isinstance(value, list) else f"{value:,}"
 
 
 def hold(job: Job) -> AbstractContextManager[None]:
@@ -97,17 +124,30 @@ def start(job: Job) -> tuple[optuna.Study, list[str]]:
                               job.space_file)
     study = open_study(job.cfg)
     for key, value in ((record.STUDY_BUDGET, job.cfg.budget), (record.STUDY_SPACE, job.space.name),
-                       (record.STUDY_DATA, job.source)):
+                       (record.STUDY_DATA, job.source), (record.STUDY_MAX_MACS, job.cfg.max_macs),
+                       (record.STUDY_OBJECTIVES, list(job.cfg.objectives))):
         study.set_user_attr(key, value)
-    return study, enqueue_seeds(study, job.space, job.cfg.budget)
+    if job.grid is not None:
+        return study, enqueue_grid(study, job.grid)
+    return study, enqueue_seeds(study, job.space, job.cfg)
 
 
-def enqueue_seeds(study: optuna.Study, space: Space, budget: int) -> list[str]:
-    """Queue the space's seed designs that fit the budget as a new study's first trials (names returned):
+def enqueue_grid(study: optuna.Study, points: Grid) -> list[str]:
+    """Queue every point of a new study's grid (a resumed study's queue holds what is left of it)."""
+    if not study.get_trials(deepcopy=False):
+        study.set_user_attr(record.STUDY_GRID, len(points.points))
+        for i, values in enumerate(points.points):
+            study.enqueue_trial(values, user_attrs={record.GRID_POINT: i})
+    return []
+
+
+def enqueue_seeds(study: optuna.Study, space: Space, cfg: SearchConfig) -> list[str]:
+    """Queue the space's seed designs that fit the bounds as a new study's first trials (names returned):
     the sampler starts from known-good networks, and every search is measured against them."""
     if study.get_trials(deepcopy=False):
         return []
-    fitting = [(name, arch) for name, arch in space.seeds if count_params(arch) <= budget]
+    fitting = [(name, arch) for name, arch in space.seeds if count_params(arch) <= cfg.budget
+               and (cfg.max_macs is None or count_macs(arch) <= cfg.max_macs)]
     for name, arch in fitting:
         study.enqueue_trial(space.values(arch), user_attrs={record.SEED_DESIGN: name})
     return [name for name, _ in fitting]

@@ -35,6 +35,7 @@ from nas.space import Choice, Range, Space
 from nas.train import EvalPoint, train
 
 Builder = Callable[[Arch, str, int], torch.nn.Module]  # build_model(arch, init, seed); tests inject recorders
+Values = float | tuple[float, ...]  # a trial's value: accuracy, or accuracy and costs (multi-objective)
 
 
 @dataclass(frozen=True)
@@ -93,28 +94,33 @@ def hash_recipe(recipe: Recipe) -> str:
 
 
 def make_objective(space: Space, cfg: SearchConfig, data: SearchData, device: torch.device,
-                   build: Builder = build_model, say: Say = quiet) -> Callable[[optuna.Trial], float]:
+                   build: Builder = build_model, say: Say = quiet) -> Callable[[optuna.Trial], Values]:
     """The function Optuna calls per trial. `build` is injectable so tests can prove that
     over-budget candidates are never built; `say` tells the person watching what a waiting trial waits for."""
 
-    def objective(trial: optuna.Trial) -> float:
+    def objective(trial: optuna.Trial) -> Values:
+        if cfg.sampler == "grid" and record.GRID_POINT not in trial.user_attrs:  # the queue holds the whole grid
+            set_outcome(trial, Outcome.SURPLUS, "not trained: every point of the grid has been taken")
+            trial.study.stop()
+            raise TrialFault("grid done")
         values, overrides = suggest(trial, space)
         try:
             arch = space.arch(values)
         except NasError as e:  # a combination the space allows but no network has
             set_outcome(trial, Outcome.INVALID, str(e))
             trial.set_constraint(record.BUDGET_CONSTRAINT, 1.0)
-            return 0.0
+            return (0.0,) * len(cfg.objectives) if cfg.multi_objective else 0.0
         recipe = cfg.trial_recipe(overrides)
         proxy = arch.scaled(cfg.fidelity.width)  # what is trained: two candidates may share one proxy
-        params = _describe(trial, arch, recipe, f"{proxy.id}:{hash_recipe(recipe)}", cfg.budget)
-        if params > cfg.budget:  # rejected in microseconds: nothing built, nothing trained
-            set_outcome(trial, Outcome.OVER_BUDGET, f"{params:,} parameters > budget {cfg.budget:,}")
-            return 0.0
+        score = _describe(trial, arch, recipe, f"{proxy.id}:{hash_recipe(recipe)}", cfg)
+        over = _over_bounds(trial, cfg)
+        if over:  # rejected in microseconds: nothing built, nothing trained
+            set_outcome(trial, Outcome.OVER_BUDGET, over)
+            return score(0.0)
         earlier = _previous(trial.study, trial.user_attrs[record.CANDIDATE_KEY])
         if earlier is not None:
             set_outcome(trial, Outcome.DUPLICATE, f"trains the same network and recipe as trial {earlier.number}")
-            return earlier.value if earlier.value is not None else 0.0
+            return score(earlier.values[0] if earlier.values else 0.0)
         try:
             refusal = claim_training_slot(trial, cfg.trials, say=say)
             if refusal is not None:
@@ -122,7 +128,7 @@ def make_objective(space: Space, cfg: SearchConfig, data: SearchData, device: to
                 if refusal.full:
                     trial.study.stop()
                 raise TrialFault("surplus")
-            return _train_trial(trial, proxy, recipe, data, device, build)
+            return score(_train_trial(trial, proxy, recipe, data, device, build, prunable=not cfg.multi_objective))
         except KeyboardInterrupt:  # Ctrl+C or SIGTERM (nas.stopping): Optuna marks this trial FAIL
             requeue(trial)
             raise
@@ -130,15 +136,31 @@ def make_objective(space: Space, cfg: SearchConfig, data: SearchData, device: to
     return objective
 
 
-def _describe(trial: optuna.Trial, arch: Arch, recipe: Recipe, candidate_key: str, budget: int) -> int:
-    """Write what the trial is (architecture, size, recipe) and its budget constraint; return its parameters."""
-    params = count_params(arch)
-    for key, value in ((record.ARCH, arch.to_dict()), (record.ARCH_ID, arch.id), (record.PARAMS, params),
-                       (record.MACS, count_macs(arch)), (record.RECIPE, recipe.to_dict()),
+def _describe(trial: optuna.Trial, arch: Arch, recipe: Recipe, candidate_key: str,
+              cfg: SearchConfig) -> Callable[[float], Values]:
+    """Write what the trial is (architecture, size, recipe) and its constraints; return how its accuracy becomes
+    the trial's value(s): accuracy alone, or accuracy and the costs a multi-objective search minimises."""
+    costs = {"params": count_params(arch), "macs": count_macs(arch)}
+    for key, value in ((record.ARCH, arch.to_dict()), (record.ARCH_ID, arch.id), (record.PARAMS, costs["params"]),
+                       (record.MACS, costs["macs"]), (record.RECIPE, recipe.to_dict()),
                        (record.CANDIDATE_KEY, candidate_key)):
         trial.set_user_attr(key, value)
-    trial.set_constraint(record.BUDGET_CONSTRAINT, float(params - budget))
-    return params
+    trial.set_constraint(record.BUDGET_CONSTRAINT, float(costs["params"] - cfg.budget))
+    if cfg.max_macs is not None:
+        trial.set_constraint(record.MACS_CONSTRAINT, float(costs["macs"] - cfg.max_macs))
+    if not cfg.multi_objective:
+        return lambda acc: acc
+    return lambda acc: (acc, *(float(costs[name]) for name in cfg.objectives[1:]))
+
+
+def _over_bounds(trial: optuna.Trial, cfg: SearchConfig) -> str | None:
+    """Why the described candidate breaks a hard bound (the budget, --max-macs), or None when it fits both."""
+    params, macs = trial.user_attrs[record.PARAMS], trial.user_attrs[record.MACS]
+    if params > cfg.budget:
+        return f"{params:,} parameters > budget {cfg.budget:,}"
+    if cfg.max_macs is not None and macs > cfg.max_macs:
+        return f"{macs:,} MACs > --max-macs {cfg.max_macs:,}"
+    return None
 
 
 def _previous(study: optuna.Study, key: str) -> optuna.trial.FrozenTrial | None:
@@ -236,7 +258,9 @@ def _wait_for_slot(trial: optuna.Trial, target: int, slots: _Slots, poll: float,
 
 # -- training ----------------------------------------------------------------------------------
 def _train_trial(trial: optuna.Trial, proxy: Arch, recipe: Recipe, data: SearchData, device: torch.device,
-                 build: Builder) -> float:
+                 build: Builder, prunable: bool = True) -> float:
+    """Train the proxy, reporting each evaluation to the pruner where the study can prune (Optuna prunes no
+    multi-objective study: there every trial trains the whole short schedule)."""
     curve: list[list[float]] = []
 
     def on_eval(point: EvalPoint) -> None:
@@ -244,8 +268,10 @@ def _train_trial(trial: optuna.Trial, proxy: Arch, recipe: Recipe, data: SearchD
             curve.append([round(point.epoch, 4), point.val_acc])
             trial.set_user_attr(record.CURVE, curve)
             trial.set_user_attr(record.SECONDS, round(point.seconds, 3))  # so pruned trials show their cost too
-            trial.report(point.val_acc, step=len(curve))
-            prune = trial.should_prune()
+            prune = False
+            if prunable:
+                trial.report(point.val_acc, step=len(curve))
+                prune = trial.should_prune()
             if prune:
                 set_outcome(trial, Outcome.PRUNED,
                             f"val_acc {point.val_acc:.4f} at epoch {point.epoch:g} below the pruner's rung")

@@ -2,7 +2,8 @@
 
 Per depth, because the short schedule ranks networks of one depth well and across depths badly (it
 favours shallow ones); the seed design, so every search meets its baseline. Same proxy, recipe and
-initial weights as the trial, CONFIRM_LONGER_BY times the training.
+initial weights as the trial, CONFIRM_LONGER_BY times the training; or, with `--final-rung fast`, the
+real network at full width with the fast protocol (the default on CUDA: nas.search.config.default_rung).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from nas import record, stopping
 from nas.arch import Arch
 from nas.model import build_model
 from nas.record import Record
-from nas.recipe import Recipe
+from nas.recipe import Recipe, protocol
 from nas.search.config import CONFIRM_LONGER_BY, SearchConfig
 from nas.search.objective import Builder, SearchData
 from nas.train import train
@@ -32,15 +33,31 @@ def longer(recipe: Recipe, by: int, available: int) -> Recipe:
                                epochs=max(1, round(recipe.epochs * by * per_epoch / images)))
 
 
+MAX_FRONT_RUNG = 12  # a multi-objective rung trains at most this many of the front, spread along it
+
+
 def confirm_pool(study: optuna.Study) -> list[Record]:
-    """The trials the final rung trains longer, by trial number: the best short score of each depth, and the
-    best seed design. Ranked by the short score alone, so a resumed rung trains the same pool."""
+    """The trials the final rung trains longer, by trial number: the best short score of each depth (in a
+    multi-objective search, the front of the short scores instead, at most MAX_FRONT_RUNG spread along it), and
+    the best seed design. Chosen by short scores alone, so a resumed rung trains the same pool."""
+    rs = record.records(study)
+    costs = record.objectives_of(study)[1:]
     best: dict[Any, Record] = {}
-    for r in record.ranked(record.records(study), short_only=True):
-        best.setdefault(r.depth, r)
+    if costs:
+        best = {r.number: r for r in _spread(record.front(rs, costs, short_only=True), MAX_FRONT_RUNG)}
+    for r in record.ranked(rs, short_only=True):
+        if not costs:
+            best.setdefault(r.depth, r)
         if r.seed_design:
             best.setdefault("seed", r)
     return sorted({r.number: r for r in best.values()}.values(), key=lambda r: r.number)
+
+
+def _spread(rs: list[Record], most: int) -> list[Record]:
+    """`most` of `rs` (ordered along the front) at even steps, both ends kept."""
+    if len(rs) <= most:
+        return rs
+    return [rs[round(i * (len(rs) - 1) / (most - 1))] for i in range(most)]
 
 
 def confirm(study: optuna.Study, cfg: SearchConfig, data: SearchData, device: torch.device,
@@ -66,14 +83,25 @@ def confirm(study: optuna.Study, cfg: SearchConfig, data: SearchData, device: to
     return results
 
 
+def rung_recipe(r: Record, cfg: SearchConfig, available: int) -> tuple[Recipe, float]:
+    """What the final rung trains a trial with, and at which width: its own recipe and proxy CONFIRM_LONGER_BY
+    times longer, or (`--final-rung fast`) the real network with the fast protocol, its initial weights' seed
+    kept. The fast rung compares architectures under one strong recipe, not the recipes the trials sampled."""
+    own = Recipe.from_dict(r.recipe)
+    if cfg.final_rung == "fast":
+        return protocol("fast").updated({"seed": own.seed, "init": own.init}), 1.0
+    return longer(own, CONFIRM_LONGER_BY, available), cfg.fidelity.width
+
+
 def _train_longer(r: Record, cfg: SearchConfig, data: SearchData, device: torch.device, build: Builder,
                   progress: bool) -> dict[str, Any]:
-    recipe = longer(Recipe.from_dict(r.recipe), CONFIRM_LONGER_BY, len(data.train))
+    recipe, width = rung_recipe(r, cfg, len(data.train))
     with stopping.at_once():
-        model = build(Arch.from_dict(r.arch).scaled(cfg.fidelity.width), recipe.init, recipe.seed)
+        model = build(Arch.from_dict(r.arch).scaled(width), recipe.init, recipe.seed)
         result = train(model, recipe, data.train, data.val, device, progress=progress)
     return {"val_acc": result.val_acc if result.status == "ok" else None, "seconds": round(result.seconds, 1),
-            "epochs": recipe.epochs, "train_subset": recipe.train_subset or len(data.train)}
+            "epochs": recipe.epochs, "train_subset": recipe.train_subset or len(data.train),
+            "protocol": cfg.final_rung, "width": width}
 
 
 @dataclass(frozen=True)

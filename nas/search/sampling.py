@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import optuna
 
-from nas.counting import count_params
+from nas.counting import count_macs, count_params
 from nas.errors import NasError
 from nas.search.config import SearchConfig
 from nas.space import Space
@@ -110,7 +110,7 @@ class SameDepthPruner(optuna.pruners.BasePruner):
         return self._inner.prune(DepthView(study, trial.params.get("layers")), trial)  # type: ignore[arg-type]
 
 
-def budget_check(space: Space, budget: int) -> Callable[[dict[str, Any]], bool | None]:
+def budget_check(space: Space, budget: int, max_macs: int | None = None) -> Callable[[dict[str, Any]], bool | None]:
     """fits(params): True/False when params name a whole candidate, None when knobs are missing."""
     def fits(params: dict[str, Any]) -> bool | None:
         if "layers" not in params:
@@ -120,18 +120,22 @@ def budget_check(space: Space, budget: int) -> Callable[[dict[str, Any]], bool |
         if any(k.name not in values for k in space.arch_knobs(params["layers"])):
             return None
         try:
-            return count_params(space.arch(values)) <= budget
+            arch = space.arch(values)
+            return count_params(arch) <= budget and (max_macs is None or count_macs(arch) <= max_macs)
         except NasError:
             return False
     return fits
 
 
 def make_sampler(cfg: SearchConfig, space: Space | None = None) -> optuna.samplers.BaseSampler:
-    """The configured sampler; given the space, one per depth, taking turns, redrawing over-budget proposals."""
-    if cfg.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=cfg.sampler_seed)  # the unlearned baseline: never wrapped
+    """The configured sampler; given the space, one per depth, taking turns, redrawing over-budget proposals.
+    TPE is multi-objective as it is (it ranks trials by non-domination), so one sampler serves both kinds of
+    search: with 50-200 trials, NSGA-II's generations would be too few to evolve a front."""
+    if cfg.sampler in ("random", "grid"):  # the unlearned baseline, never wrapped; a grid's points are all queued
+        return optuna.samplers.RandomSampler(seed=cfg.sampler_seed)
     if space is not None:
-        return CandidateSampler(lambda i: tpe(cfg.sampler_seed + i), space.layers, budget_check(space, cfg.budget))
+        return CandidateSampler(lambda i: tpe(cfg.sampler_seed + i), space.layers,
+                                budget_check(space, cfg.budget, cfg.max_macs))
     return tpe(cfg.sampler_seed)
 
 

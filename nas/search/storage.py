@@ -15,12 +15,13 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import optuna
 
 from nas import record
 from nas.errors import NasError
-from nas.record import OBJECTIVE, STUDY_BUDGET
+from nas.record import OBJECTIVE
 from nas.search.config import SearchConfig
 from nas.search.sampling import make_pruner, make_sampler
 from nas.space import Space
@@ -178,12 +179,13 @@ def open_study(cfg: SearchConfig, space: Space | None = None, attempts: int = 8)
 
     for attempt in range(attempts):
         try:
-            study = optuna.create_study(study_name=cfg.study, storage=make_storage(cfg.storage), direction="maximize",
+            directions = ["maximize", *["minimize"] * (len(cfg.objectives) - 1)]
+            study = optuna.create_study(study_name=cfg.study, storage=make_storage(cfg.storage), directions=directions,
                                         sampler=make_sampler(cfg, space), pruner=make_pruner(cfg), load_if_exists=True)
-            if study.metric_names is None:  # so Optuna's tools label the value as what it is
+            if study.metric_names is None:  # so Optuna's tools label the values as what they are
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    study.set_metric_names([OBJECTIVE])
+                    study.set_metric_names([OBJECTIVE, *cfg.objectives[1:]])
             return study
         except (optuna.exceptions.DuplicatedStudyError, IntegrityError, ProgrammingError):
             if attempt == attempts - 1:
@@ -192,9 +194,9 @@ def open_study(cfg: SearchConfig, space: Space | None = None, attempts: int = 8)
     raise AssertionError("unreachable")
 
 
-def existing_budget(cfg: SearchConfig) -> int | None:
-    """The budget a study of this name was searched with, or None when there is no such study yet.
-    Read before anything is written, so a wrong --budget changes nothing."""
+def existing_attrs(cfg: SearchConfig) -> dict[str, Any] | None:
+    """The user attributes (budget, bounds, objectives) of the study of this name, or None when there is no such
+    study yet. Read before anything is written, so a wrong --budget changes nothing."""
     from sqlalchemy.engine import make_url
 
     if storage_backend(cfg.storage) == "sqlite":
@@ -205,6 +207,6 @@ def existing_budget(cfg: SearchConfig) -> int | None:
         study = optuna.load_study(study_name=cfg.study, storage=make_storage(cfg.storage))
     except KeyError:
         return None
-    return study.user_attrs.get(STUDY_BUDGET)
+    return study.user_attrs
 
 
