@@ -1,8 +1,23 @@
 """The frozen description of one ResNet: the single source both the counter and the builder read.
 
-Layout (the reference reports'): stem conv3x3(in_channels -> C_1) + BN + ReLU; N residual layers,
-layer i has B_i blocks with C_i output channels, the first block of every layer after the
-first downsamples with stride 2; average pool of kernel P; Linear(features -> classes).
+Layout (the reference reports'): stem conv3x3(in_channels -> stem width, C_1 unless stem_channels
+says otherwise) + BN + ReLU; N layers, layer i has B_i blocks with C_i output channels, the first
+block of every layer after the first downsamples (stride 2; a 2x2 max-pool for plain blocks);
+average pool of kernel P; Linear(features -> classes).
+
+Block families (`block`), each spelled out once in nas/layout.py:
+- basic: conv(F)-BN-ReLU-conv(F)-BN, add, ReLU.
+- bottleneck: 1x1 to C_i/4, conv(F), 1x1 back, BN after each (torchvision's ResNet-50 block).
+- preact: Wide ResNet's BN-ReLU-conv(F)-BN-ReLU-(dropout)-conv(F), add; a bare-conv stem, a final
+  BN-ReLU before pooling, and 1x1 (K_i) projections without BN that read the pre-activated input.
+- resnext: the bottleneck with inner width D_i = groups x width_per_group x C_i / C_1, grouped conv(F)
+  (prlz77/ResNeXt.pytorch's CIFAR ResNeXt-29: D = cardinality x int(base_width x C_i / C_1)).
+- res2net: the resnext bottleneck with its conv(F) replaced by Res2Net's hierarchy of `scale` splits
+  of width D_i (scale - 1 convs F, each with BN and ReLU), as the official Res2Net code builds it.
+- plain: no shortcut; each "block" is one conv(F)-BN-ReLU unit (SimpleNet), downsampling is a 2x2
+  max-pool before a layer's first unit. Per-layer kernels F_i apply to a layer's units, so a design
+  with 1x1 units near the end gives them a layer of their own: SimpleNet's 13 convs are a 64-wide
+  stem plus layers B=(3,3,2,1,2,1) with F=(3,3,3,3,1,3), five max-pools as in the paper.
 """
 
 from __future__ import annotations
@@ -16,8 +31,12 @@ from typing import Any
 
 from nas.errors import NasError, shown
 
-BLOCK_TYPES = ("basic", "bottleneck")
+BLOCK_TYPES = ("basic", "bottleneck", "preact", "resnext", "res2net", "plain")
+SE_PLACEMENTS = ("blocks", "stem")  # SE after every block's branch, or one SE unit after the stem
 BOTTLENECK_DIVISOR = 4  # bottleneck inner width = C_i // 4, as in torchvision's ResNet-50
+FAMILY_FIELDS = {"width_per_group": ("resnext", "res2net"), "scale": ("res2net",)}  # field: the blocks that read it
+GROUPED_INPUT = ("basic", "preact", "plain")  # blocks whose first conv is grouped, so groups must divide its input
+NEW_DEFAULTS = {"stem_channels": None, "width_per_group": 0, "scale": 0, "se_placement": "blocks"}  # left out of ids
 
 
 def short_hash(obj: Any, length: int = 10) -> str:
@@ -40,24 +59,106 @@ def _check_ints(name: str, values: tuple[Any, ...], rule: str, ok) -> None:
             raise NasError(f"{name}[{i}]={shown(v)} is invalid: {rule}")
 
 
-def channel_problem(c: int, block: str, se_ratio: int, groups: int, layer: int = 0) -> str | None:
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+@dataclass(frozen=True)
+class Options:
+    """The network-wide options every block reads: what `nas space` holds fixed per group of
+    candidates while the per-layer knobs vary (nas/counting.count_many)."""
+
+    block: str = "basic"
+    se_ratio: int = 0
+    groups: int = 1
+    dropout: float = 0.0
+    stem_channels: int | None = None
+    width_per_group: int = 0
+    scale: int = 0
+    se_placement: str = "blocks"
+
+    @property
+    def se_in_blocks(self) -> bool:
+        return bool(self.se_ratio) and self.se_placement == "blocks"
+
+
+OPTION_FIELDS = tuple(f.name for f in fields(Options))
+
+
+def unused_fields(block: str, se_ratio: int) -> dict[str, Any]:
+    """The options this block family does not read, at their off values: a space sets them so, whatever was
+    sampled, and a candidate that differs only there is the same network."""
+    off = {name: 0 for name, users in FAMILY_FIELDS.items() if block not in users}
+    return off if se_ratio else {**off, "se_placement": "blocks"}
+
+
+def uses_skip(block: str, layer: int, stem_channels: int | None, c1: int) -> bool:
+    """Whether layer `layer`'s first block projects its shortcut (so K_i matters): every layer after the
+    first changes shape, and layer 1 does when the stem's width differs from C_1. Plain blocks have none."""
+    return block != "plain" and (layer > 0 or (stem_channels is not None and stem_channels != c1))
+
+
+def channel_problem(c: int, o: Options, layer: int = 0) -> str | None:
     """Why `c` channels cannot make layer `layer`'s blocks with these options, or None: the one
     channel rule, which Arch enforces and the space survey uses to count valid candidates."""
-    if se_ratio and c < se_ratio:
-        return (f"se_ratio={se_ratio} exceeds channels[{layer}]={c}: SE would have 0 hidden units; "
+    se_here = o.se_in_blocks or (o.se_ratio and o.se_placement == "stem" and layer == 0 and o.stem_channels is None)
+    if se_here and c < o.se_ratio:
+        where = "SE would have 0 hidden units" if o.se_in_blocks else "the stem (C_1 wide) holds the SE unit"
+        return (f"se_ratio={o.se_ratio} exceeds channels[{layer}]={c}: {where}; "
                 "lower se_ratio or widen the layer")
-    if block == "bottleneck" and c < BOTTLENECK_DIVISOR:
+    if o.block == "bottleneck" and c < BOTTLENECK_DIVISOR:
         return (f"channels[{layer}]={c} is too narrow for a bottleneck block (inner width C//4 would be 0): "
                 "use >= 4 channels or block='basic'")
-    what, width = ("bottleneck width", c // BOTTLENECK_DIVISOR) if block == "bottleneck" else ("channels", c)
-    if width % groups:
-        return f"groups={groups} does not divide {what} {width} of layer {layer}: pick groups that divide it"
+    if o.block in FAMILY_FIELDS["width_per_group"]:
+        return None  # the inner width is groups x (a width >= 1): always a multiple of groups
+    what, width = ("bottleneck width", c // BOTTLENECK_DIVISOR) if o.block == "bottleneck" else ("channels", c)
+    if width % o.groups:
+        return f"groups={o.groups} does not divide {what} {width} of layer {layer}: pick groups that divide it"
+    return None
+
+
+def stem_problem(o: Options) -> str | None:
+    """Why the stem width stem_channels cannot feed these blocks, or None (C_1's own rules are channel_problem's)."""
+    s = o.stem_channels
+    if s is None:
+        return None
+    if o.block in GROUPED_INPUT and s % o.groups:
+        return (f"groups={o.groups} does not divide stem_channels={s}: a {o.block} block's first conv is grouped "
+                "and reads the stem; pick a stem width that groups divides")
+    if o.se_ratio and o.se_placement == "stem" and s < o.se_ratio:
+        return (f"se_ratio={o.se_ratio} exceeds stem_channels={s}: the stem's SE unit would have 0 hidden units; "
+                "lower se_ratio or widen the stem")
+    return None
+
+
+def _family_problem(o: Options) -> str | None:
+    """A family option given to a family that does not read it, or missing where one needs it."""
+    rules = {"width_per_group": (1, "the width of one group at layer 1, e.g. 64 in ResNeXt-29 8x64d"),
+             "scale": (2, "the number of channel splits, 4 in the Res2Net paper")}
+    for name, (low, meaning) in rules.items():
+        v, users = getattr(o, name), FAMILY_FIELDS[name]
+        if not _is_int(v) or v < 0:
+            return f"{name}={shown(v)} is invalid: must be an integer >= 0 ({meaning})"
+        if o.block in users and v < low:
+            return f"{name}={v} is invalid for block={o.block!r}: must be >= {low} ({meaning}); set {name}"
+        if o.block not in users and v:
+            return (f"{name}={v} is invalid for block={o.block!r}: only block {' or '.join(users)} reads it; "
+                    f"set {name} to 0 (or leave it out), or choose block {users[0]}")
+    if o.se_placement not in SE_PLACEMENTS:
+        return f"se_placement={shown(o.se_placement)} is unknown: choose one of {', '.join(SE_PLACEMENTS)}"
+    if o.se_placement == "stem" and not o.se_ratio:
+        return ("se_placement='stem' is invalid with se_ratio=0: the stem's SE unit needs a reduction ratio; "
+                "set se_ratio (e.g. 16; --se on the command line) or se_placement='blocks'")
+    s = o.stem_channels
+    if s is not None and (not _is_int(s) or s < 1):
+        return f"stem_channels={shown(s)} is invalid: must be an integer >= 1, or None for C_1"
     return None
 
 
 @dataclass(frozen=True)
 class Arch:
-    """One network. Scalars for kernels/skip_kernels apply to every layer; pool=None is global."""
+    """One network. Scalars for kernels/skip_kernels apply to every layer; pool=None is global;
+    stem_channels=None makes the stem C_1 wide."""
 
     blocks: tuple[int, ...]
     channels: tuple[int, ...]
@@ -67,10 +168,14 @@ class Arch:
     block: str = "basic"
     se_ratio: int = 0  # squeeze-and-excitation reduction ratio; 0 disables SE
     groups: int = 1  # grouped KxK convs (ResNeXt cardinality)
-    dropout: float = 0.0  # between a block's convs (Wide ResNet)
+    dropout: float = 0.0  # between a block's convs (Wide ResNet); after each unit of a plain net
     num_classes: int = 10
     input_size: int = 32
     in_channels: int = 3
+    stem_channels: int | None = None  # the stem's width (16 in Wide ResNet); None: C_1
+    width_per_group: int = 0  # resnext/res2net: one group's inner width at layer 1 (0 for other blocks)
+    scale: int = 0  # res2net: channel splits per block, >= 2 (0 for other blocks)
+    se_placement: str = "blocks"  # "blocks": SE in every block; "stem": one SE unit after the stem
 
     def __post_init__(self) -> None:
         blocks = _as_tuple("blocks", self.blocks, 1)
@@ -98,7 +203,7 @@ class Arch:
         _check_ints("skip_kernels", self.skip_kernels, odd, lambda v: v >= 1 and v % 2 == 1)
         for name, low in (("num_classes", 1), ("input_size", 1), ("in_channels", 1), ("groups", 1), ("se_ratio", 0)):
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < low:
+            if not _is_int(v) or v < low:
                 raise NasError(f"{name}={shown(v)} is invalid: must be an integer >= {low}")
         if self.block not in BLOCK_TYPES:
             raise NasError(f"block={shown(self.block)} is unknown: choose one of {', '.join(BLOCK_TYPES)}")
@@ -106,20 +211,30 @@ class Arch:
             raise NasError(f"dropout={shown(self.dropout)} is invalid: must be in [0, 1)")
         final = self.feature_sizes[-1]
         if self.pool is not None:
-            if not isinstance(self.pool, int) or isinstance(self.pool, bool) or not 1 <= self.pool <= final:
+            if not _is_int(self.pool) or not 1 <= self.pool <= final:
                 raise NasError(
                     f"pool={shown(self.pool)} is invalid: the last feature map is {final}x{final}, "
                     f"so pool must be an integer from 1 to {final} (or None for global pooling)"
                 )
-        for i, c in enumerate(self.channels):
-            problem = channel_problem(c, self.block, self.se_ratio, self.groups, i)
-            if problem:
-                raise NasError(problem)
+        o = self.options
+        problem = _family_problem(o) or stem_problem(o)
+        problem = problem or next(filter(None, (channel_problem(c, o, i) for i, c in enumerate(self.channels))), None)
+        if problem:
+            raise NasError(problem)
 
     # -- derived facts ---------------------------------------------------------------------
     @property
     def num_layers(self) -> int:
         return len(self.blocks)
+
+    @cached_property
+    def options(self) -> Options:
+        """The network-wide options, as the counter and the layout take them."""
+        return Options(**{name: getattr(self, name) for name in OPTION_FIELDS})
+
+    @property
+    def stem_width(self) -> int:
+        return self.channels[0] if self.stem_channels is None else self.stem_channels
 
     @cached_property  # frozen dataclasses allow it: it writes the instance __dict__ directly
     def feature_sizes(self) -> tuple[int, ...]:
@@ -135,24 +250,30 @@ class Arch:
     def pool_size(self) -> int:
         return self.feature_sizes[-1] if self.pool is None else self.pool
 
-    @staticmethod
-    def skip_used(layer: int) -> bool:
-        """Only layers after the first change shape (stride 2), so only they use K_i; the stem
-        already outputs C_1, so layer 0 always has an identity shortcut."""
-        return layer > 0
+    def skip_used(self, layer: int) -> bool:
+        """Whether layer `layer` has a projection shortcut, so its K_i matters (see uses_skip)."""
+        return uses_skip(self.block, layer, self.stem_channels, self.channels[0])
 
     def scaled(self, width: float) -> Arch:
-        """The same network with channels times `width`, for cheap proxy training: widths are
-        rounded up to a multiple of groups and the bottleneck divisor, and the SE ratio is lowered
-        to the narrowest layer where needed. (Raising narrow layers to the SE ratio instead made
-        every SE candidate up to 64 channels wide the same 16-channel proxy, with the same score.)"""
+        """The same network with every width times `width`, for cheap proxy training: channels and the
+        stem are rounded up to a multiple of what the blocks divide them by (groups, the bottleneck
+        divisor), width_per_group is scaled and kept >= 1 (groups and scale stay: they are counts),
+        and the SE ratio is lowered to the narrowest width holding SE where needed. (Raising narrow
+        layers to the SE ratio instead made every SE candidate up to 64 channels wide the same
+        16-channel proxy, with the same score.)"""
         if not 0 < width <= 1:
             raise NasError(f"width={width!r} must be in (0, 1]: it scales channels down for proxy training")
         if width == 1:
             return self
-        step = self.groups * (BOTTLENECK_DIVISOR if self.block == "bottleneck" else 1)
-        channels = tuple(max(step, -(-round(c * width) // step) * step) for c in self.channels)
-        return dataclasses.replace(self, channels=channels, se_ratio=min(self.se_ratio, *channels))
+        grouped = self.block not in FAMILY_FIELDS["width_per_group"]
+        step = (self.groups if grouped else 1) * (BOTTLENECK_DIVISOR if self.block == "bottleneck" else 1)
+        scale = lambda c: max(step, -(-round(c * width) // step) * step)  # noqa: E731
+        channels = tuple(scale(c) for c in self.channels)
+        stem = None if self.stem_channels is None else scale(self.stem_channels)
+        wpg = max(1, round(self.width_per_group * width)) if self.width_per_group else 0
+        se_widths = channels if self.se_placement == "blocks" else (channels[0] if stem is None else stem,)
+        return dataclasses.replace(self, channels=channels, stem_channels=stem, width_per_group=wpg,
+                                   se_ratio=min(self.se_ratio, *se_widths))
 
     # -- identity and serialisation ---------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -186,21 +307,34 @@ class Arch:
 
     @property
     def id(self) -> str:
-        """Short stable hash of the network actually built (skip kernels of unused shortcuts ignored)."""
+        """Short stable hash of the network actually built: skip kernels of unused shortcuts ignored, a
+        stem as wide as C_1 is the default stem, and the fields added with the block families are left
+        out at their defaults, so architectures stored before them keep their ids."""
         d = self.to_dict()
         d["skip_kernels"] = [k if self.skip_used(i) else 1 for i, k in enumerate(self.skip_kernels)]
         d["pool"] = self.pool_size
         d["dropout"] = float(self.dropout)
+        if self.stem_channels == self.channels[0]:
+            d["stem_channels"] = None
+        for name, default in NEW_DEFAULTS.items():
+            if d[name] == default:
+                del d[name]
         return short_hash(d)
 
     def describe(self) -> str:
         """One line a human can read in a table: N=4 B=2-2-2-2 C=64-128-256-512 F=3 K=1 P=4 basic."""
         j = lambda xs: "-".join(map(str, xs))  # noqa: E731
         extras = [self.block]
+        if self.stem_channels is not None:
+            extras.append(f"stem{self.stem_channels}")
         if self.se_ratio:
-            extras.append(f"se{self.se_ratio}")
+            extras.append(f"se{self.se_ratio}" + ("@stem" if self.se_placement == "stem" else ""))
         if self.groups > 1:
             extras.append(f"g{self.groups}")
+        if self.width_per_group:
+            extras.append(f"w{self.width_per_group}")
+        if self.scale:
+            extras.append(f"s{self.scale}")
         if self.dropout:
             extras.append(f"drop{self.dropout:g}")
         return (

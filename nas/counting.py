@@ -3,52 +3,81 @@
 Parameters are what `sum(p.numel() for p in model.parameters())` sees (BatchNorm weight and
 bias, not running statistics). MACs are the multiply-accumulates of convolutions and linear
 layers in one forward pass of one image, which is what torch's FlopCounterMode counts
-(FLOPs / 2); BN, ReLU, pooling and additions are not counted.
+(FLOPs / 2); BN, ReLU, pooling, additions and concatenations are not counted.
 
-The cost functions take plain ints, or NumPy integer arrays of the same shape for any of the
-per-layer knobs, so `nas space` can count millions of candidates with the very same formulas.
+The network's structure comes from nas/layout.py, which the builder reads too; this module only
+knows what one operation costs. The per-layer knobs may be NumPy integer arrays of one shape,
+so `nas space` counts millions of candidates of every block family with the very same formulas.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from functools import lru_cache
+from typing import Sequence
 
-from nas.arch import BOTTLENECK_DIVISOR, Arch
+from nas.arch import Arch, Options
+from nas.layout import SE, Block, Conv, Int, Linear, Norm, Op, Res2, Stage, arch_stages, stages
 
-Int = Any  # int, or a NumPy integer array broadcast over candidates
 
-
-def _conv(c_in: Int, c_out: Int, k: Int, groups: int = 1) -> Int:
+def _conv(c_in: Int, c_out: Int, k: Int, groups: Int) -> Int:
     return c_out * (c_in // groups) * k * k
 
 
-def _se(c: Int, ratio: int) -> tuple[Int, Int]:
-    """Squeeze-excitation: Linear(c -> c//r) + ReLU + Linear(c//r -> c), both with bias."""
-    if not ratio:
-        return 0, 0
-    hidden = c // ratio
-    return 2 * c * hidden + hidden + c, 2 * c * hidden
+def _conv_cost(op: Conv) -> tuple[Int, Int]:
+    p = _conv(op.c_in, op.c_out, op.k, op.groups)
+    return p, p * op.size * op.size
 
 
-def block_cost(c_in: Int, c_out: Int, kernel: Int, skip: Int, s_in: int, s_out: int,
-               projection: bool, block: str, se_ratio: int, groups: int) -> tuple[Int, Int]:
-    """(params, macs) of one residual block; `projection` adds the conv(K)+BN shortcut."""
-    se_p, se_m = _se(c_out, se_ratio)
-    params, macs = se_p, se_m
-    if block == "basic":
-        convs = [(_conv(c_in, c_out, kernel, groups), s_out), (_conv(c_out, c_out, kernel, groups), s_out)]
-        params = params + 4 * c_out  # two BNs
-    else:  # bottleneck: 1x1 reduce at input resolution, KxK (strided, grouped), 1x1 expand
-        mid = c_out // BOTTLENECK_DIVISOR
-        convs = [(_conv(c_in, mid, 1), s_in), (_conv(mid, mid, kernel, groups), s_out), (_conv(mid, c_out, 1), s_out)]
-        params = params + 4 * mid + 2 * c_out
-    if projection:
-        convs.append((_conv(c_in, c_out, skip), s_out))
-        params = params + 2 * c_out
-    for p, s in convs:  # not `+=`: NumPy grids of different shapes must broadcast, not update in place
-        params = params + p
-        macs = macs + p * s * s
+def _se_cost(op: SE) -> tuple[Int, Int]:
+    hidden = op.c // op.ratio
+    return 2 * op.c * hidden + hidden + op.c, 2 * op.c * hidden
+
+
+def _res2_cost(op: Res2) -> tuple[Int, Int]:
+    p = _conv(op.width, op.width, op.k, op.groups)
+    return (op.scale - 1) * (p + 2 * op.width), (op.scale - 1) * p * op.size * op.size
+
+
+COSTS = {Conv: _conv_cost, Norm: lambda op: (2 * op.c, 0), SE: _se_cost, Res2: _res2_cost,
+         Linear: lambda op: (op.c_in * op.c_out + op.c_out, op.c_in * op.c_out)}  # the rest cost nothing
+
+
+def _ops_cost(ops: tuple[Op, ...]) -> tuple[Int, Int]:
+    params, macs = 0, 0
+    for op in ops:
+        cost = COSTS.get(type(op))
+        if cost is not None:  # not `+=`: NumPy grids of different shapes must broadcast, not update in place
+            p, m = cost(op)
+            params, macs = params + p, macs + m
+    return params, macs
+
+
+@lru_cache(maxsize=16384)
+def _cached_cost(block: Block) -> tuple[int, int]:
+    return _block_cost(block)
+
+
+def block_cost(block: Block) -> tuple[Int, Int]:
+    """(params, macs) of one block; memoised like nas.layout.make_block (NumPy arrays cannot be hashed)."""
+    try:
+        return _cached_cost(block)
+    except TypeError:
+        return _block_cost(block)
+
+
+def _block_cost(block: Block) -> tuple[Int, Int]:
+    """The projection counts where `project` is true (a 0/1 mask over candidates)."""
+    params, macs = _ops_cost(block.pre + block.body + block.post)
+    p, m = _ops_cost(block.shortcut)
+    return params + block.project * p, macs + block.project * m
+
+
+def stage_cost(stage: Stage) -> tuple[Int, Int]:
+    params, macs = block_cost(stage.first)
+    if stage.rest is not None:
+        p, m = block_cost(stage.rest)
+        params, macs = params + (stage.count - 1) * p, macs + (stage.count - 1) * m
     return params, macs
 
 
@@ -62,52 +91,31 @@ class Row:
     output: str  # e.g. "64x32x32"
 
 
-def _rows(channels: Sequence[Int], blocks: Sequence[Int], kernels: Sequence[Int], skips: Sequence[Int],
-          pool: Int, *, sizes: Sequence[int], block: str, se_ratio: int, groups: int,
-          num_classes: int, in_channels: int) -> list[tuple[str, Int, Int]]:
-    """The cost of every stage; the one place the network's structure is spelled out for counting."""
-    stem = _conv(in_channels, channels[0], 3)
-    rows = [("stem", stem + 2 * channels[0], stem * sizes[0] ** 2)]
-    for i, (c_out, b, k, sk) in enumerate(zip(channels, blocks, kernels, skips)):
-        c_in, s_in = (channels[i - 1], sizes[i - 1]) if i else (c_out, sizes[0])
-        s = sizes[i]
-        first = block_cost(c_in, c_out, k, sk, s_in, s, Arch.skip_used(i), block, se_ratio, groups)
-        rest = block_cost(c_out, c_out, k, sk, s, s, False, block, se_ratio, groups)
-        rows.append((f"layer{i + 1}", first[0] + (b - 1) * rest[0], first[1] + (b - 1) * rest[1]))
-    features = channels[-1] * (sizes[-1] // pool) ** 2
-    rows.append(("head", features * num_classes + num_classes, features * num_classes))
-    return rows
-
-
-def _arch_rows(arch: Arch) -> list[tuple[str, Int, Int]]:
-    return _rows(arch.channels, arch.blocks, arch.kernels, arch.skip_kernels, arch.pool_size,
-                 sizes=arch.feature_sizes, block=arch.block, se_ratio=arch.se_ratio, groups=arch.groups,
-                 num_classes=arch.num_classes, in_channels=arch.in_channels)
-
-
 def count_params(arch: Arch) -> int:
     """Trainable parameters of `build_model(arch)`, exactly, in microseconds."""
-    return sum(r[1] for r in _arch_rows(arch))
+    return sum(stage_cost(s)[0] for s in arch_stages(arch))
 
 
 def count_macs(arch: Arch) -> int:
     """Multiply-accumulates of one forward pass of one image (conv + linear)."""
-    return sum(r[2] for r in _arch_rows(arch))
+    return sum(stage_cost(s)[1] for s in arch_stages(arch))
 
 
 def breakdown(arch: Arch) -> list[Row]:
     """Per-stage parameters and MACs, for display; sums to count_params / count_macs."""
-    shapes = [f"{arch.channels[0]}x{arch.input_size}x{arch.input_size}"]
-    shapes += [f"{c}x{s}x{s}" for c, s in zip(arch.channels, arch.feature_sizes)]
-    shapes.append(str(arch.num_classes))
-    return [Row(n, int(p), int(m), o) for (n, p, m), o in zip(_arch_rows(arch), shapes)]
+    rows = []
+    for s in arch_stages(arch):
+        params, macs = stage_cost(s)
+        c, side = s.output
+        rows.append(Row(s.name, int(params), int(macs), f"{c}x{side}x{side}" if s.name != "head" else str(c)))
+    return rows
 
 
 def count_many(channels: Sequence[Int], blocks: Sequence[Int], kernels: Sequence[Int], skips: Sequence[Int],
-               pool: Int, *, sizes: Sequence[int], block: str, se_ratio: int, groups: int,
-               num_classes: int, in_channels: int) -> tuple[Int, Int]:
-    """(params, macs) for arrays of candidates sharing N and block options: the same formulas
-    as count_params, vectorised by passing NumPy arrays as the per-layer knobs."""
-    rows = _rows(channels, blocks, kernels, skips, pool, sizes=sizes, block=block, se_ratio=se_ratio,
-                 groups=groups, num_classes=num_classes, in_channels=in_channels)
-    return sum(r[1] for r in rows), sum(r[2] for r in rows)
+               pool: int, *, sizes: Sequence[int], options: Options, num_classes: int,
+               in_channels: int) -> tuple[Int, Int]:
+    """(params, macs) for arrays of candidates sharing N and the network-wide options: the same
+    layout and costs as count_params, vectorised by passing NumPy arrays as the per-layer knobs."""
+    costs = [stage_cost(s) for s in stages(channels, blocks, kernels, skips, pool, sizes=sizes, options=options,
+                                           num_classes=num_classes, in_channels=in_channels)]
+    return sum(c[0] for c in costs), sum(c[1] for c in costs)

@@ -119,11 +119,11 @@ def importances(study: optuna.Study) -> dict[str, float]:
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "study created in memory" line in the user's log
     try:
-        trained = optuna.create_study(direction="maximize")
+        trained = optuna.create_study(directions=study.directions)
         trained.add_trials(done)
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            found = optuna.importance.get_param_importances(trained)
+            warnings.simplefilter("ignore")  # accuracy is the first value of a multi-objective study too
+            found = optuna.importance.get_param_importances(trained, target=lambda t: t.values[0])
     except (RuntimeError, ValueError):  # no setting that the trials share
         return {}
     finally:

@@ -1,19 +1,28 @@
-"""Build a torch ResNet from an `Arch`; every field read here is counted in nas/counting.py."""
+"""Build a torch network from an `Arch`: nas/layout.py says which operations, in which order; this
+module only knows how to make each operation a module, as nas/counting.py only knows what it costs.
+
+The module tree of basic and bottleneck networks is the one they always had (conv and BN paired as
+`conv_bn`, a Dropout placeholder at p=0), so weights saved before the other families still load."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from nas.arch import BOTTLENECK_DIVISOR, Arch
+from nas.arch import Arch
 from nas.errors import NasError
+from nas.layout import SE, Block, Conv, Drop, Linear, MaxPool, Norm, Op, Pool, Relu, Res2, arch_stages
 
 INITS = ("kaiming", "xavier")  # the schemes init_weights implements; Recipe.init is checked against these
 
 
 def conv_bn(c_in: int, c_out: int, k: int, stride: int = 1, groups: int = 1) -> nn.Sequential:
-    """conv(k, 'same' padding, no bias) + BN: the unit every block is made of."""
-    return nn.Sequential(nn.Conv2d(c_in, c_out, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(c_out))
+    """conv(k, 'same' padding, no bias) + BN: the unit most blocks are made of."""
+    return nn.Sequential(_conv(Conv(c_in, c_out, k, 0, stride, groups)), nn.BatchNorm2d(c_out))
+
+
+def _conv(op: Conv) -> nn.Conv2d:
+    return nn.Conv2d(op.c_in, op.c_out, op.k, op.stride, op.k // 2, groups=op.groups, bias=False)
 
 
 class SqueezeExcite(nn.Module):
@@ -25,48 +34,86 @@ class SqueezeExcite(nn.Module):
         return x * self.fc(x.mean((2, 3)))[:, :, None, None]
 
 
-class Block(nn.Module):
-    """Residual block: basic (KxK, KxK) or bottleneck (1x1, KxK, 1x1), optional SE, then add + ReLU."""
+class Res2Split(nn.Module):
+    """Res2Net's hierarchical split (nas.layout.Res2), as the official code's Bottle2neck runs it."""
 
-    def __init__(self, arch: Arch, c_in: int, c_out: int, kernel: int, skip: int, stride: int) -> None:
+    def __init__(self, op: Res2) -> None:
         super().__init__()
-        g, drop = arch.groups, nn.Dropout(arch.dropout) if arch.dropout else nn.Identity()
-        if arch.block == "basic":
-            self.body = nn.Sequential(conv_bn(c_in, c_out, kernel, stride, g), nn.ReLU(inplace=True), drop,
-                                      conv_bn(c_out, c_out, kernel, 1, g))
+        self.width, self.stage = op.width, op.stage
+        self.convs = nn.ModuleList(conv_bn(op.width, op.width, op.k, op.stride, op.groups) for _ in range(op.scale - 1))
+        self.pool = nn.AvgPool2d(3, op.stride, 1) if op.stage else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, scale * width, H, W) -> (B, scale * width, H', W')
+        splits = torch.split(x, self.width, 1)
+        outs: list[torch.Tensor] = []
+        for i, conv in enumerate(self.convs):
+            y = splits[i] if i == 0 or self.stage else outs[-1] + splits[i]
+            outs.append(torch.relu(conv(y)))
+        return torch.cat([*outs, self.pool(splits[-1])], 1)
+
+
+def _module(op: Op) -> nn.Module:
+    if isinstance(op, Conv):
+        return _conv(op)
+    if isinstance(op, Norm):
+        return nn.BatchNorm2d(op.c)
+    makers = {Relu: lambda: nn.ReLU(inplace=True), Drop: lambda: nn.Dropout(op.p) if op.p else nn.Identity(),
+              SE: lambda: SqueezeExcite(op.c, op.ratio), MaxPool: lambda: nn.MaxPool2d(2, 2, ceil_mode=True),
+              Res2: lambda: Res2Split(op), Pool: lambda: nn.AvgPool2d(op.k), Linear: lambda: nn.Linear(op.c_in, op.c_out)}
+    return makers[type(op)]()
+
+
+def _modules(ops: tuple[Op, ...]) -> list[nn.Module]:
+    """One module per operation, a conv followed by its BN paired as `conv_bn` (the module tree's layout)."""
+    out: list[nn.Module] = []
+    for op in ops:
+        if isinstance(op, Norm) and out and isinstance(out[-1], nn.Conv2d):
+            out[-1] = nn.Sequential(out[-1], _module(op))
         else:
-            mid = c_out // BOTTLENECK_DIVISOR
-            self.body = nn.Sequential(conv_bn(c_in, mid, 1), nn.ReLU(inplace=True),
-                                      conv_bn(mid, mid, kernel, stride, g), nn.ReLU(inplace=True), drop,
-                                      conv_bn(mid, c_out, 1))
-        if arch.se_ratio:
-            self.body.append(SqueezeExcite(c_out, arch.se_ratio))
-        projection = stride != 1 or c_in != c_out
-        self.shortcut = conv_bn(c_in, c_out, skip, stride) if projection else nn.Identity()
+            out.append(_module(op))
+    return out
+
+
+def _unit(ops: tuple[Op, ...]) -> nn.Module:
+    """The shortcut: its conv_bn (or bare conv) itself, as the module tree always had it."""
+    modules = _modules(ops)
+    return modules[0] if len(modules) == 1 else nn.Sequential(*modules)
+
+
+class ResBlock(nn.Module):
+    """One block of any family (nas.layout.Block): pre, body, shortcut, add, post."""
+
+    def __init__(self, spec: Block) -> None:
+        super().__init__()
+        self.residual, self.project = spec.residual, bool(spec.project)
+        self.pre = nn.Sequential(*_modules(spec.pre)) if spec.pre else nn.Identity()
+        self.body = nn.Sequential(*_modules(spec.body))
+        self.shortcut = _unit(spec.shortcut) if self.residual and self.project else nn.Identity()
+        self.post = nn.Sequential(*_modules(spec.post)) if spec.post else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.body(x) + self.shortcut(x))
+        a = self.pre(x)
+        y = self.body(a)
+        if not self.residual:
+            return y
+        return self.post(y + (self.shortcut(a) if self.project else x))
 
 
 class ResNet(nn.Module):
     def __init__(self, arch: Arch) -> None:
         super().__init__()
         self.arch = arch
-        c = arch.channels
-        self.stem = nn.Sequential(conv_bn(arch.in_channels, c[0], 3), nn.ReLU(inplace=True))
-        layers = []
-        for i, (b, c_out, k, sk) in enumerate(zip(arch.blocks, c, arch.kernels, arch.skip_kernels)):
-            c_in = c[i - 1] if i else c[0]
-            stride = 2 if i else 1
-            layers.append(nn.Sequential(*(Block(arch, c_in if j == 0 else c_out, c_out, k, sk, stride if j == 0 else 1)
-                                          for j in range(b))))
-        self.layers = nn.Sequential(*layers)
-        self.pool = nn.AvgPool2d(arch.pool_size)
-        side = arch.feature_sizes[-1] // arch.pool_size
-        self.head = nn.Linear(c[-1] * side * side, arch.num_classes)
+        stem, *layers, head = arch_stages(arch)
+        self.stem = nn.Sequential(*_modules(stem.first.body))
+        self.layers = nn.Sequential(*(nn.Sequential(ResBlock(s.first), *(ResBlock(s.rest) for _ in range(s.count - 1)))
+                                      for s in layers))
+        *final, pool, linear = head.first.body
+        self.final = nn.Sequential(*_modules(tuple(final))) if final else nn.Identity()  # pre-activation's BN-ReLU
+        self.pool = _module(pool)
+        self.head = _module(linear)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, in_channels, S, S) -> (B, classes)
-        return self.head(torch.flatten(self.pool(self.layers(self.stem(x))), 1))
+        return self.head(torch.flatten(self.pool(self.final(self.layers(self.stem(x)))), 1))
 
 
 def init_weights(model: nn.Module, scheme: str = "kaiming") -> None:

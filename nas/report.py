@@ -299,7 +299,8 @@ def _fidelity(results_dir: Path, study_name: str) -> dict[str, Any]:
 def write_study_report(study: Any, results_dir: Path, examples: Path, frame: pd.DataFrame | None = None,
                        static: str | None = None) -> Path:
     """Rewrite RESULTS/<study>/report.html with the search, its retrained candidates and the baselines
-    (every examples/ architecture: retrained where a run exists, else its size alone); `static` ("png" or
+    (every examples/ architecture for the study's class count: retrained where a run exists, else its size alone);
+    `static` ("png" or
     "svg") also writes each figure to figures/NAME.png beside it."""
     from nas.artifacts import study_dir
     from nas.figures import importances
@@ -316,8 +317,11 @@ def write_study_report(study: Any, results_dir: Path, examples: Path, frame: pd.
     retrained = _entries(runs, ("name", "params", "test_acc", "test_acc_std", "val_acc", "trial"))
     baselines: list[dict[str, Any]] = []
     baseline_runs: list[dict[str, Any]] = []
+    classes = set(frame["num_classes"].dropna().astype(int)) if "num_classes" in frame.columns else set()
     for path in sorted(Path(examples).glob("*.json")) if Path(examples).is_dir() else []:
         c = file_candidate(path)
+        if classes and c.arch.num_classes not in classes:  # a CIFAR-100 design is no baseline for CIFAR-10
+            continue
         done = [_with_schedule(r) for r in finished_runs(baseline_root(results_dir, c.name))]
         baseline_runs += done
         baselines += _entries(done, ("name", "params", "test_acc", "test_acc_std")) or [

@@ -63,12 +63,21 @@ def _flatten(prefix: str, mapping: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
+def _every_field(stored: Any) -> dict[str, Any]:
+    """A trial's architecture with every field, as the network has it: a study from before a field existed reads
+    with its default, and the stem's width is C_1 where the architecture leaves it to follow C_1."""
+    if not stored:
+        return {}
+    arch = Arch.from_dict(dict(stored)).to_dict()
+    return {**arch, "stem_channels": arch["stem_channels"] or arch["channels"][0]}
+
+
 def _curve(r: Record) -> dict[int, float]:
     return {int(epoch): float(acc) for epoch, acc in r.curve}
 
 
 def _trial_row(r: Record, t: optuna.trial.FrozenTrial) -> dict[str, Any]:
-    arch = dict(r.arch or {})
+    arch = _every_field(r.arch)
     return {
         "number": r.number,
         "state": r.state.name,
@@ -86,7 +95,7 @@ def _trial_row(r: Record, t: optuna.trial.FrozenTrial) -> dict[str, Any]:
         "duration_s": t.duration.total_seconds() if t.duration is not None else None,
         "datetime_start": t.datetime_start,
         **{knob: _knob_text(knob, arch[knob]) if knob in arch else None for knob in ARCH_KNOBS},
-        "arch_json": json.dumps(arch, sort_keys=True) if arch else None,
+        "arch_json": json.dumps(dict(r.arch), sort_keys=True) if r.arch else None,
         **_flatten(RECIPE_PREFIX, dict(r.recipe or {})),
         **{f"{SAMPLED_PREFIX}{name}": value for name, value in r.sampled.items()},
         **{f"{CURVE_PREFIX}{epoch}": acc for epoch, acc in sorted(_curve(r).items())},

@@ -8,8 +8,11 @@ A space file is YAML (read by nas.yamlfile: safe and bounded) naming the choices
     kernels: [3, 5]                 # F_i
     skip_kernels: [1, 3]            # K_i (layer 1 always has an identity shortcut)
     pool: [global, 2]               # P
-    block: [basic, bottleneck]
+    block: [basic, bottleneck]      # also preact, resnext, res2net, plain (nas/arch.py)
     se_ratio: [0, 16]
+    se_placement: [blocks, stem]    # SE in every block, or one unit after the stem
+    stem_channels: [null, 16]       # null: the stem is C_1 wide
+    width_per_group: [16, 32]       # resnext and res2net only; scale: [4] for res2net only
     train:                          # optional: Recipe fields, fixed / choices / ranges
       lr: {low: 0.02, high: 0.4, log: true}
       optimizer: [sgd, adamw]
@@ -18,6 +21,12 @@ A space file is YAML (read by nas.yamlfile: safe and bounded) naming the choices
 
 This module knows nothing of Optuna: it exposes knobs (`Choice`, `Range`) that the search
 turns into suggestions, and `Space.arch(values)` that turns the suggestions into an `Arch`.
+
+A family's own knobs matter only for that family: the sampler proposes every knob, and `Space.arch`
+sets those the chosen block does not read (width_per_group outside resnext/res2net, scale outside
+res2net, se_placement without SE, unused skip kernels) to their off values, so such proposals are
+one candidate (one id) and the search trains it once. The knobs added with the families appear only
+in spaces that list them, so older studies keep their parameters.
 """
 
 from __future__ import annotations
@@ -29,7 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
-from nas.arch import BLOCK_TYPES, Arch, channel_problem
+from nas.arch import (BLOCK_TYPES, FAMILY_FIELDS, SE_PLACEMENTS, Arch, Options, channel_problem, stem_problem,
+                      unused_fields, uses_skip)
 from nas.errors import NasError, label, shown
 from nas.numbers import parse_float, parse_int
 from nas.recipe import COUPLED, Recipe
@@ -37,10 +47,12 @@ from nas.yamlfile import read_yaml
 
 PER_LAYER = ("blocks", "channels", "kernels", "skip_kernels")
 GLOBAL = ("pool", "block", "se_ratio", "groups", "dropout")
+FAMILY = ("stem_channels", "width_per_group", "scale", "se_placement")  # knobs only where a space lists them
 SCALARS = {"num_classes": 10, "input_size": 32, "in_channels": 3}
 DEFAULTS: dict[str, list[Any]] = {"kernels": [3], "skip_kernels": [1], "pool": ["global"], "block": ["basic"],
-                                  "se_ratio": [0], "groups": [1], "dropout": [0.0]}
-KEYS = ("name", "description", "layers", *PER_LAYER, *GLOBAL, *SCALARS, "train", "seeds")
+                                  "se_ratio": [0], "groups": [1], "dropout": [0.0], "stem_channels": [None],
+                                  "width_per_group": [0], "scale": [0], "se_placement": ["blocks"]}
+KEYS = ("name", "description", "layers", *PER_LAYER, *GLOBAL, *FAMILY, *SCALARS, "train", "seeds")
 
 
 @dataclass(frozen=True)
@@ -78,6 +90,10 @@ class Space:
     se_ratio: tuple[int, ...]
     groups: tuple[int, ...]
     dropout: tuple[float, ...]
+    stem_channels: tuple[int | None, ...] = (None,)  # None = C_1
+    width_per_group: tuple[int, ...] = (0,)
+    scale: tuple[int, ...] = (0,)
+    se_placement: tuple[str, ...] = ("blocks",)
     train: tuple[Knob, ...] = ()
     seeds: tuple[tuple[str, Arch], ...] = ()  # (name, design) pairs, each inside the space
     num_classes: int = 10
@@ -86,32 +102,57 @@ class Space:
     num_classes_fixed: bool = False  # the file names num_classes; otherwise it follows the data (for_data)
 
     # -- knobs, in the order the search suggests them ----------------------------------------
+    def listed(self, name: str) -> bool:
+        """Whether the space gives a family knob choices of its own (only then is it a knob)."""
+        return getattr(self, name) != tuple(DEFAULTS[name])
+
+    def _skip_knob(self, layer: int) -> bool:
+        """Layer 1's skip kernel is a knob only where a stem width other than C_1 can make it project."""
+        return layer > 0 or self.listed("stem_channels")
+
     def arch_knobs(self, n: int) -> list[Choice]:
-        """Knobs of an N-layer candidate. Layer 1's skip kernel is never used, so never sampled."""
+        """Knobs of an N-layer candidate. Layer 1's skip kernel is sampled only if the stem can differ from C_1."""
         knobs = [Choice(g, getattr(self, g)) for g in GLOBAL]
+        knobs += [Choice(g, getattr(self, g)) for g in FAMILY if self.listed(g)]
         for i in range(n):
             for name in PER_LAYER:
-                if name == "skip_kernels" and not Arch.skip_used(i):
-                    continue
-                knobs.append(Choice(f"{name}_{i + 1}", getattr(self, name)[i]))
+                if name != "skip_kernels" or self._skip_knob(i):
+                    knobs.append(Choice(f"{name}_{i + 1}", getattr(self, name)[i]))
         return knobs
 
     def arch(self, values: dict[str, Any]) -> Arch:
         """The candidate for chosen knob values (`layers` plus arch_knobs(N)); raises NasError
-        when the combination is impossible (e.g. a pool larger than the last feature map)."""
+        when the combination is impossible (e.g. a pool larger than the last feature map).
+        Options the chosen block does not read are set to their off values (see the module doc)."""
         n = values["layers"]
-        per_layer = {name: tuple(values[f"{name}_{i + 1}"] if name != "skip_kernels" or Arch.skip_used(i) else 1
-                                 for i in range(n)) for name in PER_LAYER}
-        return Arch(**per_layer, **{g: values[g] for g in GLOBAL}, **self.fixed_arch_fields())
+        chosen = {**{g: values[g] for g in GLOBAL}, **{g: values.get(g, getattr(self, g)[0]) for g in FAMILY}}
+        chosen.update(unused_fields(chosen["block"], chosen["se_ratio"]))
+        per_layer = {name: tuple(values[f"{name}_{i + 1}"] for i in range(n)) for name in PER_LAYER if name != "skip_kernels"}
+        per_layer["skip_kernels"] = tuple(
+            values[f"skip_kernels_{i + 1}"] if uses_skip(chosen["block"], i, chosen["stem_channels"], values["channels_1"])
+            else 1 for i in range(n))
+        return Arch(**per_layer, **chosen, **self.fixed_arch_fields())
+
+    def _family_value(self, name: str, arch: Arch) -> tuple[bool, Any]:
+        """(whether the space can give `arch` its value of family knob `name`, the choice that does)."""
+        choices, value = getattr(self, name), getattr(arch, name)
+        if name in unused_fields(arch.block, arch.se_ratio):
+            return True, choices[0]  # the block does not read it: any choice makes the same network
+        if name == "stem_channels" and value not in choices and arch.stem_width == arch.channels[0]:
+            value = next((c for c in (None, arch.channels[0]) if c in choices), value)  # a C_1-wide stem, as listed
+        return value in choices, value
 
     def values(self, arch: Arch) -> dict[str, Any]:
         """The knob values that make `arch` (the inverse of `arch()`), e.g. to enqueue a known design."""
         pool = arch.pool if arch.pool in self.pool else None  # global pooling, however the design wrote it
         values: dict[str, Any] = {"layers": arch.num_layers, **{g: getattr(arch, g) for g in GLOBAL}, "pool": pool}
+        values.update({g: self._family_value(g, arch)[1] for g in FAMILY if self.listed(g)})
         for i in range(arch.num_layers):
             for name in PER_LAYER:
-                if name != "skip_kernels" or Arch.skip_used(i):
-                    values[f"{name}_{i + 1}"] = getattr(arch, name)[i]
+                if name != "skip_kernels" or self._skip_knob(i):
+                    v, choices = getattr(arch, name)[i], getattr(self, name)[i]
+                    unused = name == "skip_kernels" and not arch.skip_used(i) and v not in choices
+                    values[f"{name}_{i + 1}"] = choices[0] if unused else v
         return values
 
     def for_data(self, num_classes: int) -> Space:
@@ -143,9 +184,11 @@ class Space:
             return False
         if any(getattr(arch, g) not in getattr(self, g) for g in GLOBAL if g != "pool"):
             return False
+        if not all(self._family_value(g, arch)[0] for g in FAMILY):
+            return False
         for name in PER_LAYER:
             for i, v in enumerate(getattr(arch, name)):
-                if (name != "skip_kernels" or Arch.skip_used(i)) and v not in getattr(self, name)[i]:
+                if (name != "skip_kernels" or arch.skip_used(i)) and v not in getattr(self, name)[i]:
                     return False
         return all(getattr(arch, k) == v for k, v in self.fixed_arch_fields().items())
 
@@ -357,6 +400,47 @@ def _dropouts(p: _Problems, raw: Any) -> tuple[float, ...]:
     return tuple(dropout)
 
 
+def _stems(p: _Problems, raw: Any) -> tuple[int | None, ...]:
+    stems: list[int | None] = []
+    for v in _listify(raw):
+        try:
+            stems.append(None if v is None else parse_int(v, "stem_channels"))
+            if stems[-1] is not None and stems[-1] < 1:
+                p.add("stem_channels", v, "must be null (C_1 wide) or an integer >= 1")
+        except NasError:
+            p.add("stem_channels", v, "must be null (C_1 wide) or an integer >= 1")
+    if len(set(stems)) != len(stems):
+        p.add("stem_channels", raw, "repeats a choice: list each choice once")
+    return tuple(stems)
+
+
+FAMILY_RULES = {"width_per_group": ("must be >= 1 (one group's inner width at layer 1)", lambda v: v >= 1),
+                "scale": ("must be >= 2 (channel splits per res2net block)", lambda v: v >= 2)}
+
+
+def _family(p: _Problems, data: dict, block: tuple[str, ...], se_ratio: tuple[int, ...]) -> dict[str, tuple]:
+    """The family knobs: stem_channels, width_per_group, scale, se_placement. A knob that no listed block
+    reads is a problem (it would silently do nothing), and so is a listed block missing its knob."""
+    out: dict[str, tuple] = {"stem_channels": _stems(p, data.get("stem_channels", DEFAULTS["stem_channels"]))}
+    for name, (rule, ok) in FAMILY_RULES.items():
+        users = FAMILY_FIELDS[name]
+        readers = [b for b in block if b in users]
+        out[name] = _ints(p, name, data[name], rule, ok) if name in data else tuple(DEFAULTS[name])
+        if readers and name not in data:
+            p.append(f"{name}: missing: block {readers[0]} needs {name} choices, e.g. {name}: [{16 if name != 'scale' else 4}]")
+        if name in data and not readers:
+            p.add(name, data[name], f"is read by block {' or '.join(users)} only, and block: lists neither: "
+                                    f"add one to block:, or remove {name}")
+    placement = tuple(_listify(data.get("se_placement", DEFAULTS["se_placement"])))
+    for v in placement:
+        if v not in SE_PLACEMENTS:
+            p.add("se_placement", v, f"is not an SE placement: choose from {', '.join(SE_PLACEMENTS)}")
+    if "stem" in placement and not any(se_ratio):
+        p.add("se_placement", "stem", "needs an se_ratio choice >= 1 (the stem's SE unit needs a reduction ratio)")
+    out["se_placement"] = placement
+    return out
+
+
 def _coerce(value: Any, kind: type, where: str) -> Any:
     if kind is bool:
         if not isinstance(value, bool):
@@ -395,13 +479,14 @@ def parse_space(data: Any, name: str = "space") -> Space:
     se_ratio = _ints(p, "se_ratio", data.get("se_ratio", DEFAULTS["se_ratio"]), "0 (off) or a reduction ratio >= 1", lambda v: v >= 0)
     groups = _ints(p, "groups", data.get("groups", DEFAULTS["groups"]), "groups must be >= 1", lambda v: v >= 1)
     dropout = _dropouts(p, data.get("dropout", DEFAULTS["dropout"]))
+    family = _family(p, data, block, se_ratio)
     train = _train_knobs(p, data.get("train"))
     seeds = _seeds(p, data.get("seeds"), scalars)
     space_name = label(data["name"]) if "name" in data else name
     if p:
         raise problems_error(name, "in the space file", p)
     space = Space(name=str(space_name), layers=layers, **per_layer, pool=pool, block=block, se_ratio=se_ratio,
-                  groups=groups, dropout=dropout, train=train, seeds=seeds, **scalars,
+                  groups=groups, dropout=dropout, **family, train=train, seeds=seeds, **scalars,
                   num_classes_fixed="num_classes" in data)
     outside = [f"seeds: {n!r} ({label(a.describe(), 200)}) is outside the space: add its values to the choices, or drop it"
                for n, a in seeds if not space.contains(a)]
@@ -409,7 +494,7 @@ def parse_space(data: Any, name: str = "space") -> Space:
         raise problems_error(name, "in the space file", outside)
     if space_size(space) == 0:
         raise NasError(f"{name}: no candidate in this space is a valid network (check pool sizes against the "
-                       "last feature map, se_ratio against channels, groups against widths)")
+                       "last feature map, se_ratio against channels and the stem, groups against widths)")
     return space
 
 
@@ -422,9 +507,21 @@ def load_space(path: str | Path) -> Space:
 
 
 # -- size ------------------------------------------------------------------------------------
-def valid_channels(space: Space, block: str, se_ratio: int, groups: int, layer: int) -> tuple[int, ...]:
-    """Channel choices of one layer that make a valid block with these global options (Arch's rule)."""
-    return tuple(c for c in space.channels[layer] if channel_problem(c, block, se_ratio, groups) is None)
+@dataclass(frozen=True)
+class Combo:
+    """Candidates sharing N, pool and the network-wide options: per layer, the valid channel choices
+    and the skip kernels that matter (one placeholder where no projection reads them)."""
+
+    n: int
+    pool: int | None
+    options: Options
+    chans: tuple[tuple[int, ...], ...]
+    skips: tuple[tuple[int, ...], ...]
+
+
+def valid_channels(space: Space, o: Options, layer: int) -> tuple[int, ...]:
+    """Channel choices of one layer that make a valid block with these options (Arch's rule)."""
+    return tuple(c for c in space.channels[layer] if channel_problem(c, o, layer) is None)
 
 
 def valid_pools(space: Space, n: int) -> tuple[int | None, ...]:
@@ -433,26 +530,50 @@ def valid_pools(space: Space, n: int) -> tuple[int | None, ...]:
     return tuple(p for p in space.pool if p is None or p < final or (p == final and None not in space.pool))
 
 
+def space_options(space: Space) -> list[Options]:
+    """Every distinct set of network-wide options: a family's own knobs only for the blocks that read them."""
+    out = []
+    for block, se, groups, dropout, stem in itertools.product(space.block, space.se_ratio, space.groups,
+                                                              space.dropout, space.stem_channels):
+        unused = unused_fields(block, se)
+        own = [(unused[g],) if g in unused else getattr(space, g) for g in ("width_per_group", "scale", "se_placement")]
+        for wpg, scale, placement in itertools.product(*own):
+            o = Options(block, se, groups, dropout, stem, wpg, scale, placement)
+            if stem_problem(o) is None:
+                out.append(o)
+    return out
+
+
+def _first_layer(space: Space, o: Options, chans: tuple[int, ...]) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """Layer 1's (channels, skip kernels) groups: its skip kernel matters only where the stem's width differs
+    from C_1; a stem as wide as C_1 is the stem=null candidate when the space lists null."""
+    s = o.stem_channels
+    if s is None:
+        return [(chans, (1,))]
+    same = () if None in space.stem_channels else tuple(c for c in chans if c == s)
+    other = tuple(c for c in chans if c != s)
+    skips = space.skip_kernels[0] if o.block != "plain" else (1,)
+    return [(c, k) for c, k in ((same, (1,)), (other, skips)) if c]
+
+
 def static_combos(space: Space):
-    """Every (N, pool, block, se_ratio, groups, dropout) with its valid per-layer channel lists."""
+    """Every Combo of the space: N, pool and options, with their valid per-layer channel lists."""
     for n in space.layers:
         for pool in valid_pools(space, n):
-            for block in space.block:
-                for se in space.se_ratio:
-                    for g in space.groups:
-                        chans = [valid_channels(space, block, se, g, i) for i in range(n)]
-                        for d in space.dropout:
-                            yield n, pool, block, se, g, d, chans
+            for o in space_options(space):
+                chans = [valid_channels(space, o, i) for i in range(n)]
+                later = [space.skip_kernels[i] if o.block != "plain" else (1,) for i in range(1, n)]
+                for first, skips in _first_layer(space, o, chans[0]):
+                    yield Combo(n, pool, o, (first, *chans[1:]), (skips, *later))
 
 
-def combo_size(space: Space, n: int, chans: list[tuple[int, ...]]) -> int:
+def combo_size(space: Space, combo: Combo) -> int:
     size = 1
-    for i in range(n):
-        skips = len(space.skip_kernels[i]) if Arch.skip_used(i) else 1
-        size *= len(space.blocks[i]) * len(chans[i]) * len(space.kernels[i]) * skips
+    for i in range(combo.n):
+        size *= len(space.blocks[i]) * len(combo.chans[i]) * len(space.kernels[i]) * len(combo.skips[i])
     return size
 
 
 def space_size(space: Space) -> int:
     """Number of distinct valid architectures the space can produce."""
-    return sum(combo_size(space, n, chans) for n, *_, chans in static_combos(space))
+    return sum(combo_size(space, c) for c in static_combos(space))

@@ -1,5 +1,8 @@
 """How much of a space fits a budget: exact enumeration where the space is small enough,
-uniform sampling over candidates otherwise, both through the vectorised counter."""
+uniform sampling over candidates otherwise, both through the vectorised counter.
+
+Every block family vectorises (nas/layout.py never branches on a per-layer knob), so each group of
+candidates sharing N, pool and the network-wide options is one call of `count_many`."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import numpy as np
 
 from nas.arch import Arch
 from nas.counting import count_many
-from nas.space import PER_LAYER, Space, combo_size, static_combos
+from nas.space import PER_LAYER, Combo, Space, combo_size, static_combos
 
 ENUMERATE_LIMIT = 4_000_000  # candidates counted exactly before switching to sampling
 
@@ -22,51 +25,61 @@ class Survey:
     evaluated: int  # candidates actually counted
     params: np.ndarray  # parameter counts of the evaluated candidates
     seconds: float
+    macs: np.ndarray  # their multiply-accumulates per image, in the same order
 
-    def fits(self, budget: int) -> float:
-        """Fraction of the space within the budget (exact, or an unbiased estimate)."""
-        return float((self.params <= budget).mean())
+    def fits(self, budget: int | None, max_macs: int | None = None) -> float:
+        """Fraction of the space within the budget and the MACs bound, each where given (exact, or an
+        unbiased estimate)."""
+        ok = np.ones(len(self.params), dtype=bool)
+        if budget is not None:
+            ok &= self.params <= budget
+        if max_macs is not None:
+            ok &= self.macs <= max_macs
+        return float(ok.mean())
 
     @property
     def rate(self) -> float:
         return self.evaluated / max(self.seconds, 1e-9)
 
 
-def _layer_choices(space: Space, n: int, chans: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
-    """Choice lists in (blocks, channels, kernels, skip) order for each layer of an N-layer net."""
+def _layer_choices(space: Space, combo: Combo) -> list[tuple[int, ...]]:
+    """Choice lists in (blocks, channels, kernels, skip) order for each layer of the combo's net."""
     out = []
-    for i in range(n):
-        skips = space.skip_kernels[i] if Arch.skip_used(i) else (1,)
-        out += [space.blocks[i], chans[i], space.kernels[i], skips]
+    for i in range(combo.n):
+        out += [space.blocks[i], combo.chans[i], space.kernels[i], combo.skips[i]]
     return out
 
 
-def _count(space: Space, n: int, pool, block: str, se: int, g: int, knobs: list[np.ndarray]) -> np.ndarray:
+def _count(space: Space, combo: Combo, knobs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(params, macs) of the combo's candidates, one entry per point of the knobs' (broadcast) grid."""
+    n = combo.n
     sizes = Arch(blocks=(1,) * n, channels=(1,) * n, input_size=space.input_size).feature_sizes
     per = {name: [knobs[4 * i + j] for i in range(n)] for j, name in enumerate(PER_LAYER)}
-    params, _ = count_many(per["channels"], per["blocks"], per["kernels"], per["skip_kernels"],
-                           sizes[-1] if pool is None else pool, sizes=sizes, block=block, se_ratio=se,
-                           groups=g, num_classes=space.num_classes, in_channels=space.in_channels)
-    return np.broadcast_to(params, np.broadcast_shapes(*(k.shape for k in knobs))).ravel()
+    counts = count_many(per["channels"], per["blocks"], per["kernels"], per["skip_kernels"],
+                        sizes[-1] if combo.pool is None else combo.pool, sizes=sizes, options=combo.options,
+                        num_classes=space.num_classes, in_channels=space.in_channels)
+    shape = np.broadcast_shapes(*(k.shape for k in knobs))
+    params, macs = (np.broadcast_to(c, shape).ravel() for c in counts)
+    return params, macs
 
 
 def survey(space: Space, samples: int = 200_000, seed: int = 0, limit: int = ENUMERATE_LIMIT) -> Survey:
     start = time.perf_counter()
     combos = list(static_combos(space))
-    sizes = np.array([combo_size(space, c[0], c[-1]) for c in combos], dtype=np.float64)
-    total = int(sum(combo_size(space, c[0], c[-1]) for c in combos))
+    sizes = np.array([combo_size(space, c) for c in combos], dtype=np.float64)
+    total = int(sum(combo_size(space, c) for c in combos))
     exact = total <= limit
     rng = np.random.default_rng(seed)
     draws = rng.multinomial(samples, sizes / sizes.sum()) if not exact else None
-    parts = []
-    for k, (n, pool, block, se, g, _dropout, chans) in enumerate(combos):
-        lists = [np.asarray(c, dtype=np.int64) for c in _layer_choices(space, n, chans)]
+    parts: list[tuple[np.ndarray, np.ndarray]] = []
+    for k, combo in enumerate(combos):
+        lists = [np.asarray(c, dtype=np.int64) for c in _layer_choices(space, combo)]
         if exact:  # sparse grids: broadcasting inside the counter yields the full product
             knobs = np.meshgrid(*lists, indexing="ij", sparse=True)
         elif draws[k]:
             knobs = [c[rng.integers(0, len(c), draws[k])] for c in lists]
         else:
             continue
-        parts.append(_count(space, n, pool, block, se, g, knobs))
-    params = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-    return Survey(total, "exact" if exact else "sampled", len(params), params, time.perf_counter() - start)
+        parts.append(_count(space, combo, knobs))
+    params, macs = ([np.concatenate(c) for c in zip(*parts)] if parts else [np.zeros(0, dtype=np.int64)] * 2)
+    return Survey(total, "exact" if exact else "sampled", len(params), params, time.perf_counter() - start, macs)

@@ -25,7 +25,7 @@ def test_count_resnet18_json():
 def test_count_arch_file_and_table():
     r = nas("count", "examples/efficient-resnet-se.json")
     assert r.returncode == 0, r.stderr
-    assert "4,733,610" in r.stdout and "layer3" in r.stdout
+    assert "4,697,742" in r.stdout and "layer3" in r.stdout and "se16@stem" in r.stdout
 
 
 def test_count_flags_cover_block_options():
@@ -34,6 +34,25 @@ def test_count_flags_cover_block_options():
     assert r.returncode == 0, r.stderr
     arch = json.loads(r.stdout)["arch"]
     assert arch["block"] == "bottleneck" and arch["se_ratio"] == 4 and arch["pool"] == 2 and arch["num_classes"] == 100
+
+
+@pytest.mark.parametrize("flags, params", [
+    (["--blocks", "4,4,4", "--channels", "160,320,640", "--block", "preact", "--stem-channels", "16",
+      "--dropout", "0.3"], 36_479_194),  # WRN-28-10
+    (["--blocks", "3,3,3", "--channels", "256,512,1024", "--block", "resnext", "--stem-channels", "64",
+      "--groups", "8", "--width-per-group", "64"], 34_426_698),  # ResNeXt-29 8x64d
+    (["--blocks", "3,3,3", "--channels", "256,512,1024", "--block", "res2net", "--stem-channels", "64",
+      "--width-per-group", "24", "--scale", "4", "--se", "--se-placement", "stem", "--classes", "100"],
+     4_609_652 + 2 * 64 * 4 + 4 + 64),  # Res2Net-29 with one SE unit (ratio 16) after its 64-wide stem
+    (["--blocks", "3,3,2,1,2,1", "--channels", "128,128,256,512,512,256", "--kernels", "3,3,3,3,1,3",
+      "--block", "plain", "--stem-channels", "64", "--classes", "100"], 4_613_028),
+], ids=["wrn-28-10", "resnext-29-8x64d", "res2net-29-se-stem", "simplenet"])
+def test_count_flags_cover_the_block_families(flags, params):
+    r = nas("count", *flags, "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["params"] == params
+    assert d["arch"]["block"] == (flags[flags.index("--block") + 1] if "--block" in flags else "basic")
 
 
 def test_space_reports_exact_counts_for_small_spaces():
@@ -59,6 +78,10 @@ def test_space_samples_large_spaces_and_prints_a_histogram():
     (["count", "examples/resnet18.json", "--se"], "--se would be ignored"),
     (["train", "examples/resnet18.json", "--groups", "2"], "--groups would be ignored"),
     (["count", "--blocks", "1", "--channels", "8", "--pool", "64"], "pool=64 is invalid"),
+    (["count", "--blocks", "1", "--channels", "8", "--block", "resnext"], "width_per_group=0 is invalid for block='resnext'"),
+    (["count", "--blocks", "1", "--channels", "8", "--scale", "4"], "scale=4 is invalid for block='basic'"),
+    (["count", "--blocks", "1", "--channels", "8", "--se-placement", "stem"], "se_placement='stem' is invalid with se_ratio=0"),
+    (["count", "examples/wrn-16-4.json", "--stem-channels", "16"], "--stem-channels would be ignored"),
     (["space", "search_spaces/tiny.yaml", "--budget", "5x"], "budget='5x' is not a count"),
     (["space", "search_spaces/tiny.yaml", "--budget", "0"], "positive whole number"),
     (["space", "search_spaces/tiny.yaml", "--budget", "1.5"], "positive whole number"),
@@ -90,3 +113,27 @@ def test_train_reports_validation_by_default_and_test_only_when_asked(small_cifa
     assert 0 <= d["test_acc"] <= 1 and len(d["test_per_class"]) == 10
     bad = nas(*common[:-1], "--eval", "train")
     assert bad.returncode == 2 and "--eval='train' is unknown" in bad.stderr
+
+
+def test_a_cifar100_search_over_the_families_runs_end_to_end(small_cifar100, search_args, nas_cli, outcomes, tmp_path):
+    """search_spaces/cifar100.yaml on 400 real CIFAR-100 images: the report's four designs are trained first,
+    then the sampler's own candidates (any family), and the final rung; every trained network is a valid
+    100-class Arch within the budget whose count is the one recorded. OMP_NUM_THREADS=1: these proxies are
+    tiny, and two threads on a busy 2-core machine make every op wait (50 s instead of 20)."""
+    from nas import Arch, count_params
+    from nas.record import ARCH, OUTCOME, PARAMS, SEED_DESIGN, TRAINED
+
+    args = search_args(small_cifar100, tmp_path / "res", "--budget", "5e6", "--space", str(ROOT / "search_spaces" / "cifar100.yaml"),
+                       "--width", "0.05", "--val-subset", "50", trials=6)
+    r = nas_cli(args, cwd=tmp_path, env={"OMP_NUM_THREADS": "1"}, timeout=300)
+    assert r.returncode == 0, r.stderr
+    trials = [t for t in outcomes(f"sqlite:///{tmp_path / 'res' / 's' / 'study.db'}")
+              if t.user_attrs.get(OUTCOME) in TRAINED]
+    assert len(trials) == 6 and "final rung" in r.stdout
+    seeds = {t.user_attrs[SEED_DESIGN]: Arch.from_dict(t.user_attrs[ARCH]) for t in trials if SEED_DESIGN in t.user_attrs}
+    assert {name: a.block for name, a in seeds.items()} == {"wrn-16-4": "preact", "resnext29-32x4d": "resnext",
+                                                            "res2net29-24w4s": "res2net", "simplenet-13": "plain"}
+    for t in trials:
+        arch = Arch.from_dict(t.user_attrs[ARCH])
+        assert arch.num_classes == 100 and count_params(arch) == t.user_attrs[PARAMS] <= 5_000_000
+        assert arch.width_per_group == 0 or arch.block in ("resnext", "res2net")  # a family's knobs, only there

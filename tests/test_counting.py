@@ -1,5 +1,9 @@
 """The analytic counter against torch itself, over thousands of generated architectures."""
 
+import json
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, assume, given, settings
@@ -7,10 +11,23 @@ from hypothesis import strategies as st
 from torch.utils.flop_counter import FlopCounterMode
 
 from nas import Arch, build_model, count_macs, count_params
-from nas.counting import breakdown
+from nas.arch import BLOCK_TYPES
+from nas.counting import breakdown, count_many
 from nas.errors import NasError
 
+ROOT = Path(__file__).resolve().parents[1]
+
 odd = st.sampled_from([1, 3, 5, 7, 9])
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These networks are tiny: one thread runs them 10-50x faster than two on a busy 2-core machine,
+    where every op waits for the other thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @st.composite
@@ -81,3 +98,109 @@ def test_breakdown_sums_to_totals_and_names_each_stage():
     assert sum(r.params for r in rows) == count_params(arch)
     assert sum(r.macs for r in rows) == count_macs(arch)
     assert rows[2].output == "32x16x16"
+
+
+# -- the block families -----------------------------------------------------------------------------------
+@st.composite
+def family_archs(draw, max_layers: int = 3, block: str | None = None):
+    """Any family with every option combined, narrow and small (8-16 px) so torch checks it fast."""
+    n = draw(st.integers(1, max_layers))
+    a = dict(
+        block=block or draw(st.sampled_from(BLOCK_TYPES)),
+        blocks=tuple(draw(st.integers(1, 3)) for _ in range(n)),
+        channels=tuple(draw(st.sampled_from([4, 6, 8, 12, 16])) for _ in range(n)),
+        kernels=tuple(draw(st.sampled_from([1, 3, 5])) for _ in range(n)),
+        skip_kernels=tuple(draw(st.sampled_from([1, 3])) for _ in range(n)),
+        se_ratio=draw(st.sampled_from([0, 0, 2, 4])),
+        groups=draw(st.sampled_from([1, 1, 2, 3])),
+        dropout=draw(st.sampled_from([0.0, 0.2])),
+        num_classes=draw(st.sampled_from([10, 7])),
+        input_size=draw(st.sampled_from([8, 11, 16])),
+        in_channels=draw(st.sampled_from([3, 1])),
+        stem_channels=draw(st.sampled_from([None, None, 4, 6, 8, 12])),
+    )
+    if a["block"] in ("resnext", "res2net"):
+        a["width_per_group"] = draw(st.integers(1, 4))
+    if a["block"] == "res2net":
+        a["scale"] = draw(st.integers(2, 4))
+    if a["se_ratio"] and draw(st.booleans()):
+        a["se_placement"] = "stem"
+    try:
+        final = Arch(**a).feature_sizes[-1]
+        return Arch(**a, pool=draw(st.none() | st.integers(1, final)))
+    except NasError:
+        assume(False)
+
+
+def torch_counts(arch: Arch) -> tuple[int, int]:
+    """(numel of every parameter, FLOPs / 2 of one image), from the built model itself."""
+    model = build_model(arch).eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        y = model(torch.zeros(2, arch.in_channels, arch.input_size, arch.input_size))
+    assert y.shape == (2, arch.num_classes)
+    return sum(p.numel() for p in model.parameters()), counter.get_total_flops() // 4
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+@given(family_archs())
+def test_every_family_counts_the_parameters_torch_builds(arch):
+    assert count_params(arch) == sum(p.numel() for p in build_model(arch).parameters())
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+@given(family_archs())
+def test_every_family_counts_exactly_what_torch_builds_and_runs(arch):
+    assert (count_params(arch), count_macs(arch)) == torch_counts(arch)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("block", BLOCK_TYPES)
+def test_every_family_counts_exactly_what_torch_builds_thousands_of_times(block):
+    @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+    @given(family_archs(max_layers=4, block=block))
+    def check(arch):
+        assert (count_params(arch), count_macs(arch)) == torch_counts(arch)
+
+    check()
+
+
+@pytest.mark.parametrize("arch, params", [
+    (Arch(blocks=(4, 4, 4), channels=(160, 320, 640), stem_channels=16, block="preact"), 36_479_194),  # WRN-28-10
+    (Arch(blocks=(3, 3, 3), channels=(256, 512, 1024), stem_channels=64, block="resnext", groups=8,
+          width_per_group=64), 34_426_698),  # ResNeXt-29 8x64d
+    (Arch(blocks=(4, 4, 3), channels=(64, 128, 256), se_ratio=16, se_placement="stem"), 4_697_742),  # Efficient ResNets
+    (Arch(blocks=(4, 4, 3), channels=(64, 128, 256)), 4_697_162),  # ... without its SE unit
+], ids=["wrn-28-10", "resnext-29-8x64d", "efficient-resnets", "efficient-resnets-without-se"])
+def test_published_counts_are_exact(arch, params):
+    assert count_params(arch) == params
+
+
+@pytest.mark.parametrize("name, params, macs", [
+    ("wrn-16-4", 2_772_020, 392_635_392), ("resnext29-32x4d", 4_868_004, 774_148_096),
+    ("res2net29-24w4s", 4_609_652, 713_527_296), ("simplenet-13", 4_613_028, 571_302_912),
+    ("efficient-resnet-se", 4_697_742, 798_690_304),
+])
+def test_the_example_files_count_what_the_readme_says(name, params, macs):
+    arch = Arch.from_dict(json.loads((ROOT / "examples" / f"{name}.json").read_text())["arch"])
+    assert (count_params(arch), count_macs(arch)) == (params, macs)
+    assert params < 5_000_000
+
+
+@pytest.mark.parametrize("block", BLOCK_TYPES)
+def test_vectorised_counting_equals_counting_one_at_a_time_for_every_family(block):
+    """`nas space` counts arrays of candidates through the same layout: every family, stem widths that differ
+    from C_1 in some candidates and not in others (a per-candidate projection), two SE placements."""
+    rng = np.random.default_rng(0)
+    for stem, se_placement in ((None, "blocks"), (16, "blocks"), (32, "stem")):
+        opts = dict(block=block, stem_channels=stem, se_ratio=8, se_placement=se_placement, groups=2,
+                    width_per_group=3 if block in ("resnext", "res2net") else 0, scale=3 if block == "res2net" else 0)
+        knobs = {name: rng.choice(values, (3, 64)) for name, values in (
+            ("channels", [16, 32, 48]), ("blocks", [1, 2, 3]), ("kernels", [1, 3, 5]), ("skip_kernels", [1, 3]))}
+        archs = [Arch(**{k: tuple(int(x) for x in v[:, j]) for k, v in knobs.items()}, input_size=16, **opts)
+                 for j in range(64)]
+        sizes = archs[0].feature_sizes
+        params, macs = count_many(list(knobs["channels"]), list(knobs["blocks"]), list(knobs["kernels"]),
+                                  list(knobs["skip_kernels"]), sizes[-1], sizes=sizes, options=archs[0].options,
+                                  num_classes=10, in_channels=3)
+        assert params.tolist() == [count_params(a) for a in archs]
+        assert macs.tolist() == [count_macs(a) for a in archs]

@@ -66,7 +66,7 @@ def test_the_figures_say_what_each_check_proved(dry_run):
     assert fig["retrain_winner"]["trial"] == search["winner"]["trial"]
     for retrain in ("retrain_winner", "retrain_se"):
         assert 0 <= fig[retrain]["test_acc"] <= 1 and fig[retrain]["epochs"] == 1 and fig[retrain]["wall_s"] > 0
-    assert fig["retrain_se"]["params"] == 4_733_610  # SE [4,4,3] at full width, as examples/ describes it
+    assert fig["retrain_se"]["params"] == 4_697_742  # [4,4,3] with its one SE unit at the stem, as examples/ describes it
 
 
 def test_the_log_holds_every_check_and_every_command(dry_run):

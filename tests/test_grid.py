@@ -60,7 +60,7 @@ def test_a_grid_search_trains_exactly_the_grid_and_its_pivot_is_the_hand_compute
     space_file.write_text(yaml.safe_dump(RECIPE_GRID))
     args = ["search", "--budget", "50k", "--trials", "20", "--space", str(space_file), "--data", str(small_cifar),
             "--epochs", "1", "--train-subset", "128", "--val-subset", "100", "--val-size", "100", "--width", "1",
-            "--results-dir", str(tmp_path / "res"), "--study", "g", "--sampler", "grid", "--pruner", "none"]
+            "--results-dir", str(tmp_path / "res"), "--study", "g", "--sampler", "grid", "--pruner", "none", "--no-confirm"]
     r = nas_cli(args, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "grid: 9 points of 9 combinations: trains 9" in r.stdout

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from nas import Arch, count_params
+from nas import Arch, count_macs, count_params
 from nas.errors import NasError
 from nas.space import Choice, Range, load_space, parse_space, space_size
 from nas.survey import survey
@@ -20,16 +20,18 @@ def test_every_shipped_space_loads_and_has_candidates(path):
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
-def test_default_space_contains_every_hand_designed_example(path):
+def test_a_shipped_space_contains_every_hand_designed_example(path):
+    """CIFAR-10 designs lie in the default space, the CIFAR-100 report's families in cifar100.yaml."""
     arch = Arch.from_dict(json.loads(path.read_text())["arch"])
-    assert load_space(ROOT / "search_spaces" / "default.yaml").contains(arch)
+    space = "default.yaml" if arch.num_classes == 10 else "cifar100.yaml"
+    assert load_space(ROOT / "search_spaces" / space).for_data(arch.num_classes).contains(arch)
 
 
 def test_space_arch_round_trip_and_layer1_skip_is_never_a_knob():
     sp = load_space(ROOT / "search_spaces" / "default.yaml")
     names = [k.name for k in sp.arch_knobs(3)]
     assert "skip_kernels_1" not in names and "skip_kernels_2" in names and "channels_3" in names
-    values = {"layers": 3, "pool": None, "block": "basic", "se_ratio": 16, "groups": 1, "dropout": 0.0,
+    values = {"layers": 3, "pool": None, "block": "basic", "se_ratio": 16, "groups": 1, "dropout": 0.0, "se_placement": "blocks",
               "blocks_1": 4, "blocks_2": 4, "blocks_3": 3, "channels_1": 64, "channels_2": 128, "channels_3": 256,
               "kernels_1": 3, "kernels_2": 3, "kernels_3": 3, "skip_kernels_2": 1, "skip_kernels_3": 1}
     assert sp.arch(values) == Arch(blocks=(4, 4, 3), channels=(64, 128, 256), se_ratio=16)
@@ -114,6 +116,16 @@ def test_default_seeds_are_the_reports_designs_and_their_values_rebuild_them():
     for name, arch in sp.seeds:
         assert arch == Arch.from_dict(json.loads((ROOT / "examples" / f"{name}.json").read_text())["arch"])
         assert sp.arch(sp.values(arch)) == arch
+    assert count_params(sp.seeds[-1][1]) == 4_697_742  # "Efficient ResNets": one SE unit, at the stem
+
+
+def test_cifar100_seeds_are_the_report_s_families_under_5m_and_their_values_rebuild_them():
+    sp = load_space(ROOT / "search_spaces" / "cifar100.yaml").for_data(100)
+    assert {arch.block for _, arch in sp.seeds} == {"preact", "resnext", "res2net", "plain"}
+    assert set(sp.block) >= {"preact", "resnext", "res2net", "plain"} and len(sp.block) > 1  # the family is a knob
+    for name, arch in sp.seeds:
+        assert arch == Arch.from_dict(json.loads((ROOT / "examples" / f"{name}.json").read_text())["arch"])
+        assert sp.arch(sp.values(arch)) == arch and count_params(arch) < 5_000_000
 
 
 def test_seeds_outside_the_space_or_invalid_are_named():
@@ -172,15 +184,82 @@ def test_the_class_count_follows_the_data_unless_the_file_fixes_it():
 
 
 def test_the_survey_counts_channels_by_the_architectures_own_rule():
+    from nas.arch import Options
     from nas.space import valid_channels
 
     sp = parse_space({"layers": [1], "blocks": [1], "channels": list(range(1, 40))})
-    for block, se, groups in itertools.product(("basic", "bottleneck"), (0, 4, 16), (1, 2, 3, 4)):
+    for block, se, groups, placement in itertools.product(("basic", "bottleneck", "preact", "resnext", "plain"),
+                                                          (0, 4, 16), (1, 2, 3, 4), ("blocks", "stem")):
+        if placement == "stem" and not se:
+            continue
+        o = Options(block, se, groups, width_per_group=2 if block == "resnext" else 0, se_placement=placement)
         expected = []
         for c in sp.channels[0]:
             try:
-                Arch(blocks=(1,), channels=(c,), block=block, se_ratio=se, groups=groups)
+                Arch(blocks=(1,), channels=(c,), **{f: getattr(o, f) for f in ("block", "se_ratio", "groups",
+                                                                            "width_per_group", "se_placement")})
                 expected.append(c)
             except NasError:
                 pass
-        assert valid_channels(sp, block, se, groups, 0) == tuple(expected)
+        assert valid_channels(sp, o, 0) == tuple(expected)
+
+
+FAMILIES_SPACE = {"layers": [1, 2], "blocks": [[1], [1, 2]], "channels": [[8, 16], [16]], "kernels": [3],
+                  "skip_kernels": [1, 3], "block": ["basic", "bottleneck", "preact", "resnext", "res2net", "plain"],
+                  "se_ratio": [0, 8], "groups": [1, 2], "stem_channels": [None, 8, 6], "width_per_group": [1, 4],
+                  "scale": [2, 3], "se_placement": ["blocks", "stem"]}
+
+
+def test_enumeration_matches_brute_force_over_every_family_and_family_knob():
+    """Knobs a family does not read (width_per_group outside resnext/res2net, layer 1's skip kernel where the stem
+    is C_1 wide, every skip kernel of a plain net) make no new candidates: the survey counts networks, not knobs."""
+    sp = parse_space(FAMILIES_SPACE)
+    s = survey(sp)
+    expected = {}
+    for n in sp.layers:
+        knobs = sp.arch_knobs(n)
+        for combo in itertools.product(*(k.values for k in knobs)):
+            try:
+                arch = sp.arch({"layers": n, **dict(zip((k.name for k in knobs), combo))})
+            except NasError:
+                continue
+            expected[arch.id] = (count_params(arch), count_macs(arch))
+    assert s.method == "exact" and s.size == len(expected)
+    assert sorted(zip(s.params.tolist(), s.macs.tolist())) == sorted(expected.values())
+
+
+def test_a_family_s_own_knobs_are_set_off_for_other_families():
+    sp = parse_space(FAMILIES_SPACE)
+    names = [k.name for k in sp.arch_knobs(2)]
+    assert {"stem_channels", "width_per_group", "scale", "se_placement", "skip_kernels_1"} <= set(names)
+    values = {"layers": 1, "pool": None, "block": "basic", "se_ratio": 0, "groups": 1, "dropout": 0.0,
+              "stem_channels": None, "width_per_group": 4, "scale": 3, "se_placement": "stem",
+              "blocks_1": 1, "channels_1": 8, "kernels_1": 3, "skip_kernels_1": 3}
+    assert sp.arch(values) == Arch(blocks=(1,), channels=(8,))  # width, scale, SE placement and K_1 unread
+    assert sp.arch({**values, "block": "res2net"}) == Arch(blocks=(1,), channels=(8,), block="res2net",
+                                                           width_per_group=4, scale=3)
+    stem = sp.arch({**values, "stem_channels": 6})
+    assert stem.skip_kernels == (3,) and sp.arch(sp.values(stem)) == stem
+    # spaces that list no family knob keep the knobs (and Optuna parameters) they always had
+    assert [k.name for k in parse_space({"layers": [1], "blocks": [1], "channels": [8]}).arch_knobs(1)] == [
+        "pool", "block", "se_ratio", "groups", "dropout", "blocks_1", "channels_1", "kernels_1"]
+
+
+@pytest.mark.parametrize("extra, fragments", [
+    ({"block": ["basic", "resnext"]}, ["width_per_group: missing: block resnext needs width_per_group choices"]),
+    ({"block": ["res2net"], "width_per_group": [8]}, ["scale: missing: block res2net needs scale choices"]),
+    ({"width_per_group": [8]}, ["width_per_group: [8] is read by block resnext or res2net only"]),
+    ({"scale": [4], "block": ["resnext"], "width_per_group": [4]}, ["scale: [4] is read by block res2net only"]),
+    ({"block": ["resnext"], "width_per_group": [0, 8]}, ["width_per_group: 0 is invalid: must be >= 1"]),
+    ({"block": ["res2net"], "width_per_group": [8], "scale": [1]}, ["scale: 1 is invalid: must be >= 2"]),
+    ({"stem_channels": [0, "x"]}, ["stem_channels: 0 must be null", "stem_channels: 'x' must be null"]),
+    ({"se_placement": ["stem"]}, ["se_placement: 'stem' needs an se_ratio choice >= 1"]),
+    ({"se_placement": ["head"], "se_ratio": [4]}, ["se_placement: 'head' is not an SE placement: choose from blocks, stem"]),
+    ({"block": ["wide"]}, ["block: 'wide' is not a block type: choose from basic, bottleneck, preact, resnext, res2net, plain"]),
+    ({"seeds": [{"blocks": [1], "channels": [8], "block": "preact", "stem_channels": 16}]}, ["is outside the space"]),
+])
+def test_bad_family_knobs_in_a_space_name_key_value_and_rule(extra, fragments):
+    with pytest.raises(NasError) as e:
+        parse_space({"layers": [1], "blocks": [1], "channels": [8], **extra})
+    for fragment in fragments:
+        assert fragment in str(e.value)

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 
-from nas.arch import BLOCK_TYPES, Arch
+from nas.arch import BLOCK_TYPES, SE_PLACEMENTS, Arch
 from nas.archfile import read_arch_file
 from nas.cli.app import command
 from nas.errors import NasError
@@ -21,11 +21,15 @@ ARCH_FLAGS: dict[str, tuple[Any, Any]] = {  # parameter: (annotation, default)
     "kernels": (Annotated[Optional[str], typer.Option(help="Conv kernel F_i: one odd value for all layers or one per layer. (default: 3)")], None),
     "skip_kernels": (Annotated[Optional[str], typer.Option("--skip-kernels", help="Shortcut conv kernel K_i (odd). (default: 1)")], None),
     "pool": (Annotated[Optional[int], typer.Option(help="Average-pool kernel P. (default: global)")], None),
-    "block": (Annotated[str, typer.Option(help=f"Block type: {' | '.join(BLOCK_TYPES)}.")], "basic"),
-    "se": (Annotated[bool, typer.Option("--se/--no-se", help="Squeeze-and-excitation in every block (reduction --se-ratio).")], False),
+    "block": (Annotated[str, typer.Option(help=f"Block family: {' | '.join(BLOCK_TYPES)} (preact: Wide ResNet; plain: SimpleNet, one conv per block).")], "basic"),
+    "stem_channels": (Annotated[Optional[int], typer.Option("--stem-channels", help="Stem width, e.g. 16 for Wide ResNet. (default: C_1)")], None),
+    "width_per_group": (Annotated[int, typer.Option("--width-per-group", help="resnext, res2net: one group's inner width at layer 1, e.g. 64 for ResNeXt-29 8x64d.")], 0),
+    "scale": (Annotated[int, typer.Option(help="res2net: channel splits per block, >= 2 (4 in the paper).")], 0),
+    "se": (Annotated[bool, typer.Option("--se/--no-se", help="Squeeze-and-excitation (reduction --se-ratio, placed by --se-placement).")], False),
     "se_ratio": (Annotated[int, typer.Option("--se-ratio", help="SE reduction ratio, used with --se.")], 16),
+    "se_placement": (Annotated[str, typer.Option("--se-placement", help=f"With --se: {' | '.join(SE_PLACEMENTS)} (in every block, or one unit after the stem).")], "blocks"),
     "groups": (Annotated[int, typer.Option(help="Groups in the KxK convs (ResNeXt cardinality).")], 1),
-    "dropout": (Annotated[float, typer.Option(help="Dropout between a block's convs.")], 0.0),
+    "dropout": (Annotated[float, typer.Option(help="Dropout between a block's convs (after each unit of a plain net).")], 0.0),
     "classes": (Annotated[int, typer.Option("--classes", help="Number of classes.")], 10),
     "input_size": (Annotated[int, typer.Option("--input-size", help="Input image side in pixels.")], 32),
 }
@@ -58,7 +62,9 @@ def arch_from_flags(arch_file: Path | None = None, **flags: Any) -> Arch:
     return Arch(blocks=b, channels=_int_list(f["channels"], "channels"),
                 kernels=ks * n if len(ks) == 1 else ks, skip_kernels=sk * n if len(sk) == 1 else sk,
                 pool=f["pool"], block=f["block"], se_ratio=f["se_ratio"] if f["se"] else 0, groups=f["groups"],
-                dropout=f["dropout"], num_classes=f["classes"], input_size=f["input_size"])
+                dropout=f["dropout"], num_classes=f["classes"], input_size=f["input_size"],
+                stem_channels=f["stem_channels"], width_per_group=f["width_per_group"], scale=f["scale"],
+                se_placement=f["se_placement"])
 
 
 def arch_command(fn: Callable) -> Callable:

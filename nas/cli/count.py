@@ -64,35 +64,39 @@ def _histogram(params: np.ndarray, budget: int | None, bins: int = 16) -> Table:
 def space(
     space_file: Annotated[Path, typer.Argument(help="Search-space YAML file, e.g. search_spaces/default.yaml.")],
     budget: Annotated[Optional[str], typer.Option(help="Parameter budget: 5e6, 5M, 4.5m, 5_000_000.")] = None,
+    max_macs: Annotated[Optional[str], typer.Option("--max-macs", help="Bound on MACs per image, as `nas search --max-macs`: 3e8, 300M.", show_default=False)] = None,
     samples: Annotated[int, typer.Option(help="Candidates to sample when the space is too large to enumerate.")] = 200_000,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
     as_json: Json = False,
 ) -> None:
-    """Size of a search space and how much of it fits a budget (exact where it can be enumerated)."""
+    """Size of a search space and how much of it fits a budget and a MACs bound (exact where it can be enumerated)."""
     from nas.space import load_space
     from nas.survey import survey
 
     cap = parse_count(budget) if budget is not None else None
+    macs_cap = parse_count(max_macs, "--max-macs") if max_macs is not None else None
     if samples < 1:
         raise NasError(f"--samples={samples} must be >= 1")
     sp = load_space(space_file)
     s = survey(sp, samples=samples, seed=seed)
-    fit = s.fits(cap) if cap is not None else None
+    fit = s.fits(cap, macs_cap) if cap is not None or macs_cap is not None else None
     summary = {
         "space": sp.name, "size": s.size, "method": s.method, "evaluated": s.evaluated,
-        "budget": cap, "fit_fraction": fit, "fit_count": round(fit * s.size) if fit is not None else None,
+        "budget": cap, "max_macs": macs_cap, "fit_fraction": fit, "fit_count": round(fit * s.size) if fit is not None else None,
         "params_min": int(s.params.min()), "params_median": int(np.median(s.params)),
-        "params_max": int(s.params.max()), "candidates_per_s": round(s.rate),
+        "params_max": int(s.params.max()), "macs_min": int(s.macs.min()), "macs_median": int(np.median(s.macs)),
+        "macs_max": int(s.macs.max()), "candidates_per_s": round(s.rate),
     }
     if as_json:
         print_json(summary)
         return
     how = "exactly, by enumeration" if s.method == "exact" else f"by sampling {s.evaluated:,} candidates uniformly"
     out.print(f"{sp.name}: {s.size:,} valid architectures; counted {how} at {s.rate:,.0f} candidates/s")
-    if cap is not None:
-        approx = "" if s.method == "exact" else "~"
-        out.print(f"budget {cap:,}: {approx}{summary['fit_count']:,} fit ({100 * fit:.1f}%)")
+    if fit is not None:
+        bounds = " and ".join(b for b in (cap and f"budget {cap:,}", macs_cap and f"{macs_cap:,} MACs") if b)
+        out.print(f"{bounds}: {'' if s.method == 'exact' else '~'}{summary['fit_count']:,} fit ({100 * fit:.1f}%)")
     out.print(f"parameters: min {summary['params_min']:,}, median {summary['params_median']:,}, max {summary['params_max']:,}")
+    out.print(f"MACs: min {summary['macs_min']:,}, median {summary['macs_median']:,}, max {summary['macs_max']:,}")
     out.print(_histogram(s.params, cap))
 
 

@@ -133,7 +133,7 @@ def exclusive(url: str) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            holder = _holder(fd)
             raise NasError(f"{path} is in use by another search ({holder}): SQLite serves one process; wait for it "
                            f"to end, or share one study among processes with --storage "
                            f"postgresql://USER@HOST:PORT/DB (see README, Many workers)") from None
@@ -142,6 +142,17 @@ def exclusive(url: str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def _holder(fd: int, wait: float = 1.0) -> str:
+    """Who holds the lock, as it wrote it: a holder writes just after it locks, so an empty file is read again
+    for up to `wait` seconds before it is called "another process"."""
+    deadline = time.monotonic() + wait
+    while True:
+        text = os.pread(fd, 200, 0).decode(errors="replace").strip()
+        if text or time.monotonic() > deadline:
+            return text or "another process"
+        time.sleep(0.05)
 
 
 def _sqlite_file(url: str) -> Path | None:
