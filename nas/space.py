@@ -120,6 +120,12 @@ class Space:
                     knobs.append(Choice(f"{name}_{i + 1}", getattr(self, name)[i]))
         return knobs
 
+    def reads(self, knob: str, values: dict[str, Any]) -> bool:
+        """Whether a candidate with `values`' block and se_ratio reads knob `knob`. The search samples no knob
+        the block ignores (width_per_group for a basic block, se_placement without SE), so Optuna sees a
+        family's knobs as conditional on it and TPE models each family's knobs apart."""
+        return knob not in FAMILY or knob not in unused_fields(values["block"], values["se_ratio"])
+
     def arch(self, values: dict[str, Any]) -> Arch:
         """The candidate for chosen knob values (`layers` plus arch_knobs(N)); raises NasError
         when the combination is impossible (e.g. a pool larger than the last feature map).
@@ -146,7 +152,7 @@ class Space:
         """The knob values that make `arch` (the inverse of `arch()`), e.g. to enqueue a known design."""
         pool = arch.pool if arch.pool in self.pool else None  # global pooling, however the design wrote it
         values: dict[str, Any] = {"layers": arch.num_layers, **{g: getattr(arch, g) for g in GLOBAL}, "pool": pool}
-        values.update({g: self._family_value(g, arch)[1] for g in FAMILY if self.listed(g)})
+        values.update({g: self._family_value(g, arch)[1] for g in FAMILY if self.listed(g) and self.reads(g, values)})
         for i in range(arch.num_layers):
             for name in PER_LAYER:
                 if name != "skip_kernels" or self._skip_knob(i):

@@ -327,3 +327,21 @@ def test_every_depth_gets_its_share_of_trials(tmp_path, monkeypatch):
     trained = [t.params["layers"] for t in study.trials if t.user_attrs["outcome"] == "complete"]
     assert max(proposed.count(n) for n in space.layers) - min(proposed.count(n) for n in space.layers) <= 1
     assert all(trained.count(n) >= 6 for n in space.layers), trained  # start-up rejections (deep, random) take the rest
+
+
+def test_a_family_s_own_knobs_are_sampled_only_for_that_family():
+    """Conditional in Optuna: a basic block's trial has no width_per_group, a trial without SE no se_placement,
+    so each family's TPE model sees only the trials that used its knobs."""
+    from nas.search.objective import suggest
+
+    space = load_space(ROOT / "search_spaces" / "cifar100.yaml")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for block in space.block:
+        for se_ratio in space.se_ratio:
+            study.enqueue_trial({"layers": 3, "block": block, "se_ratio": se_ratio, "groups": 1})
+            trial = study.ask()
+            values, _ = suggest(trial, space)
+            assert ("width_per_group" in trial.params) == (block in ("resnext", "res2net")), block
+            assert ("se_placement" in trial.params) == bool(se_ratio), (block, se_ratio)
+            assert space.values(space.arch(values)).keys() <= trial.params.keys() | {"layers"}
+            study.tell(trial, 0.5)

@@ -67,7 +67,7 @@ def grid(space: Space, cfg: SearchConfig) -> Grid:
         key = (arch.scaled(cfg.fidelity.width).id, short_hash(recipe.to_dict()))
         if key not in seen:
             seen.add(key)
-            points.append({**values, **overrides})
+            points.append({k: v for k, v in {**values, **overrides}.items() if space.reads(k, values)})
     random.Random(cfg.seed).shuffle(points)
     return Grid(tuple(points), total, over, impossible, total - over - impossible - len(points))
 

@@ -72,8 +72,9 @@ def check_batch_size(space: Space, cfg: SearchConfig, train_images: int) -> None
 def suggest(trial: optuna.Trial, space: Space) -> tuple[dict[str, Any], dict[str, Any]]:
     """Architecture values and training overrides for one trial, in a fixed order (reproducible)."""
     values: dict[str, Any] = {"layers": trial.suggest_categorical("layers", space.layers)}
-    for knob in space.arch_knobs(values["layers"]):
-        values[knob.name] = trial.suggest_categorical(knob.name, knob.values)
+    for knob in space.arch_knobs(values["layers"]):  # the network-wide knobs come first: block, se_ratio, ...
+        if space.reads(knob.name, values):  # ... so a knob of another family is never sampled
+            values[knob.name] = trial.suggest_categorical(knob.name, knob.values)
     overrides: dict[str, Any] = {}
     for knob in space.train:
         if isinstance(knob, Choice):

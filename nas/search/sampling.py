@@ -116,8 +116,11 @@ def budget_check(space: Space, budget: int, max_macs: int | None = None) -> Call
         if "layers" not in params:
             return None
         # single-choice knobs never reach a sampler's relative search space: take their one value
-        values = {**{k.name: k.values[0] for k in space.arch_knobs(params["layers"]) if len(k.values) == 1}, **params}
-        if any(k.name not in values for k in space.arch_knobs(params["layers"])):
+        knobs = space.arch_knobs(params["layers"])
+        values = {**{k.name: k.values[0] for k in knobs if len(k.values) == 1}, **params}
+        if any(k.name not in values for k in knobs if k.name in ("block", "se_ratio")):
+            return None
+        if any(k.name not in values for k in knobs if space.reads(k.name, values)):
             return None
         try:
             arch = space.arch(values)
