@@ -270,8 +270,8 @@ def wait_for_training(outcomes):
                 for t in outcomes(url):
                     if t.state == optuna.trial.TrialState.RUNNING and t.user_attrs.get("outcome") == outcome:
                         return t.number
-            except (KeyError, sqlalchemy.exc.OperationalError):  # no study yet; a SQLite file being created
-                pass
+            except (KeyError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError):
+                pass  # no study yet; a SQLite file whose tables the search is creating while this reads it
             time.sleep(0.2)
         raise AssertionError(f"no trial's outcome said {outcome!r} within {timeout} s")
 

@@ -29,6 +29,7 @@ def dry_run(cifar_tarball, tmp_path_factory) -> tuple[subprocess.CompletedProces
     return proc, json.loads((out / "summary.json").read_text()), out
 
 
+@pytest.mark.slow  # the whole dry run, about a minute: the default suite stays under 10 minutes
 def test_every_check_runs_and_passes_or_is_skipped_with_a_reason(dry_run):
     proc, summary, _ = dry_run
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -46,6 +47,7 @@ def test_every_check_runs_and_passes_or_is_skipped_with_a_reason(dry_run):
     assert {"python", "torch", "optuna", "plotly"} <= set(summary["versions"])
 
 
+@pytest.mark.slow  # the whole dry run, about a minute: the default suite stays under 10 minutes
 def test_the_figures_say_what_each_check_proved(dry_run):
     _, summary, _ = dry_run
     fig = {c["name"]: c["figures"] for c in summary["checks"]}
@@ -69,6 +71,7 @@ def test_the_figures_say_what_each_check_proved(dry_run):
     assert fig["retrain_se"]["params"] == 4_697_742  # [4,4,3] with its one SE unit at the stem, as examples/ describes it
 
 
+@pytest.mark.slow  # the whole dry run, about a minute: the default suite stays under 10 minutes
 def test_the_log_holds_every_check_and_every_command(dry_run):
     _, _, out = dry_run
     text = (out / "log.txt").read_text()

@@ -100,6 +100,7 @@ def test_over_budget_candidates_are_never_built(small_cifar, tmp_path):
     assert all(t.value == 0.0 and "> budget" in t.user_attrs["reason"] for t in rejected)
 
 
+@pytest.mark.slow  # 60 trials per sampler: a measurement of the sampler more than a check
 def test_over_budget_proposals_vanish_after_start_up_and_are_rarer_than_random(tmp_path, monkeypatch):
     """The sampler's side only: training is replaced by a deterministic score (bigger is better,
     as in real searches, which pushes proposals towards the budget edge). The space lets every layer

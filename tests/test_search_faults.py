@@ -176,6 +176,7 @@ def test_a_waiting_worker_says_what_it_waits_for_and_takes_over_when_that_worker
     assert_its_candidate_ran_once(outcomes(pg_url), held.number)
 
 
+@pytest.mark.slow  # waits out a heartbeat grace period; tests/test_faults.py checks the heartbeat path by default
 def test_a_worker_lost_on_another_machine_is_waited_for_then_its_retry_runs(
         small_cifar, pg_url, tmp_path, search_args, nas_cli, outcomes, start_worker, wait_for_training):
     """A lost node: its pid cannot be checked from here, so the heartbeat decides; the re-run says what it waits
