@@ -112,3 +112,13 @@ def test_the_space_survey_counts_what_fits_both_bounds():
     s = survey(parse_space(raw), samples=1000, seed=0)
     assert 0 < s.fits(60_000, max_macs=3_000_000) < s.fits(60_000) <= 1
     assert s.fits(60_000, max_macs=10**12) == s.fits(60_000)
+
+
+def test_a_macs_bound_no_candidate_meets_is_refused_before_anything_is_written(small_cifar, tmp_path, search_args):
+    from typer.testing import CliRunner
+
+    from nas.cli import app
+
+    r = CliRunner().invoke(app, search_args(small_cifar, tmp_path / "res", "--max-macs", "1000"))
+    assert r.exit_code == 2 and "fits both the budget 50,000 and --max-macs 1,000" in r.output
+    assert "raise --max-macs" in r.output and not (tmp_path / "res" / "s").exists()

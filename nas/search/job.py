@@ -56,7 +56,6 @@ class Job:
         return artifacts.study_dir(self.results_dir, self.cfg.study)
 
 
-
 def plan(space_file: Path, budget: int, trials: int, data: str = "cifar10", study: str = "default",
          storage: str | None = None, results_dir: Path = Path("results"), device: str = "auto", workers: int = 1,
          fidelity: dict[str, Any] | None = None, **settings: Any) -> Job:
@@ -76,6 +75,10 @@ def plan(space_file: Path, budget: int, trials: int, data: str = "cifar10", stud
         raise NasError(f"no candidate of {space.name} fits the budget {budget:,} (smallest "
                        f"{'' if s.method == 'exact' else 'sampled '}has {int(s.params.min()):,} parameters): "
                        f"raise --budget or add smaller choices to the space")
+    if cfg.max_macs is not None and s.fits(budget, cfg.max_macs) == 0:
+        raise NasError(f"no {'' if s.method == 'exact' else 'sampled '}candidate of {space.name} fits both the budget "
+                       f"{budget:,} and --max-macs {cfg.max_macs:,} (fewest MACs: {int(s.macs.min()):,}): raise "
+                       f"--max-macs or add narrower choices to the space")
     space.check_train(cfg.trial_recipe({}))  # e.g. a warm-up longer than the trials' epochs
     search_data = load_search_data(data, cfg)
     check_batch_size(space, cfg, len(search_data.train))
