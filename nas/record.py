@@ -200,18 +200,22 @@ def best(rs: Iterable[Record]) -> Record | None:
     return top[0] if top else None
 
 
+def nondominated(points: Sequence[Sequence[float]]) -> list[int]:
+    """Indices of the points no other point beats on every coordinate at once (smaller is better; equal points
+    are all kept): the one Pareto rule, for records (front) and for tables (nas.results.pareto_front)."""
+    def beaten(p: Sequence[float]) -> bool:
+        return any(all(a <= b for a, b in zip(q, p)) and tuple(q) != tuple(p) for q in points)
+    return [i for i, p in enumerate(points) if not beaten(p)]
+
+
 def front(rs: Iterable[Record], costs: Sequence[str] = ("params",), *, short_only: bool = False) -> list[Record]:
     """The finished trials no other beats on accuracy and every cost at once (ties kept), by `costs` ("params",
     "macs"): what a multi-objective search searches for, and what the report draws. Accuracy is the ranking
     score (the final rung's where it ran) unless `short_only`."""
     done = [r for r in rs if r.finished]
-    point = lambda r: (-((r.short_acc if short_only else r.score) or 0.0),  # noqa: E731
-                       *(getattr(r, COST_NAMES[c]) or 0 for c in costs))
-    points = {r.number: point(r) for r in done}
-    dominated = lambda p, q: all(a <= b for a, b in zip(q, p)) and q != p  # noqa: E731 (q dominates p)
-    return sorted((r for r in done if not any(dominated(points[r.number], q) for q in points.values())),
-                  key=lambda r: (r.params or 0, r.number))
-
+    points = [(-((r.short_acc if short_only else r.score) or 0.0), *(getattr(r, COST_NAMES[c]) or 0 for c in costs))
+              for r in done]
+    return sorted((done[i] for i in nondominated(points)), key=lambda r: (r.params or 0, r.number))
 
 
 def hypervolume(points: Iterable[tuple[float, float]], floor: float = 0.0) -> float:

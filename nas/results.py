@@ -157,20 +157,11 @@ def finished_in_budget(frame: pd.DataFrame) -> pd.Series:
 
 
 def pareto_front(frame: pd.DataFrame) -> pd.DataFrame:
-    """Non-dominated finished in-budget trials (max val_acc, min params), by params ascending.
-
-    A row is dominated when another has params <= and val_acc >= with one strictly better;
-    exact ties are all kept. One sweep over parameter counts: O(n log n).
-    """
+    """Non-dominated finished in-budget trials (max val_acc, min params), by params ascending; exact ties are
+    all kept (nas.record.nondominated, the rule the search's own front uses)."""
     done = frame[finished_in_budget(frame)]
-    keep: list[Any] = []
-    best = -math.inf  # best val_acc among strictly smaller models
-    for _, group in done.groupby("params", sort=True):
-        top = group["val_acc"].max()
-        if top > best:
-            keep.extend(group.index[group["val_acc"] == top])
-            best = top
-    return done.loc[keep]
+    keep = record.nondominated(list(zip(-done["val_acc"].astype(float), done["params"].astype(float))))
+    return done.iloc[keep].sort_values("params", kind="stable")
 
 
 def leaderboard(frame: pd.DataFrame, top: int = 10) -> pd.DataFrame:
