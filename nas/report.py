@@ -184,6 +184,7 @@ def _page(frame: pd.DataFrame, *, budget: int, retrained: Sequence[dict], baseli
         f'<p class="summary">{len(frame)} trials; {finished} finished within the budget of {budget:,} '
         f"parameters; {over} over budget ({pct(over / max(len(frame), 1))}).</p>",
         figures.div(rf.pareto_figure(frame, budget, retrained, baselines, fidelity), "pareto"),
+        figures.div(rf.macs_figure(frame, fidelity), "macs"),
         figures.div(rf.history_figure(frame, fidelity), "history"),
         *_rung_sections(frame, fidelity, figures),
         "<h2>Leaderboard (the final rung's score ranks; the short one where it did not run)</h2>",

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
+from nas import record
 from nas.report_text import count, final_schedule, pct, run_schedule, short_schedule
 from nas.results import ARCH_KNOBS, depth_history, finished_in_budget, leaderboard, pareto_front, rank_correlation
 
@@ -157,13 +158,13 @@ def _families(done: pd.DataFrame) -> list[str]:
     return sorted(done["block"].fillna("?").astype(str).unique()) if "block" in done else []
 
 
-def _family_traces(done: pd.DataFrame, fidelity: Mapping[str, Any]) -> list[go.Scatter]:
+def _family_traces(done: pd.DataFrame, fidelity: Mapping[str, Any], cost: str = "params") -> list[go.Scatter]:
     """One trace per block family of the finished trials that are not seed designs (drawn apart)."""
     families, traces = _families(done), []
     for family in families:
         rows = done[(done["block"].fillna("?").astype(str) == family) & ~_seeds(done)]
         traces.append(go.Scatter(
-            name=family, legendgroup="trials", legendgrouptitle_text="trials (val acc)", x=rows["params"],
+            name=family, legendgroup="trials", legendgrouptitle_text="trials (val acc)", x=rows[cost],
             y=rows["val_acc"], mode="markers", marker={"color": family_color(family, families), "size": 8, "opacity": 0.8},
             hovertext=[_trial_hover(r, fidelity) for _, r in rows.iterrows()], hoverinfo="text"))
     return traces
@@ -279,6 +280,29 @@ def pareto_figure(frame: pd.DataFrame, budget: int, retrained: Sequence[Mapping[
 
 
 # ------------------------------------------------------------------------------ history and ranks
+
+
+def macs_figure(frame: pd.DataFrame, fidelity: Mapping[str, Any] | None = None) -> go.Figure:
+    """Accuracy vs MACs per image: a parameter budget does not bound compute, so the front against compute (what
+    `--objectives accuracy,macs` searches) is drawn too, seed designs as named squares."""
+    fidelity = fidelity or {}
+    done = frame[finished_in_budget(frame)]
+    front = done.iloc[record.nondominated(list(zip(-done["val_acc"].astype(float), done["macs"].astype(float))))]
+    front = front.sort_values("macs", kind="stable")
+    seeds = done[_seeds(done)]
+    fig = go.Figure(_family_traces(done, fidelity, "macs"))
+    fig.add_trace(go.Scatter(
+        name="seed designs", x=seeds["macs"], y=seeds["val_acc"], mode="markers+text", text=seeds["seed_design"],
+        textposition="top center", marker={"symbol": "square", "size": 10, "color": COLORS["front"]},
+        hovertext=[_trial_hover(r, fidelity) for _, r in seeds.iterrows()], hoverinfo="text"))
+    fig.add_trace(go.Scatter(
+        name="front (accuracy vs MACs)", x=front["macs"], y=front["val_acc"], mode="lines+markers",
+        line={"shape": "hv", "width": 2, "color": COLORS["front"]}, marker={"color": COLORS["front"], "size": 6},
+        hovertext=[_trial_hover(r, fidelity) for _, r in front.iterrows()], hoverinfo="text"))
+    fig.update_layout(title="Accuracy vs compute (multiply-accumulates per image)", height=460,
+                      xaxis={"title": "MACs per image", "type": "log", "tickformat": "~s"},
+                      yaxis={"title": "accuracy", "tickformat": ".1%"}, legend={"groupclick": "toggleitem"})
+    return fig
 
 
 def history_figure(frame: pd.DataFrame, fidelity: Mapping[str, Any] | None = None) -> go.Figure:

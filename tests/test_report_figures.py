@@ -71,3 +71,29 @@ def test_latency_is_drawn_per_device_with_its_spread() -> None:
     fig = latency_figure(runs + [{"name": "old", "seed": 0, "test_acc": 0.5}])  # a run without latency: left out
     assert {t.name: len(t.x) for t in fig.data} == {"on cpu": 1, "on gpu": 2}
     assert list(fig.data[1].error_x.array) == pytest.approx([0.3, 0.3])
+
+
+def test_the_compute_figure_draws_the_front_against_macs_and_names_the_seed_designs() -> None:
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from nas.arch import Arch
+    from nas.report_figures import macs_figure
+    from nas.results import trials_frame
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize")
+    arch = Arch(blocks=(1, 1), channels=(8, 16)).to_dict()
+    for acc, params, macs, seed in ((0.5, 1000, 90, None), (0.6, 2000, 10, "seed-a"), (0.55, 3000, 5, None),
+                                    (0.4, 500, 100, None), (0.3, 400, 200, None)):
+        study.add_trial(create_trial(state=TrialState.COMPLETE, value=acc, params={"layers": 2},
+                                     distributions={"layers": CategoricalDistribution([2])},
+                                     user_attrs={"outcome": "complete", "params": params, "macs": macs, "arch": arch,
+                                                 **({"seed_design": seed} if seed else {})}))
+    fig = macs_figure(trials_frame(study))
+    front = next(t for t in fig.data if t.name.startswith("front"))
+    assert list(front.x) == [5, 10] and list(front.y) == [0.55, 0.6]  # cheapest first; 90, 100, 200 MACs buy nothing
+    seeds = next(t for t in fig.data if t.name == "seed designs")
+    assert list(seeds.text) == ["seed-a"] and list(seeds.x) == [10]
+    assert sum(len(t.x) for t in fig.data if t.legendgroup == "trials") == 4  # every trial but the seed design
