@@ -293,14 +293,15 @@ def macs_figure(frame: pd.DataFrame, fidelity: Mapping[str, Any] | None = None) 
     fig = go.Figure(_family_traces(done, fidelity, "macs"))
     fig.add_trace(go.Scatter(
         name="seed designs", x=seeds["macs"], y=seeds["val_acc"], mode="markers+text", text=seeds["seed_design"],
-        textposition="top center", marker={"symbol": "square", "size": 10, "color": COLORS["front"]},
+        textposition="top center", marker={"symbol": "square", "size": 12, "line": {"width": 2, "color": "#111"},
+                                           "color": [family_color(str(b), _families(done)) for b in seeds["block"]]},
         hovertext=[_trial_hover(r, fidelity) for _, r in seeds.iterrows()], hoverinfo="text"))
     fig.add_trace(go.Scatter(
         name="front (accuracy vs MACs)", x=front["macs"], y=front["val_acc"], mode="lines+markers",
         line={"shape": "hv", "width": 2, "color": COLORS["front"]}, marker={"color": COLORS["front"], "size": 6},
         hovertext=[_trial_hover(r, fidelity) for _, r in front.iterrows()], hoverinfo="text"))
     fig.update_layout(title="Accuracy vs compute (multiply-accumulates per image)", height=460,
-                      xaxis={"title": "MACs per image", "type": "log", "tickformat": "~s"},
+                      xaxis={"title": "MACs per image", "type": "log", "tickformat": "~s", "dtick": "D2"},  # 1-2-5 ticks
                       yaxis={"title": "accuracy", "tickformat": ".1%"}, legend={"groupclick": "toggleitem"})
     return fig
 
