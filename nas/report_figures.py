@@ -158,6 +158,13 @@ def _families(done: pd.DataFrame) -> list[str]:
     return sorted(done["block"].fillna("?").astype(str).unique()) if "block" in done else []
 
 
+def _seed_marker(seeds: pd.DataFrame, done: pd.DataFrame) -> dict[str, Any]:
+    """Seed designs: a black-edged square in their family's colour (a study with no trials has no families)."""
+    families = _families(done)
+    colors = [family_color(str(b), families) for b in seeds["block"]] if "block" in seeds else []
+    return {"symbol": "square", "size": 12, "line": {"width": 2, "color": "#111"}, "color": colors}
+
+
 def _family_traces(done: pd.DataFrame, fidelity: Mapping[str, Any], cost: str = "params") -> list[go.Scatter]:
     """One trace per block family of the finished trials that are not seed designs (drawn apart)."""
     families, traces = _families(done), []
@@ -190,8 +197,7 @@ def _best_and_seeds(frame: pd.DataFrame, done: pd.DataFrame, fidelity: Mapping[s
     seeds = done[_seeds(done)]
     groups = [_Marked("seed designs", list(seeds["params"]), list(seeds["val_acc"]), list(seeds["seed_design"]),
                       [_trial_hover(r, fidelity) for _, r in seeds.iterrows()],
-                      {"symbol": "square", "size": 12, "line": {"width": 2, "color": "#111"},
-                       "color": [family_color(str(b), _families(done)) for b in seeds.get("block", [])]},
+                      _seed_marker(seeds, done),
                       extra={"legendgroup": "trials", "legendgrouptitle_text": "trials (val acc)"})]
     board = leaderboard(frame, top=1) if len(done) else done
     if len(board):
@@ -293,8 +299,7 @@ def macs_figure(frame: pd.DataFrame, fidelity: Mapping[str, Any] | None = None) 
     fig = go.Figure(_family_traces(done, fidelity, "macs"))
     fig.add_trace(go.Scatter(
         name="seed designs", x=seeds["macs"], y=seeds["val_acc"], mode="markers+text", text=seeds["seed_design"],
-        textposition="top center", marker={"symbol": "square", "size": 12, "line": {"width": 2, "color": "#111"},
-                                           "color": [family_color(str(b), _families(done)) for b in seeds["block"]]},
+        textposition="top center", marker=_seed_marker(seeds, done),
         hovertext=[_trial_hover(r, fidelity) for _, r in seeds.iterrows()], hoverinfo="text"))
     fig.add_trace(go.Scatter(
         name="front (accuracy vs MACs)", x=front["macs"], y=front["val_acc"], mode="lines+markers",
