@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import optuna
@@ -65,14 +65,15 @@ def confusion_figure(run: dict[str, Any]) -> go.Figure:
     return fig
 
 
-def varied_settings(frame: pd.DataFrame) -> list[str]:
+def varied_settings(frame: pd.DataFrame, importance: Mapping[str, float] | None = None) -> list[str]:
     """Sampled settings that took more than one value among finished trials: training settings (the
-    space's train: section, what recipe grids vary) first, then architecture knobs; most values first."""
+    space's train: section, what recipe grids vary) first, then architecture knobs; the most important
+    first where importance is known (else the most values first), so the pivot shows what mattered."""
     done = frame[finished_in_budget(frame)]
     counts = {c[len(SAMPLED_PREFIX):]: done[c].nunique() for c in frame.columns if c.startswith(SAMPLED_PREFIX)}
-    training = {f.name for f in dataclasses.fields(Recipe)}
+    training, importance = {f.name for f in dataclasses.fields(Recipe)}, importance or {}
     return sorted((name for name, n in counts.items() if n > 1),
-                  key=lambda name: (name not in training, -counts[name], name))
+                  key=lambda name: (name not in training, -importance.get(name, 0.0), -counts[name], name))
 
 
 def pivot_figure(frame: pd.DataFrame, rows: str, columns: str) -> go.Figure:
@@ -102,9 +103,10 @@ def parallel_figure(frame: pd.DataFrame) -> go.Figure:
             dims.append({"label": name[len(SAMPLED_PREFIX):], "values": values.astype(str).map(cats.index),
                          "tickvals": list(range(len(cats))), "ticktext": cats})
     dims += [{"label": "params", "values": done["params"]}, {"label": "val acc", "values": done["val_acc"]}]
+    crowded = len(dims) > 10  # upright labels of many axes run into each other: tilt them
     fig = go.Figure(go.Parcoords(line={"color": done["val_acc"], "colorscale": "Viridis", "showscale": True},
-                                 dimensions=dims))
-    fig.update_layout(height=420, margin={"t": 60, "l": 60, "r": 60})
+                                 dimensions=dims, labelangle=-40 if crowded else 0))
+    fig.update_layout(height=460 if crowded else 420, margin={"t": 110 if crowded else 60, "l": 70, "r": 60})
     return fig
 
 

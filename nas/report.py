@@ -239,7 +239,7 @@ def _settings_sections(frame: pd.DataFrame, importance: dict[str, float], figure
     """What the search's settings did: parallel coordinates, importance, and a pivot of the two most varied."""
     from nas import figures as write_up
 
-    varied = write_up.varied_settings(frame)
+    varied = write_up.varied_settings(frame, importance)
     sections = (["<h2>Settings of the trained trials</h2>", figures.div(write_up.parallel_figure(frame), "parallel")]
                 if varied else [])
     if importance:

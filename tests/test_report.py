@@ -516,3 +516,15 @@ def _screenshot(tools: DevTools, session: str, path: Path) -> None:
     shot = tools.call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True}, session)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(base64.b64decode(shot["data"]))
+
+
+def test_the_pivot_takes_training_settings_first_then_the_most_important_knobs() -> None:
+    from nas.figures import varied_settings
+
+    frame = _grid_frame()
+    frame["sampled.channels_1"] = [16, 32] * 6  # two architecture knobs varied too, the fewer-valued one important
+    frame["sampled.blocks_2"] = [1, 2, 3] * 4
+    assert varied_settings(frame) == ["lr", "optimizer", "blocks_2", "channels_1"]
+    assert varied_settings(frame, {"channels_1": 0.5, "blocks_2": 0.1}) == ["lr", "optimizer", "channels_1", "blocks_2"]
+    # importance does not move an architecture knob ahead of the recipe a grid varied
+    assert varied_settings(frame, {"channels_1": 0.9, "lr": 0.01})[:2] == ["lr", "optimizer"]
