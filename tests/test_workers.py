@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 
 import optuna
-import pytest
 from typer.testing import CliRunner
 
 from nas.cli import app
