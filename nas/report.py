@@ -99,10 +99,16 @@ def leaderboard_table(frame: pd.DataFrame, fidelity: Mapping[str, Any], top: int
 
 
 def outcomes_table(frame: pd.DataFrame) -> str:
-    """Where the trials went: the over-budget share says whether the sampler wastes trials."""
-    counts = frame["outcome"].fillna("(none)").value_counts()
+    """Where the trials went: the over-budget share says whether the sampler wastes trials; with several block
+    families, a column each says which families the search kept training and which it pruned or rejected."""
+    outcome = frame["outcome"].fillna("(none)")
+    counts = outcome.value_counts()
     shown = pd.DataFrame({"outcome": counts.index, "trials": counts.values})
     shown["share"] = (shown["trials"] / max(len(frame), 1)).map(pct)
+    family = frame["block"].fillna("(none)").astype(str) if "block" in frame else None
+    if family is not None and family.nunique() > 1:
+        by_family = pd.crosstab(outcome, family).reindex(counts.index)
+        shown = pd.concat([shown, by_family.reset_index(drop=True)], axis=1)
     return _table(shown, "outcomes")
 
 

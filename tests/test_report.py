@@ -528,3 +528,38 @@ def test_the_pivot_takes_training_settings_first_then_the_most_important_knobs()
     assert varied_settings(frame, {"channels_1": 0.5, "blocks_2": 0.1}) == ["lr", "optimizer", "channels_1", "blocks_2"]
     # importance does not move an architecture knob ahead of the recipe a grid varied
     assert varied_settings(frame, {"channels_1": 0.9, "lr": 0.01})[:2] == ["lr", "optimizer"]
+
+
+def _html_rows(table: str) -> list[list[str]]:
+    """The text of every cell, row by row (header first), read by the standard library's HTML parser."""
+    from html.parser import HTMLParser
+
+    rows: list[list[str]] = []
+
+    class Cells(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            if tag == "tr":
+                rows.append([])
+            elif tag in ("td", "th"):
+                rows[-1].append("")
+
+        def handle_data(self, data):
+            if rows and rows[-1]:
+                rows[-1][-1] += data.strip()
+
+    Cells().feed(table)
+    return rows
+
+
+def test_outcomes_are_counted_per_block_family_when_the_search_varied_it() -> None:
+    from nas.report import outcomes_table
+
+    frame = _frame()
+    assert _html_rows(outcomes_table(frame))[0] == ["outcome", "trials", "share"]  # one family: no columns
+    frame["block"] = ["basic", "preact", "plain", "plain"] * (len(frame) // 4)
+    header, *body = _html_rows(outcomes_table(frame))
+    assert header == ["outcome", "trials", "share", "basic", "plain", "preact"]
+    table = pd.DataFrame([[int(v) for v in r[3:]] for r in body], index=[r[0] for r in body], columns=header[3:])
+    assert (table.sum(axis=1) == [int(r[1]) for r in body]).all()
+    assert table.sum().to_dict() == frame["block"].value_counts().to_dict()
+    assert table.loc["complete", "plain"] == ((frame["block"] == "plain") & (frame["outcome"] == "complete")).sum()
