@@ -62,6 +62,14 @@ def test_space_reports_exact_counts_for_small_spaces():
     assert d["method"] == "exact" and d["size"] == d["evaluated"] == 1872 and 0 < d["fit_count"] < 1872
 
 
+def test_space_counts_for_the_class_count_it_is_given():
+    """Only the classifier depends on the class count: every candidate gains 90 x (its last width + a bias) for 100 classes."""
+    ten, hundred = (json.loads(nas("space", "search_spaces/tiny.yaml", *extra, "--json").stdout)
+                    for extra in ([], ["--classes", "100"]))
+    assert (ten["num_classes"], hundred["num_classes"]) == (10, 100) and ten["size"] == hundred["size"]
+    assert hundred["params_min"] == ten["params_min"] + 90 * 9 and hundred["params_max"] == ten["params_max"] + 90 * 33
+
+
 def test_space_samples_large_spaces_and_prints_a_histogram():
     r = nas("space", "search_spaces/default.yaml", "--budget", "5e6", "--samples", "20000")
     assert r.returncode == 0, r.stderr
@@ -86,6 +94,7 @@ def test_space_samples_large_spaces_and_prints_a_histogram():
     (["space", "search_spaces/tiny.yaml", "--budget", "0"], "positive whole number"),
     (["space", "search_spaces/tiny.yaml", "--budget", "1.5"], "positive whole number"),
     (["space", "nope.yaml"], "cannot read space file"),
+    (["space", "search_spaces/tiny.yaml", "--classes", "1"], "--classes=1 must be >= 2"),
 ])
 def test_bad_input_exits_nonzero_with_one_line_and_no_traceback(args, fragment):
     r = nas(*args)

@@ -67,6 +67,7 @@ def space(
     max_macs: Annotated[Optional[str], typer.Option("--max-macs", help="Bound on MACs per image, as `nas search --max-macs`: 3e8, 300M.", show_default=False)] = None,
     samples: Annotated[int, typer.Option(help="Candidates to sample when the space is too large to enumerate.")] = 200_000,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    classes: Annotated[Optional[int], typer.Option("--classes", help="Count for data with this many classes (100 for CIFAR-100), as `nas search` does from its data; default: the space's own (10 unless it names num_classes).", show_default=False)] = None,
     as_json: Json = False,
 ) -> None:
     """Size of a search space and how much of it fits a budget and a MACs bound (exact where it can be enumerated)."""
@@ -78,10 +79,14 @@ def space(
     if samples < 1:
         raise NasError(f"--samples={samples} must be >= 1")
     sp = load_space(space_file)
+    if classes is not None:
+        if classes < 2:
+            raise NasError(f"--classes={classes} must be >= 2")
+        sp = sp.for_data(classes)
     s = survey(sp, samples=samples, seed=seed)
     fit = s.fits(cap, macs_cap) if cap is not None or macs_cap is not None else None
     summary = {
-        "space": sp.name, "size": s.size, "method": s.method, "evaluated": s.evaluated,
+        "space": sp.name, "num_classes": sp.num_classes, "size": s.size, "method": s.method, "evaluated": s.evaluated,
         "budget": cap, "max_macs": macs_cap, "fit_fraction": fit, "fit_count": round(fit * s.size) if fit is not None else None,
         "params_min": int(s.params.min()), "params_median": int(np.median(s.params)),
         "params_max": int(s.params.max()), "macs_min": int(s.macs.min()), "macs_median": int(np.median(s.macs)),
