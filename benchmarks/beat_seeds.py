@@ -7,7 +7,7 @@ schedule (the search's proxy width, 5x its training), with --inits initial weigh
 each, and scores every run on the validation images the search used and on the 10,000 test images
 it never read.
 
-Run: python benchmarks/beat_seeds.py --study NAME [--inits 2] [--results-dir results]
+Run: python benchmarks/beat_seeds.py --study NAME [--inits 2] [--seeds all|rung] [--results-dir results]
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ def main() -> None:
     ap.add_argument("--study", required=True)
     ap.add_argument("--results-dir", type=Path, default=ROOT / "results")
     ap.add_argument("--inits", type=int, default=2, help="initial weights (and data orders) per design")
+    ap.add_argument("--seeds", choices=("all", "rung"), default="all",
+                    help="every seed design the study tried, or only those its final rung trained (the best one)")
     args = ap.parse_args()
     folder = args.results_dir / args.study
     run = json.loads((folder / "config.json").read_text())
@@ -55,7 +57,7 @@ def main() -> None:
     stats = channel_stats(data.train)  # what training normalises with
 
     winner = select_trials(study, "best")[0]
-    seeds = [r for r in records(study) if r.seed_design and r.recipe]
+    seeds = [r for r in records(study) if r.seed_design and r.recipe and (args.seeds == "all" or r.final)]
     designs = [(f"winner (trial {winner.number})", winner)] + [(r.seed_design, r) for r in seeds]
     print(f"{len(designs)} designs x {args.inits} inits at {CONFIRM_LONGER_BY}x the search's schedule, width x{fid.width:g}; "
           f"validation {len(data.val)}, test {len(test)} images", flush=True)
