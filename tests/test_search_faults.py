@@ -9,6 +9,7 @@ import signal
 import socket
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import optuna
@@ -246,6 +247,25 @@ def test_a_failed_trial_never_counts_whatever_its_label_says(tmp_path):
     trials = study.get_trials()
     assert record.trained(trials) == 2
     assert [record.outcome_of(t) for t in trials] == ["lost", "pruned", "lost", "lost", "queued", "complete"]
+
+
+def test_a_dead_workers_retry_sets_its_own_constraint_without_a_warning(tmp_path):
+    """Optuna's retry copied the dead trial's constraint: the re-run's was ignored with a UserWarning in the log,
+    and kept the old value had --budget changed on resume."""
+    from nas.search.storage import Retry
+
+    study = optuna.create_study(study_name="r", storage=f"sqlite:///{tmp_path / 'r.db'}", direction="maximize")
+    layers = {"layers": CategoricalDistribution([2, 3])}
+    study.add_trial(create_trial(state=FAIL, params={"layers": 2}, distributions=layers,
+                                 system_attrs={f"constraints:{record.BUDGET_CONSTRAINT}": 5.0}))
+    Retry(max_retry=3)(study, study.trials[0])
+    rerun = study.ask()
+    assert rerun.params == {"layers": 2}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rerun.set_constraint(record.BUDGET_CONSTRAINT, -1.0)
+    assert study.trials[1].system_attrs[f"constraints:{record.BUDGET_CONSTRAINT}"] == -1.0
+    assert study.trials[1].system_attrs["failed_trial"] == 0  # Optuna's own retry record is kept
 
 
 # -- 10. honest endings ----------------------------------------------------------------------------------------

@@ -105,11 +105,13 @@ def make_storage(url: str, attempts: int = 8) -> optuna.storages.RDBStorage:
 class Retry(optuna.storages.RetryHeartbeatStaleTrialCallback):
     """Optuna's retry of a dead worker's trial, queued with only what a re-run inherits (record.carried_attrs).
     Optuna's own copies every user attribute, so the queued copy would claim to be training (or complete)
-    before it ever ran, and be counted as such."""
+    before it ever ran, and be counted as such; and every system attribute, constraints included, so the
+    re-run could not set its own (Optuna warns and keeps the old value, stale if --budget changed)."""
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         retried = copy.deepcopy(trial)
         retried.user_attrs = record.carried_attrs(trial)
+        retried.system_attrs = {k: v for k, v in trial.system_attrs.items() if not k.startswith("constraints")}
         super().__call__(study, retried)
 
 
