@@ -88,19 +88,35 @@ def pivot_figure(frame: pd.DataFrame, rows: str, columns: str) -> go.Figure:
     return fig
 
 
+def _category(value: Any) -> str:
+    """A setting as an axis label: whole numbers without ".0" (pandas reads 2 beside None as 2.0)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "(none)"
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
+def _category_order(label: str) -> tuple:
+    """(none) first, then numbers by value (2 before 16), then words."""
+    try:
+        return (label != "(none)", 0, float(label), "")
+    except ValueError:
+        return (label != "(none)", 1, 0.0, label)
+
+
 def parallel_figure(frame: pd.DataFrame) -> go.Figure:
     """Every finished trial as a line through its settings, coloured by its score."""
     done = frame[finished_in_budget(frame)]
     dims = []
     for name in [c for c in frame.columns if c.startswith(SAMPLED_PREFIX)]:
         values = done[name]
-        if values.nunique() < 2:
+        if values.nunique(dropna=False) < 2:
             continue
-        if pd.api.types.is_numeric_dtype(values):
+        if pd.api.types.is_numeric_dtype(values) and values.notna().all():
             dims.append({"label": name[len(SAMPLED_PREFIX):], "values": values})
-        else:  # categories as their index, labelled
-            cats = sorted(values.astype(str).unique())
-            dims.append({"label": name[len(SAMPLED_PREFIX):], "values": values.astype(str).map(cats.index),
+        else:  # categories as their index, labelled; missing (pool None, a knob the trial's block does not use)
+            labels = values.map(_category)
+            cats = sorted(labels.unique(), key=_category_order)
+            dims.append({"label": name[len(SAMPLED_PREFIX):], "values": labels.map(cats.index),
                          "tickvals": list(range(len(cats))), "ticktext": cats})
     dims += [{"label": "params", "values": done["params"]}, {"label": "val acc", "values": done["val_acc"]}]
     crowded = len(dims) > 10  # upright labels of many axes run into each other: tilt them

@@ -8,6 +8,7 @@ import math
 import pandas as pd
 import pytest
 
+from nas.figures import parallel_figure
 from nas.report_figures import (
     FAMILY_COLORS, _box, family_color, format_tau, latency_figure, place_labels, ranks_figure,
 )
@@ -97,3 +98,16 @@ def test_the_compute_figure_draws_the_front_against_macs_and_names_the_seed_desi
     seeds = next(t for t in fig.data if t.name == "seed designs")
     assert list(seeds.text) == ["seed-a"] and list(seeds.x) == [10]
     assert sum(len(t.x) for t in fig.data if t.legendgroup == "trials") == 4  # every trial but the seed design
+
+
+def test_parallel_coordinates_label_a_missing_setting_as_none() -> None:
+    """Global pooling (pool None) beside a number, and a knob only some trials use, broke the whole report under
+    pandas 3, whose astype(str) keeps NaN: sorting 'nan' (a float) among strings raised TypeError."""
+    frame = pd.DataFrame({"state": "COMPLETE", "outcome": "complete", "val_acc": [0.5, 0.6, 0.7],
+                          "params": [1e5, 2e5, 3e5], "over_budget_by": -1.0, "sampled.pool": [None, 16, 4],
+                          "sampled.se_placement": ["stem", None, "blocks"]})
+    axes = {d["label"]: d for d in parallel_figure(frame).data[0].dimensions}
+    assert list(axes["pool"]["ticktext"]) == ["(none)", "4", "16"]  # global pooling first, then by size
+    assert list(axes["pool"]["values"]) == [0, 2, 1]
+    assert list(axes["se_placement"]["ticktext"]) == ["(none)", "blocks", "stem"]
+    assert list(axes["se_placement"]["values"]) == [2, 0, 1]
