@@ -98,6 +98,20 @@ def test_an_empty_study_still_renders() -> None:
     assert 'id="pareto"' in render_report(empty, budget=BUDGET, title="nothing yet")
 
 
+def test_a_seed_design_that_trained_is_not_drawn_again_as_an_untrained_baseline() -> None:
+    """CIFAR-100's report named simplenet-13 twice: its trial's square and the size-only triangle of its file."""
+    from nas.report_figures import pareto_figure
+
+    frame = _frame()
+    seed = frame.index[finished_in_budget(frame)][0]
+    frame.loc[seed, "seed_design"] = "simplenet-13"
+    baselines = [{"name": "simplenet-13", "params": 4_613_028, "test_acc": None},
+                 {"name": "wrn-16-4", "params": 2_772_020, "test_acc": None}]
+    traces = {t.name: t for t in pareto_figure(frame, BUDGET, [], baselines).data}
+    assert list(traces["seed designs"].text) == ["simplenet-13"]
+    assert list(traces["baselines, not trained"].text) == ["wrn-16-4"]
+
+
 @pytest.mark.parametrize(
     ("retrained", "baselines", "message"),
     [
