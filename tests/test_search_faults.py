@@ -249,6 +249,7 @@ def test_a_failed_trial_never_counts_whatever_its_label_says(tmp_path):
     assert [record.outcome_of(t) for t in trials] == ["lost", "pruned", "lost", "lost", "queued", "complete"]
 
 
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # as make_storage does
 def test_a_dead_workers_retry_sets_its_own_constraint_without_a_warning(tmp_path):
     """Optuna's retry copied the dead trial's constraint: the re-run's was ignored with a UserWarning in the log,
     and kept the old value had --budget changed on resume."""
