@@ -263,8 +263,8 @@ def pareto_figure(frame: pd.DataFrame, budget: int, retrained: Sequence[Mapping[
     done = frame[finished_in_budget(frame)]
     front = pareto_front(frame)
     drawn = set(done.loc[_seeds(done), "seed_design"])  # a seed design that trained is named where it scored
-    untrained_elsewhere = [b for b in baselines if b["test_acc"] is not None or b["name"] not in drawn]
-    marked = _best_and_seeds(frame, done, fidelity) + _results(retrained, untrained_elsewhere)
+    not_yet_drawn = [b for b in baselines if b["test_acc"] is not None or b["name"] not in drawn]
+    marked = _best_and_seeds(frame, done, fidelity) + _results(retrained, not_yet_drawn)
     accuracies = [*done["val_acc"], *(y for g in marked if not g.on_y2 for y in g.y)]
     canvas = _Canvas([*done["params"], budget, *(x for g in marked for x in g.x)], accuracies, True, _PARETO_HEIGHT)
     fig = go.Figure(_family_traces(done, fidelity))
