@@ -17,19 +17,21 @@ each of them once, on the GPU, and records what happened: one named check each, 
     bench_resnet18  `nas bench` on ResNet-18 (2,2,2,2 x 64..512): engine vs standard recipe images/s,
     bench_narrow    and on the narrow layout (16..128): FLOP/s against the measured bf16 matmul peak
     search          `nas search` at the CUDA fidelity (full width, whole split or a subset and epochs
-                    fitted to the time left, bounded by --timeout), its final rung and report, end to end
-    retrain_winner  `nas retrain best` of that search, and `nas retrain --arch` of SE [4,4,3]
-    retrain_se      (examples/efficient-resnet-se.json) for as many epochs as the time left allows,
-                    scored on the test split
+                    fitted to the time left, bounded by --timeout), its final rung (on CUDA the fast
+                    protocol at full width, whatever the trials' schedule) and report, end to end
+    retrain_winner  `nas retrain best --protocol fast` of that search, and `nas retrain --arch` of SE [4,4,3]
+    retrain_se      (examples/efficient-resnet-se.json), the fast protocol's 16 epochs or as many as the
+                    time left allows, scored on the test split
 
 Everything the CLI does runs as `python -m nas ...` subprocesses (the command line is the stable
 surface); the engine checks call nas.train, nas.model and nas.search in this process.
 
 Time: --budget-s (default 540) bounds the whole run, so it fits a 10-minute GPU command with time
 to spare for installing wheels. The engine checks and benches have fixed small sizes (estimated at
-about 100 s on an H100, most of it decoding CIFAR-10 once and `nas bench`); the search gets half
-of what is left, the two retrains share the rest, and each sizes its schedule from training
-images/s measured here just before it. A stage that overruns its share is stopped (SIGTERM, then
+about 100 s on an H100, most of it decoding CIFAR-10 once and `nas bench`); the search gets 60% of
+what is left (its final rung's cost estimated first, the trials sized to the rest), the two
+retrains share the remainder, and each sizes its schedule from training images/s measured here
+just before it. `--only search,retrain_winner` reruns what failed, in less time. A stage that overruns its share is stopped (SIGTERM, then
 kill) and fails, and the later stages still run.
 
 Output: --out DIR gets summary.json (rewritten after every check, so a killed run leaves one) and
@@ -99,7 +101,7 @@ from nas.bench import matmul_peak_flops  # noqa: E402
 from nas.counting import count_macs, count_params  # noqa: E402
 from nas.data import ImageSet, load_split, split_validation  # noqa: E402
 from nas.model import build_model  # noqa: E402
-from nas.recipe import Recipe  # noqa: E402
+from nas.recipe import Recipe, protocol  # noqa: E402
 from nas.train import resolve_precision, select_device, train  # noqa: E402
 
 SCHEMA = 1
@@ -112,6 +114,8 @@ RESERVE_S = 10.0  # kept back for the summary and the last process to exit
 MIN_STAGE_S = 30.0  # a `nas` stage given less than this fails at once instead of being cut short
 CLI_OVERHEAD_S = 25.0  # one `nas` process: imports, the cached split, CUDA start, test scoring, files, report
 STOP_GRACE_S = 20.0  # after SIGTERM, how long a stopped `nas` process may take to record its state
+RUNG_OVERHEAD_S = 5.0  # one final-rung candidate beyond its training: model build, cuDNN warm-up, TTA scoring
+SEARCH_SHARE = 0.6  # of the time left: the search trains its trials and the final rung; the retrains share the rest
 
 log = logging.getLogger("gpu_acceptance")
 
@@ -146,7 +150,7 @@ GPU = Sizes(
     steps=40, val_images=1000, matmul_n=8192, oom_fidelity=(10_000, 1000, 1000),
     bench={"bench_resnet18": (64, 128, 256, 512), "bench_narrow": (16, 32, 64, 128)},
     bench_flags=("--steps", "50", "--rounds", "3"), space=ROOT / "search_spaces" / "default.yaml", budget="5e6",
-    trials=8, search_val_size=5000, search_flags=(), rate_steps=30, retrain_batch=128, search_caps=None,
+    trials=8, search_val_size=5000, search_flags=(), rate_steps=30, retrain_batch=256, search_caps=None,
     retrain_caps=None, carve=None)
 
 DRY = Sizes(
@@ -212,6 +216,7 @@ class Acceptance:
         self.source: Path = args.data
         self.data = str(args.data)  # what `--data` the nas commands get (the carved folder in a dry run)
         self.budget_s: float = args.budget_s
+        self.only: set[str] = {"device", *args.only} if args.only else set()  # empty: every check
         self.started = time.perf_counter()
         self.started_at = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
         self.checks: list[Check] = []
@@ -233,6 +238,10 @@ class Acceptance:
         """Run one check: `fn` fills its figures as it goes (kept on failure) and raises Skip or Fail."""
         check = Check(name)
         self.checks.append(check)
+        if self.only and name not in self.only:
+            check.status, check.reason = "skipped", "not named in --only"
+            self.write_summary()
+            return check
         log.info("== %s (%.0f s of --budget-s left)", name, self.left())
         t = time.perf_counter()
         try:
@@ -561,22 +570,31 @@ def check_search(run: Acceptance, fig: dict[str, Any], study: str) -> None:
     """A short search: the seed designs, then one trial of each depth, then the final rung, sized from
     the measured images/s of SE [4,4,3], the heaviest seed design, to fit half the time left."""
     from nas.search import CONFIRM_LONGER_BY, CUDA_FIDELITY, SEARCH_RECIPE
+    from nas.search.config import default_rung
     from nas.space import load_space
 
     s = run.sizes
-    allot = run.share(0.5)
+    allot = run.share(SEARCH_SHARE)
     probe = se_arch() if not run.dry else s.engine_arch
     rate = run.rate(probe, SEARCH_RECIPE)
     rung = min(s.trials, len(load_space(s.space).layers) + 1)  # the best of each depth and the best seed design
-    units = s.trials + CONFIRM_LONGER_BY * rung  # trial schedules the whole search trains
     split_images = sum(map(len, run.split())) - s.search_val_size
-    epochs, subset = schedule((allot - CLI_OVERHEAD_S) * 0.8 / units, rate, split_images, CUDA_FIDELITY.epochs,
+    if default_rung(run.device) == "fast":  # the rung retrains each candidate whole with the fast protocol
+        fast = protocol("fast")
+        rung_s = rung * (fast.epochs * split_images / run.rate(probe, fast) + RUNG_OVERHEAD_S)
+        units = s.trials
+    else:  # the proxy rung: each candidate's trial schedule, CONFIRM_LONGER_BY times longer
+        rung_s, units = 0.0, s.trials + CONFIRM_LONGER_BY * rung
+    trials_s = (allot - CLI_OVERHEAD_S - rung_s) * 0.8
+    fig.update(allot_s=round(allot), probe_images_per_s=round(rate, 1), final_rung_estimate_s=round(rung_s))
+    require(trials_s > 0, f"the final rung alone needs ~{rung_s:.0f} s ({rung} candidates) of the {allot:.0f} s "
+                          f"this stage has: raise --budget-s")
+    epochs, subset = schedule(trials_s / units, rate, split_images, CUDA_FIDELITY.epochs,
                               min_images=10 * SEARCH_RECIPE.batch_size)
-    fig.update(allot_s=round(allot), probe_images_per_s=round(rate, 1), planned_epochs=epochs,
-               planned_train_subset=subset)
+    fig.update(planned_epochs=epochs, planned_train_subset=subset)
     if s.search_caps:
         epochs, subset = s.search_caps
-    timeout = round(0.6 * allot)
+    timeout = round(trials_s / 0.8 + CLI_OVERHEAD_S)  # no new trial after this: the final rung gets the rest
     results = run.work / "results"
     fig.update(epochs=epochs, train_subset=subset, trials=s.trials, timeout_s=timeout)
     started = datetime.datetime.now()
@@ -629,20 +647,22 @@ def se_arch() -> Arch:
 
 
 def check_retrain(run: Acceptance, fig: dict[str, Any], target: list[str], arch: Arch, fraction: float) -> None:
-    """`nas retrain` for as many epochs as `fraction` of the time left allows, scored on the test split."""
+    """`nas retrain --protocol fast`, for its whole schedule or as much of it as `fraction` of the time left
+    allows, scored on the test split (with flip TTA: two forward passes, each ~1/3 of a training step)."""
     s = run.sizes
     allot = run.share(fraction)
-    rate = run.rate(arch, Recipe(batch_size=s.retrain_batch))
+    recipe = protocol("fast").updated({"batch_size": s.retrain_batch})
+    rate = run.rate(arch, recipe)
     split_images = sum(map(len, run.split()))
     test_images = len(load_split(run.data, "test"))
-    seconds = (allot - CLI_OVERHEAD_S - test_images / (3 * rate)) * 0.85  # scoring: a forward pass is ~1/3 of a step
-    epochs, subset = schedule(seconds, rate, split_images, max_epochs=200, min_images=10 * s.retrain_batch)
+    seconds = (allot - CLI_OVERHEAD_S - 2 * test_images / (3 * rate)) * 0.85
+    epochs, subset = schedule(seconds, rate, split_images, max_epochs=recipe.epochs, min_images=10 * s.retrain_batch)
     fig.update(arch=arch.describe(), params=count_params(arch), macs=count_macs(arch), allot_s=round(allot),
                measured_images_per_s=round(rate, 1), planned_epochs=epochs, planned_train_subset=subset)
     if s.retrain_caps:
         epochs, subset = s.retrain_caps
     fig.update(epochs=epochs, train_subset=subset)
-    flags = ["--epochs", str(epochs), "--batch-size", str(s.retrain_batch), "--device", s.device,
+    flags = ["--protocol", "fast", "--epochs", str(epochs), "--batch-size", str(s.retrain_batch), "--device", s.device,
              "--results-dir", str(run.work / "results"), "--json"]
     if subset:
         flags += ["--train-subset", str(subset)]
@@ -739,12 +759,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          "beside the repository)")
     ap.add_argument("--out", type=Path, required=True, help="folder for summary.json, log.txt and scratch files")
     ap.add_argument("--budget-s", type=float, default=540.0, help="wall-clock budget of the whole run (default 540)")
+    ap.add_argument("--only", type=lambda v: [n.strip() for n in v.split(",") if n.strip()], metavar="CHECK,...",
+                    help="run only these checks (device always runs): a rerun of what failed, in less time; "
+                         "retrain_winner needs search in the same run")
     ap.add_argument("--dry-run", action="store_true",
                     help="every check on CPU at tiny sizes (the test suite runs this)")
     args = ap.parse_args(argv)
     if not args.data.exists():
         ap.error(f"--data {args.data} does not exist: pass a local copy of CIFAR-10 (a .tar.gz or ImageFolder "
                  f"tree); this script never downloads")
+    unknown = sorted(set(args.only or ()) - set(CHECKS))
+    if unknown:
+        ap.error(f"--only {','.join(unknown)}: no such check; choose from {', '.join(CHECKS)}")
     if args.budget_s < 60:
         ap.error(f"--budget-s {args.budget_s:g} is too short: give at least 60 s")
     args.data = args.data.resolve()

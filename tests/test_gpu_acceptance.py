@@ -95,3 +95,20 @@ def test_the_schedule_fills_the_time_with_whole_epochs_or_a_subset(monkeypatch):
     assert schedule(1000, 1000, 45_000, max_epochs=10, min_images=1280) == (10, 0)  # capped
     assert schedule(20, 1000, 45_000, max_epochs=10, min_images=1280) == (1, 20_000)  # one epoch of a subset
     assert schedule(-5, 1000, 45_000, max_epochs=10, min_images=1280) == (1, 1280)  # no time: the smallest run
+
+
+def test_only_runs_the_named_checks_and_the_device_and_skips_the_rest_saying_why(cifar_tarball, tmp_path):
+    """--only reruns what failed in less device time: the checks not named are recorded, not lost."""
+    proc = run_script("--dry-run", "--data", str(cifar_tarball), "--only", "resume", out=tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    checks = json.loads((tmp_path / "out" / "summary.json").read_text())["checks"]
+    assert [c["name"] for c in checks] == CHECKS
+    status = {c["name"]: (c["status"], c["reason"]) for c in checks}
+    assert status["device"] == ("passed", None) and status["resume"] == ("passed", None)
+    assert all(status[n] == ("skipped", "not named in --only") for n in CHECKS if n not in ("device", "resume"))
+
+
+def test_only_refuses_a_check_that_does_not_exist(tmp_path, cifar_tarball):
+    proc = run_script("--dry-run", "--data", str(cifar_tarball), "--only", "search,serach", out=tmp_path / "out")
+    assert proc.returncode == 2 and "--only serach: no such check" in proc.stderr and "retrain_se" in proc.stderr
+    assert not (tmp_path / "out").exists()
