@@ -178,7 +178,7 @@ def test_published_counts_are_exact(arch, params):
 @pytest.mark.parametrize("name, params, macs", [
     ("wrn-16-4", 2_772_020, 392_635_392), ("resnext29-32x4d", 4_868_004, 774_148_096),
     ("res2net29-24w4s", 4_609_652, 713_527_296), ("simplenet-13", 4_613_028, 571_302_912),
-    ("efficient-resnet-se", 4_697_742, 798_690_304),
+    ("efficient-resnet-se", 4_697_742, 798_690_304), ("found-cpu200e", 2_504_622, 609_722_880),
 ])
 def test_the_example_files_count_what_the_readme_says(name, params, macs):
     arch = Arch.from_dict(json.loads((ROOT / "examples" / f"{name}.json").read_text())["arch"])
