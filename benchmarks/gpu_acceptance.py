@@ -221,7 +221,6 @@ class Acceptance:
         self.started_at = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
         self.checks: list[Check] = []
         self.device = torch.device("cpu")
-        self.peak_flops: float | None = None
         self._split: tuple[ImageSet, ImageSet] | None = None
 
     def left(self) -> float:
@@ -352,8 +351,8 @@ def check_device(run: Acceptance, fig: dict[str, Any]) -> None:
         require(auto.type == ("cuda" if torch.cuda.is_available() else "cpu"), f"select_device('auto') gave {auto}")
     else:
         require(auto.type == "cuda", f"select_device('auto') gave {auto}: torch sees no CUDA GPU")
-    run.peak_flops = matmul_peak_flops(run.device, torch.bfloat16, run.sizes.matmul_n, reps=10)
-    fig["bf16_matmul_peak_tflops"] = round(run.peak_flops / 1e12, 3)
+    peak = matmul_peak_flops(run.device, torch.bfloat16, run.sizes.matmul_n, reps=10)
+    fig["bf16_matmul_peak_tflops"] = round(peak / 1e12, 3)
 
 
 def sync(device: torch.device) -> None:
@@ -549,8 +548,6 @@ def check_bench(run: Acceptance, fig: dict[str, Any], name: str) -> None:
             "peak_flops", "peak_fraction", "batch_size", "steps", "rounds", "params", "engine_samples",
             "baseline_samples")
     fig.update({k: obj.get(k) for k in keys})
-    if run.peak_flops and obj.get("achieved_flops"):
-        fig["fraction_of_bf16_peak"] = obj["achieved_flops"] / run.peak_flops
     numbers = [obj.get(k) for k in ("images_per_s", "baseline_images_per_s", "achieved_flops", "peak_flops")]
     require(all(isinstance(x, (int, float)) and math.isfinite(x) and x > 0 for x in numbers),
             f"`nas bench` reported non-positive figures: {numbers}")

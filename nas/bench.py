@@ -108,8 +108,12 @@ def train_flops_per_image(model: nn.Module, shape: tuple[int, ...], device: torc
     return counter.get_total_flops() / shape[0]
 
 
-def matmul_peak_flops(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 2048, reps: int = 8) -> float:
-    """Best observed n x n matmul rate: the reference a conv net can at most approach."""
+def matmul_peak_flops(device: torch.device, dtype: torch.dtype = torch.float32, n: int | None = None,
+                      reps: int = 8) -> float:
+    """Best observed n x n matmul rate: the reference a conv net can at most approach. A GPU needs a large
+    product to reach it (an H200 gave 362 TFLOP/s bf16 at n=2048, launch-bound, and 752 at 8192), a CPU
+    does not and would take seconds at 8192: hence the default side by device."""
+    n = n or (8192 if device.type == "cuda" else 2048)
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     a @ b  # warm-up: thread pools, cuBLAS handles
