@@ -31,8 +31,8 @@ to spare for installing wheels. The engine checks and benches have fixed small s
 about 100 s on an H100, most of it decoding CIFAR-10 once and `nas bench`); the search gets 60% of
 what is left (its final rung's cost estimated first, the trials sized to the rest), the two
 retrains share the remainder, and each sizes its schedule from training images/s measured here
-just before it. `--only search,retrain_winner` reruns what failed, in less time. A stage that overruns its share is stopped (SIGTERM, then
-kill) and fails, and the later stages still run.
+just before it. A stage that overruns its share is stopped (SIGTERM, then kill) and fails, and the
+later stages still run. `--only search,retrain_winner` reruns what failed, in less time.
 
 Output: --out DIR gets summary.json (rewritten after every check, so a killed run leaves one) and
 log.txt (every command and its output); scratch files go to DIR/work (emptied at start) and the
@@ -565,7 +565,7 @@ def schedule(seconds: float, images_per_s: float, split_images: int, max_epochs:
 
 def check_search(run: Acceptance, fig: dict[str, Any], study: str) -> None:
     """A short search: the seed designs, then one trial of each depth, then the final rung, sized from
-    the measured images/s of SE [4,4,3], the heaviest seed design, to fit half the time left."""
+    the measured images/s of SE [4,4,3], the heaviest seed design, to fit SEARCH_SHARE of the time left."""
     from nas.search import CONFIRM_LONGER_BY, CUDA_FIDELITY, SEARCH_RECIPE
     from nas.search.config import default_rung
     from nas.space import load_space
