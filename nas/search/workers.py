@@ -42,7 +42,7 @@ def cpu_threads(workers: int) -> int:
 
 def worker_device(device: torch.device, index: int) -> torch.device:
     """One GPU per worker, round robin, when several are visible and none was named.
-    Written for CUDA machines; not run here (no GPU)."""
+    Written for multi-GPU machines; not run yet (the one GPU lent so far was a single H200)."""
     if device.type == "cuda" and device.index is None and torch.cuda.device_count() > 1:
         return torch.device("cuda", index % torch.cuda.device_count())
     return device
