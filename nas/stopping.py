@@ -10,6 +10,9 @@ Why it is built this way:
   when an `at_once()` block is entered or left, or when the `held()` block ends. The search holds signals
   around Optuna's loop and lets them through at once only while a trial trains.
 - A second signal exits at once; the heartbeat then fails whatever was left RUNNING.
+- The interpreter swallows an exception raised inside a destructor or a weakref callback (seen in CI: the
+  handler ran inside importlib's module-lock callback, printed "Exception ignored ... KeyboardInterrupt", and
+  the worker trained on). Such a swallowed stop is sent again, a moment later, to land in ordinary code.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
+import threading
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -64,26 +69,40 @@ def stop_on_signals(signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal
     """First signal: KeyboardInterrupt in the main thread (the Ctrl+C path, which Optuna records), at once
     or at the next safe point (see held). Second: `on_force`, then exit at once."""
     stop = Stop()
+    resent = False  # the next signal is one unraisable() sent again, not a person's second one
 
     def handler(signum: int, frame: object) -> None:
         global _pending
-        if stop.signal is not None:
+        nonlocal resent
+        if stop.signal is not None and not resent:
             if stop.on_force is not None:
                 stop.on_force()
             os.write(2, b"second signal: stopped at once; trials left running are failed by the heartbeat\n")
             os._exit(128 + signum)
+        resent = False
         stop.signal = signum
         if _raise_at_once:
             raise KeyboardInterrupt
         _pending = True
 
+    def unraisable(report: sys.UnraisableHookArgs) -> None:
+        nonlocal resent
+        if stop.signal is None or not issubclass(report.exc_type, KeyboardInterrupt):
+            return previous_hook(report)
+        resent = True  # sent from another thread after a pause, so that it is not raised in this hook, swallowed again
+        resend = threading.Timer(0.01, os.kill, (os.getpid(), stop.signal))
+        resend.daemon = True  # a process already on its way out needs no second stop
+        resend.start()
+
     previous = {s: signal.signal(s, handler) for s in signals}
+    previous_hook, sys.unraisablehook = sys.unraisablehook, unraisable
     try:
         yield stop
     finally:
         if stop.signal is None:  # once stopping, keep "a second signal exits at once" until the end
             for s, h in previous.items():
                 signal.signal(s, h)
+            sys.unraisablehook = previous_hook
 
 
 def _raise_pending() -> None:

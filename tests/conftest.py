@@ -98,11 +98,12 @@ def pg_url(postgres_server) -> str:
 
 @pytest.fixture
 def handlers():
-    """stop_on_signals keeps its handler once a signal came (a second one exits): put pytest's back."""
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    """stop_on_signals keeps its handlers once a signal came (a second one exits): put pytest's back."""
+    saved, hook = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}, sys.unraisablehook
     yield
     for s, h in saved.items():
         signal.signal(s, h)
+    sys.unraisablehook = hook
 
 
 # -- `nas search` as a command ---------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import pytest
 
@@ -43,3 +44,23 @@ def test_inside_at_once_a_signal_cuts_the_block_at_once(handlers):
             os.kill(os.getpid(), signal.SIGINT)
             raise AssertionError("not interrupted")
         assert not stopping.pending()
+
+
+class _SignalInCleanup:
+    """A destructor the interpreter runs for its own reasons (CI saw one: importlib's module-lock callback)."""
+
+    def __del__(self) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):  # Python code: the handler runs here, and its KeyboardInterrupt is swallowed
+            pass
+
+
+def test_a_signal_swallowed_by_a_destructor_is_raised_again_and_never_lost(handlers, capfd):
+    with stopping.stop_on_signals() as stop, pytest.raises(KeyboardInterrupt):
+        _SignalInCleanup()  # dropped at once: __del__ runs, the interpreter ignores what it raises
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the training loop the signal meant to stop
+            pass
+        raise AssertionError("the signal was lost")
+    assert stop.signal == signal.SIGTERM
+    assert "Traceback" not in capfd.readouterr().err
