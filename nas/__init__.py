@@ -1,13 +1,38 @@
-"""nas: neural architecture search for ResNet image classifiers under a parameter budget."""
+"""nas: neural architecture search for ResNet image classifiers under a parameter budget.
 
-from nas.api import SearchHooks, SearchResult, Study, train_architecture
-from nas.arch import Arch
-from nas.counting import count_macs, count_params
-from nas.errors import NasError
-from nas.export import export as export_run
-from nas.latency import measure_latency
-from nas.model import build_model
-from nas.retrain import load_model
+The public names load on first use (PEP 562), so `nas count`, `nas space` and `--help` answer without
+importing torch, which alone takes seconds."""
 
-__all__ = ["Arch", "NasError", "SearchHooks", "SearchResult", "Study", "build_model", "count_macs", "count_params",
-           "export_run", "load_model", "measure_latency", "train_architecture"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_PUBLIC = {  # name: (module, attribute)
+    "Arch": ("nas.arch", "Arch"),
+    "NasError": ("nas.errors", "NasError"),
+    "SearchHooks": ("nas.api", "SearchHooks"),
+    "SearchResult": ("nas.api", "SearchResult"),
+    "Study": ("nas.api", "Study"),
+    "build_model": ("nas.model", "build_model"),
+    "count_macs": ("nas.counting", "count_macs"),
+    "count_params": ("nas.counting", "count_params"),
+    "export_run": ("nas.export", "export"),
+    "load_model": ("nas.retrain", "load_model"),
+    "measure_latency": ("nas.latency", "measure_latency"),
+    "train_architecture": ("nas.api", "train_architecture"),
+}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'nas' has no attribute {name!r}")
+    module, attribute = _PUBLIC[name]
+    value = getattr(importlib.import_module(module), attribute)
+    globals()[name] = value  # looked up once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_PUBLIC})

@@ -12,8 +12,8 @@ from torch import nn
 from nas.arch import Arch
 from nas.errors import NasError
 from nas.layout import SE, Block, Conv, Drop, Linear, MaxPool, Norm, Op, Pool, Relu, Res2, arch_stages
+from nas.recipe import INITS
 
-INITS = ("kaiming", "xavier")  # the schemes init_weights implements; Recipe.init is checked against these
 
 
 def conv_bn(c_in: int, c_out: int, k: int, stride: int = 1, groups: int = 1) -> nn.Sequential:

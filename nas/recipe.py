@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from nas.errors import NasError, shown
-from nas.model import INITS
 
+INITS = ("kaiming", "xavier")  # the schemes nas.model.init_weights implements
 OPTIMIZERS = ("sgd", "adam", "adamw", "adagrad", "adamax", "adadelta", "rmsprop")
 SCHEDULES = ("cosine", "onecycle", "step", "plateau", "exponential", "cyclic", "restarts", "constant")
 PAD_MODES = ("zeros", "reflect")

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.table import Table
 
-from nas.api import Study
 from nas.arch import Arch
 from nas.bundled import examples_dir
 from nas.cli.app import Json, ResultsDir, Storage, Study as StudyName, command, out, pm, print_json
 from nas.errors import NasError
+
+if TYPE_CHECKING:
+    from nas.api import Study
 
 Examples = Annotated[Optional[Path], typer.Option(help="Folder of hand-designed baselines (*.json) shown in reports. (default: the bundled examples/)", show_default=False)]
 
@@ -24,6 +26,8 @@ Static = Annotated[Optional[str], typer.Option(help="Also write every figure as 
 def report(study: StudyName = "default", storage: Storage = None, results_dir: ResultsDir = Path("results"),
            examples: Examples = None, static: Static = None) -> None:
     """Write RESULTS/STUDY/report.html: the search, retrained candidates and the baselines (offline HTML)."""
+    from nas.api import Study
+
     path = Study(study, results_dir, storage).report(examples or examples_dir(), static=static)
     out.print(f"report written to {path}" + (f"; figures in {path.parent / 'figures'}/ ({static})" if static else ""))
 
@@ -39,6 +43,8 @@ def leaderboard(
     as_json: Json = False,
 ) -> None:
     """Best finished in-budget trials (final-rung score first, then the short one), with retrained test accuracy where it exists; * marks the Pareto front."""
+    from nas.api import Study
+
     st = Study(study, results_dir, storage)
     if pivot is not None:
         return _print_pivot(st, pivot, as_json)
@@ -92,6 +98,8 @@ def show(
     as_json: Json = False,
 ) -> None:
     """Everything recorded about one trial: outcome, the score that ranks it, architecture, sampled settings, curve, retrained results."""
+    from nas.api import Study
+
     facts = Study(study, results_dir, storage).trial(trial)
     if as_json:
         print_json(facts)
