@@ -26,7 +26,8 @@ RUNNING = optuna.trial.TrialState.RUNNING
 def test_a_killed_worker_s_trial_is_failed_by_the_heartbeat_and_its_candidate_rerun(
         small_cifar, pg_url, tmp_path, search_args, nas_cli, outcomes, trained, start_worker, wait_for_training,
         fast_heartbeat):
-    args = search_args(small_cifar, tmp_path / "res", "--storage", pg_url, "--pruner", "none", trials=2, epochs=3)
+    args = search_args(small_cifar, tmp_path / "res", "--storage", pg_url, "--pruner", "none", "--no-confirm",
+                       trials=2, epochs=3)
     worker = start_worker(args, tmp_path)
     killed = wait_for_training(pg_url, worker)
     worker.kill()  # SIGKILL: no handler runs, the trial stays RUNNING
@@ -46,7 +47,8 @@ def test_a_killed_worker_s_trial_is_failed_by_the_heartbeat_and_its_candidate_re
 def test_sigterm_stops_a_worker_in_seconds_and_queues_its_candidate_again(
         small_cifar, pg_url, tmp_path, search_args, nas_cli, outcomes, trained, start_worker, wait_for_training,
         fast_heartbeat):
-    args = search_args(small_cifar, tmp_path / "res", "--storage", pg_url, "--pruner", "none", trials=2, epochs=3)
+    args = search_args(small_cifar, tmp_path / "res", "--storage", pg_url, "--pruner", "none", "--no-confirm",
+                       trials=2, epochs=3)
     worker = start_worker(args, tmp_path)
     stopped = wait_for_training(pg_url, worker)
     sent = time.monotonic()

@@ -346,3 +346,26 @@ def test_a_family_s_own_knobs_are_sampled_only_for_that_family():
             assert ("se_placement" in trial.params) == bool(se_ratio), (block, se_ratio)
             assert space.values(space.arch(values)).keys() <= trial.params.keys() | {"layers"}
             study.tell(trial, 0.5)
+
+
+def test_a_resumed_search_states_its_measured_trial_cost_without_timing_probes(small_cifar, tmp_path, monkeypatch,
+                                                                                search_args):
+    """Resuming used to time probe trainings first (seconds before anything ran) though the study held the real cost."""
+    from typer.testing import CliRunner
+
+    import nas.cli.search_output
+    from nas.cli import app
+
+    args = search_args(small_cifar, tmp_path / "res", "--no-confirm", "--pruner", "none", trials=1)
+    assert CliRunner().invoke(app, args).exit_code == 0
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'res' / 's' / 'study.db'}")
+    measured = nas.search.measured_trial_seconds(study)
+    assert measured == next(t.user_attrs["seconds"] for t in study.trials if t.user_attrs.get("outcome") == "complete")
+
+    def no_probes(*args, **kwargs):
+        raise AssertionError("timed probe trainings on resume")
+
+    monkeypatch.setattr(nas.cli.search_output, "estimate_trial_seconds", no_probes)
+    again = CliRunner().invoke(app, [*args[:args.index("--trials") + 1], "2", *args[args.index("--trials") + 2:]])
+    assert again.exit_code == 0, again.output
+    assert f"~{measured:.1f} s per full trial" in again.output and "1 already done" in again.output

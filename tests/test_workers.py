@@ -25,7 +25,8 @@ def test_four_worker_processes_train_exactly_the_requested_number_of_trials(smal
 
     assert re.fullmatch(r"postgresql://nas:[^@]+@127\.0\.0\.1:\d+/\w+", pg_url)  # the README's form
     assert sqlalchemy.make_url(pg_url).get_dialect().driver == "psycopg"
-    r = nas_cli(search_args(small_cifar, tmp_path / "res", "--storage", pg_url, "--workers", "4", trials=6),
+    r = nas_cli(search_args(small_cifar, tmp_path / "res", "--storage", pg_url, "--workers", "4", "--no-confirm",
+                            trials=6),
                 cwd=tmp_path, env=fast_heartbeat)
     assert r.returncode == 0, r.stderr
     assert "4 worker processes" in r.stdout

@@ -5,6 +5,7 @@ Apart from nas.cli.search (its flags) so that the command line loads torch and O
 
 from __future__ import annotations
 
+import math
 from typing import Any, ContextManager
 
 import optuna
@@ -15,7 +16,7 @@ from nas.artifacts import safe_url
 from nas.cli.app import out
 from nas.live import SearchView
 from nas.record import Record
-from nas.search import CONFIRM_LONGER_BY, Job, estimate_trial_seconds, trained
+from nas.search import CONFIRM_LONGER_BY, Job, estimate_trial_seconds, measured_trial_seconds, trained
 from nas.search.rung import MAX_FRONT_RUNG
 
 
@@ -30,7 +31,9 @@ class PrintedSearch(SearchHooks):
 
     def started(self, job: Job, study: optuna.Study, seeded: list[str]) -> None:
         cfg, fid = job.cfg, job.cfg.fidelity
-        already, per_trial = trained(study), estimate_trial_seconds(job.space, cfg, job.data, job.device)
+        already, per_trial = trained(study), measured_trial_seconds(study)
+        if math.isnan(per_trial):  # no trial has finished yet: time a few steps of random candidates
+            per_trial = estimate_trial_seconds(job.space, cfg, job.data, job.device)
         remaining = max(cfg.trials - already, 0)
         out.print(f"nas search {job.space.name}: budget {cfg.budget:,} params, {cfg.trials} trials ({already} already "
                   f"done), device {job.device}, storage {safe_url(job.cfg.storage)}")

@@ -14,7 +14,8 @@
 from nas.search.config import (CONFIRM_LONGER_BY, CPU_FIDELITY, CUDA_FIDELITY, SEARCH_RECIPE, Fidelity, SearchConfig,
                                default_fidelity)
 from nas.search.job import Job, enqueue_seeds, final_rung, plan, run, start
-from nas.search.loop import SearchFailed, estimate_trial_seconds, over_budget_fraction, run_search, trained
+from nas.search.loop import (SearchFailed, estimate_trial_seconds, measured_trial_seconds, over_budget_fraction,
+                             run_search, trained)
 from nas.search.objective import SearchData, load_search_data, make_objective
 from nas.search.rung import Verdict, confirm, confirm_pool, longer, verdict
 from nas.search.sampling import CandidateSampler, SameDepthPruner
@@ -22,5 +23,5 @@ from nas.search.storage import open_study
 
 __all__ = ["CONFIRM_LONGER_BY", "CPU_FIDELITY", "CUDA_FIDELITY", "SEARCH_RECIPE", "CandidateSampler", "Fidelity", "Job",
            "SameDepthPruner", "SearchConfig", "SearchData", "SearchFailed", "Verdict", "confirm", "confirm_pool", "default_fidelity",
-           "enqueue_seeds", "estimate_trial_seconds", "final_rung", "load_search_data", "longer", "make_objective",
+           "enqueue_seeds", "estimate_trial_seconds", "measured_trial_seconds", "final_rung", "load_search_data", "longer", "make_objective",
            "open_study", "over_budget_fraction", "plan", "run", "run_search", "start", "trained", "verdict"]

@@ -19,7 +19,7 @@ from nas.data import check_image_shape
 from nas.errors import NasError
 from nas.record import Record
 from nas.search.config import SearchConfig, default_fidelity, default_rung
-from nas.search.loop import SearchFailed, estimate_trial_seconds, run_search, trained
+from nas.search.loop import SearchFailed, run_search, trained
 from nas.search.objective import SearchData, check_batch_size, load_search_data
 from nas.search.recovery import Say, quiet
 from nas.search.rung import Verdict, confirm, confirm_pool, verdict
@@ -154,11 +154,6 @@ def enqueue_seeds(study: optuna.Study, space: Space, cfg: SearchConfig) -> list[
     for name, arch in fitting:
         study.enqueue_trial(space.values(arch), user_attrs={record.SEED_DESIGN: name})
     return [name for name, _ in fitting]
-
-
-def estimate(job: Job) -> float:
-    """Seconds one full trial takes at this fidelity, measured on a few training steps."""
-    return estimate_trial_seconds(job.space, job.cfg, job.data, job.device)
 
 
 def run(job: Job, study: optuna.Study, stop: Stop,

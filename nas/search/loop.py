@@ -107,8 +107,11 @@ def over_budget_fraction(study: optuna.Study, window: int = 50) -> list[float]:
             for i in range(0, len(outcomes), window)]
 
 
-def per_trial_seconds(study: optuna.Study) -> float:
-    times = [t.user_attrs[record.SECONDS] for t in study.get_trials(deepcopy=False) if record.SECONDS in t.user_attrs]
+def measured_trial_seconds(study: optuna.Study) -> float:
+    """Mean cost of the study's trials that trained the whole short schedule (a resumed search knows its
+    cost instead of timing probes); NaN before the first."""
+    times = [t.user_attrs[record.SECONDS] for t in study.get_trials(deepcopy=False)
+             if t.user_attrs.get(record.OUTCOME) == record.Outcome.COMPLETE.value and record.SECONDS in t.user_attrs]
     return sum(times) / len(times) if times else math.nan
 
 
