@@ -65,7 +65,7 @@ def torch_macs(arch: Arch) -> int:
     return counter.get_total_flops() // 2
 
 
-@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
 @given(archs())
 def test_analytic_params_equal_torch_numel(arch):
     assert count_params(arch) == torch_params(arch)

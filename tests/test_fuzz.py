@@ -55,7 +55,7 @@ def assert_clean_refusal(result, results: Path) -> None:
     assert not results.exists(), f"wrote {list(results.rglob('*'))}"
 
 
-@settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 @given(changes=st.lists(st.tuples(st.sampled_from(FLAGS), values), min_size=1, max_size=3))
 def test_generated_search_flags_are_refused_cleanly(changes):
     with tempfile.TemporaryDirectory() as tmp:
