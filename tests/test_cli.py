@@ -22,13 +22,14 @@ def test_count_resnet18_json():
     assert [x["name"] for x in d["layers"]][-1] == "head"
 
 
-@pytest.mark.parametrize("args", [["--help"], ["search", "--help"], ["count", "examples/resnet18.json"],
-                                  ["space", "search_spaces/tiny.yaml", "--budget", "5e6"]])
-def test_help_count_and_space_answer_without_loading_torch_or_optuna(args):
+@pytest.mark.parametrize("args, code", [(["--help"], 0), (["search", "--help"], 0), (["count", "examples/resnet18.json"], 0),
+                                        (["space", "search_spaces/tiny.yaml", "--budget", "5e6"], 0),
+                                        (["search", "--budget", "5x"], 2)])
+def test_help_count_space_and_a_bad_budget_answer_without_loading_torch_or_optuna(args, code):
     """The counter answers in microseconds; importing torch alone took the command 2.7 s."""
     r = subprocess.run([sys.executable, "-X", "importtime", "-m", "nas", *args], cwd=ROOT, capture_output=True,
                        text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == code, r.stderr
     loaded = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
     assert "nas.cli" in loaded and not {"torch", "optuna"} & loaded
 

@@ -51,7 +51,8 @@ def search(
     Re-running the same command resumes the study: finished trials are kept, nothing is trained twice.
     Many `nas search --storage postgresql://...` processes, on any machines, share one study.
     """
-    import optuna
+    cap, macs_cap = parse_count(budget), None if max_macs is None else parse_count(max_macs, "--max-macs")
+    import optuna  # after the checks that need no torch: a mistyped budget is answered at once
 
     from nas.api import Study
     from nas.cli.search_output import PrintedSearch, print_verdict
@@ -62,11 +63,10 @@ def search(
     fidelity = {"epochs": epochs, "train_subset": train_subset, "val_subset": val_subset, "width": width,
                 "evals_per_epoch": evals_per_epoch}
     try:
-        result = st.search(parse_count(budget), trials, space=space_file or default_space(), data=data, device=device,
+        result = st.search(cap, trials, space=space_file or default_space(), data=data, device=device,
                            workers=workers, confirm=confirm, fidelity=fidelity, hooks=PrintedSearch(confirm), seed=seed,
                            val_size=val_size, timeout=timeout, pruner=pruner, sampler=sampler, max_failures=max_failures,
-                           objectives=objectives, max_macs=None if max_macs is None else parse_count(max_macs, "--max-macs"),
-                           final_rung=final_rung)
+                           objectives=objectives, max_macs=macs_cap, final_rung=final_rung)
     except Stopped as stop:
         err.print(Text.assemble(("stopped", "bold red"), f" by {signal.Signals(stop.signal).name}: {stop.detail}; run "
                                 f"the same command to resume"), soft_wrap=True)
