@@ -2,7 +2,11 @@
 uniform sampling over candidates otherwise, both through the vectorised counter.
 
 Every block family vectorises (nas/layout.py never branches on a per-layer knob), so each group of
-candidates sharing N, pool and the network-wide options is one call of `count_many`."""
+candidates sharing N, pool and the network-wide options is one call of `count_many`.
+
+The arrays are float64, not int64: a hostile choice (blocks: 2**63) cannot overflow them, and every
+count below 2**53 is exact in them; a space whose candidates count beyond that is refused, where int64
+would have wrapped around silently (found by fuzzing)."""
 
 from __future__ import annotations
 
@@ -13,9 +17,11 @@ import numpy as np
 
 from nas.arch import Arch
 from nas.counting import count_many
+from nas.errors import NasError
 from nas.space import PER_LAYER, Combo, Space, combo_size, static_combos
 
 ENUMERATE_LIMIT = 4_000_000  # candidates counted exactly before switching to sampling
+EXACT_BELOW = 2.0 ** 53  # float64 holds every integer below this exactly
 
 
 @dataclass(frozen=True)
@@ -73,7 +79,7 @@ def survey(space: Space, samples: int = 200_000, seed: int = 0, limit: int = ENU
     draws = rng.multinomial(samples, sizes / sizes.sum()) if not exact else None
     parts: list[tuple[np.ndarray, np.ndarray]] = []
     for k, combo in enumerate(combos):
-        lists = [np.asarray(c, dtype=np.int64) for c in _layer_choices(space, combo)]
+        lists = [np.asarray(c, dtype=np.float64) for c in _layer_choices(space, combo)]
         if exact:  # sparse grids: broadcasting inside the counter yields the full product
             knobs = np.meshgrid(*lists, indexing="ij", sparse=True)
         elif draws[k]:
@@ -81,5 +87,9 @@ def survey(space: Space, samples: int = 200_000, seed: int = 0, limit: int = ENU
         else:
             continue
         parts.append(_count(space, combo, knobs))
-    params, macs = ([np.concatenate(c) for c in zip(*parts)] if parts else [np.zeros(0, dtype=np.int64)] * 2)
+    params, macs = ([np.concatenate(c) for c in zip(*parts)] if parts else [np.zeros(0)] * 2)
+    if len(params) and max(params.max(), macs.max()) >= EXACT_BELOW:
+        raise NasError(f"space {space.name!r} has candidates with over {EXACT_BELOW:.1e} parameters or MACs, beyond "
+                       f"exact counting: list fewer blocks, channels or smaller kernels")
+    params, macs = params.astype(np.int64), macs.astype(np.int64)
     return Survey(total, "exact" if exact else "sampled", len(params), params, time.perf_counter() - start, macs)

@@ -67,6 +67,17 @@ def test_large_spaces_are_sampled_and_say_so():
     assert 0.2 < s.fits(5_000_000) < 0.9
 
 
+def test_the_survey_counts_huge_candidates_exactly_and_refuses_those_beyond_exact_counting():
+    """int64 arrays raised OverflowError for blocks: 2**63 (found by fuzzing) and wrapped silently on C**2 * k**2."""
+    wide = parse_space({"layers": [1], "blocks": [1], "channels": [2**17, 2**17 + 1], "kernels": [9]})
+    s = survey(wide)  # about 2.8e12 parameters and 2.9e15 MACs each: exact, far beyond int32 or float32
+    assert sorted(s.params.tolist()) == brute_force(wide) and s.params.max() > 10**12
+    assert sorted(s.macs.tolist()) == [count_macs(Arch(blocks=(1,), channels=(c,), kernels=(9,))) for c in (2**17, 2**17 + 1)]
+    for huge in ({"blocks": [2**63]}, {"channels": [2**40]}, {"blocks": [2**40], "channels": [2**10]}):
+        with pytest.raises(NasError, match="beyond exact counting"):
+            survey(parse_space({"layers": [1], "blocks": [1], "channels": [8], **huge}))
+
+
 def test_train_section_becomes_knobs():
     sp = parse_space({"layers": [1], "blocks": [1], "channels": [8],
                       "train": {"lr": {"low": "1e-3", "high": 0.5, "log": True}, "optimizer": ["sgd", "adamw"],
