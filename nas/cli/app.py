@@ -11,13 +11,16 @@ import json
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Optional
 
 import typer
 from rich.console import Console
 from rich.text import Text
 
 from nas.errors import NasError
+
+if TYPE_CHECKING:
+    import nas.api
 
 app = typer.Typer(
     help="Neural architecture search for ResNet image classifiers under a parameter budget.",
@@ -62,6 +65,13 @@ def command(fn: Callable) -> Callable:
             err.print(Text.assemble(("error: ", "bold red"), str(e)), soft_wrap=True)
             raise typer.Exit(2) from None
     return app.command()(wrapper)
+
+
+def open_study(name: str, results_dir: Path, storage: Optional[str]) -> nas.api.Study:
+    """The named study. nas.api (torch, Optuna) loads here, so commands that open none never load it."""
+    from nas.api import Study
+
+    return Study(name, results_dir, storage)
 
 
 def print_json(obj: Any) -> None:

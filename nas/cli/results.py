@@ -10,11 +10,11 @@ from rich.table import Table
 
 from nas.arch import Arch
 from nas.bundled import examples_dir
-from nas.cli.app import Json, ResultsDir, Storage, Study as StudyName, command, out, pm, print_json
+from nas.cli.app import Json, ResultsDir, Storage, Study as StudyName, command, open_study, out, pm, print_json
 from nas.errors import NasError
 
 if TYPE_CHECKING:
-    from nas.api import Study
+    import nas.api
 
 Examples = Annotated[Optional[Path], typer.Option(help="Folder of hand-designed baselines (*.json) shown in reports. (default: the bundled examples/)", show_default=False)]
 
@@ -26,9 +26,7 @@ Static = Annotated[Optional[str], typer.Option(help="Also write every figure as 
 def report(study: StudyName = "default", storage: Storage = None, results_dir: ResultsDir = Path("results"),
            examples: Examples = None, static: Static = None) -> None:
     """Write RESULTS/STUDY/report.html: the search, retrained candidates and the baselines (offline HTML)."""
-    from nas.api import Study
-
-    path = Study(study, results_dir, storage).report(examples or examples_dir(), static=static)
+    path = open_study(study, results_dir, storage).report(examples or examples_dir(), static=static)
     out.print(f"report written to {path}" + (f"; figures in {path.parent / 'figures'}/ ({static})" if static else ""))
 
 
@@ -43,9 +41,7 @@ def leaderboard(
     as_json: Json = False,
 ) -> None:
     """Best finished in-budget trials (final-rung score first, then the short one), with retrained test accuracy where it exists; * marks the Pareto front."""
-    from nas.api import Study
-
-    st = Study(study, results_dir, storage)
+    st = open_study(study, results_dir, storage)
     if pivot is not None:
         return _print_pivot(st, pivot, as_json)
     rows = st.leaderboard(top, front=front)
@@ -58,7 +54,7 @@ def leaderboard(
     out.print(board_table(rows, study))
 
 
-def _print_pivot(st: Study, settings: str, as_json: bool) -> None:
+def _print_pivot(st: nas.api.Study, settings: str, as_json: bool) -> None:
     names = [s.strip() for s in settings.split(",")]
     if len(names) != 2 or not all(names):
         raise NasError(f"--pivot={settings!r} must name two settings, e.g. --pivot optimizer,lr")
@@ -98,9 +94,7 @@ def show(
     as_json: Json = False,
 ) -> None:
     """Everything recorded about one trial: outcome, the score that ranks it, architecture, sampled settings, curve, retrained results."""
-    from nas.api import Study
-
-    facts = Study(study, results_dir, storage).trial(trial)
+    facts = open_study(study, results_dir, storage).trial(trial)
     if as_json:
         print_json(facts)
         return

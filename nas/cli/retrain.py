@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from nas.cli.app import Device, Json, Protocol, ResultsDir, Storage, Study as StudyName, command, err, out, pm, print_json
+from nas.cli.app import Device, Json, Protocol, ResultsDir, Storage, Study as StudyName, command, err, open_study, out, pm, print_json
 from nas.cli.results import Examples
 from nas.recipe import parse_overrides
 
@@ -47,11 +47,10 @@ def retrain(
     continue from their last complete epoch. Runs: RESULTS/STUDY/retrain/ARCHID-PROTOCOL-seedK/.
     """
     from nas import retrain as rt
-    from nas.api import Study
 
     flags = {k: v for k, v in {"epochs": epochs, "lr": lr, "batch_size": batch_size, "optimizer": optimizer,
                                "schedule": schedule, "train_subset": train_subset}.items() if v is not None}
-    st = Study(study, results_dir, storage)
+    st = open_study(study, results_dir, storage)
 
     def announce(run: rt.Run) -> None:  # on stderr, so --json stdout stays one object
         r = run.recipe

@@ -10,7 +10,7 @@ import typer
 from rich.text import Text
 
 from nas.bundled import default_space
-from nas.cli.app import Data, Device, ResultsDir, Storage, Study as StudyName, command, err, out
+from nas.cli.app import Data, Device, ResultsDir, Storage, Study as StudyName, command, err, open_study, out
 from nas.cli.results import board_table
 from nas.numbers import parse_count
 from nas.stopping import Stopped
@@ -54,12 +54,11 @@ def search(
     cap, macs_cap = parse_count(budget), None if max_macs is None else parse_count(max_macs, "--max-macs")
     import optuna  # after the checks that need no torch: a mistyped budget is answered at once
 
-    from nas.api import Study
     from nas.cli.search_output import PrintedSearch, print_verdict
     from nas.search import SearchFailed
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the live view says what happens, trial faults included
-    st = Study(study, results_dir, storage)
+    st = open_study(study, results_dir, storage)
     fidelity = {"epochs": epochs, "train_subset": train_subset, "val_subset": val_subset, "width": width,
                 "evals_per_epoch": evals_per_epoch}
     try:
