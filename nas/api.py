@@ -14,10 +14,9 @@ import contextlib
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ContextManager
+from typing import TYPE_CHECKING, Any, Callable, ContextManager
 
 import optuna
-import torch
 
 from nas import artifacts, record
 from nas import retrain as rt
@@ -27,9 +26,12 @@ from nas.errors import NasError
 from nas.numbers import parse_count
 from nas.recipe import protocol as recipe_protocol
 from nas.record import Record
-from nas.search import job as search_job
-from nas.search.loop import SearchFailed
 from nas.stopping import Stopped, stop_on_signals
+
+if TYPE_CHECKING:  # torch loads with a search or a training: reading a study (leaderboard, show, report) needs none
+    import torch
+
+    from nas.search import job as search_job
 
 
 class SearchHooks:
@@ -126,6 +128,9 @@ class Study:
         nas.stopping.Stopped once the study is safe to resume; nas.search.SearchFailed (a NasError with an
         `exit_code`) says why a search cannot reach `trials` or found nothing usable. A SQLite study serves
         one process: a second one is refused."""
+        from nas.search import job as search_job
+        from nas.search.loop import SearchFailed
+
         hooks = hooks or SearchHooks()
         cap = budget if isinstance(budget, int) else parse_count(str(budget))
         job = search_job.plan(Path(space) if space else default_space(), cap, trials, data, self.name, self.storage,

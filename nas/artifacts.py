@@ -25,10 +25,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_plus
 
 import optuna
-import torch
 
 from nas.arch import short_hash
-from nas.checkpoint import NoSpace, causes, no_space, write_fault, write_json_atomic, write_text_atomic
+from nas.atomic import NoSpace, causes, no_space, write_fault, write_json_atomic, write_text_atomic
 from nas.errors import NasError, shown
 
 if TYPE_CHECKING:
@@ -92,6 +91,9 @@ def _secret_param(name: str) -> bool:
     return key in _SECRET_PARAMS or any(word in key for word in _SECRET_WORDS)
 
 
+CONCURRENT_BACKENDS = ("postgresql", "mysql")  # storages safe for many writers (SQLite is not)
+
+
 def parse_url(url: str) -> URL | None:
     """The SQLAlchemy URL of `url`, or None where it does not parse, or parses ambiguously: an unencoded '@'
     in a password splits it at the first '@', leaving the rest in the host or database name."""
@@ -136,6 +138,7 @@ def versions() -> dict[str, str]:
     import pandas
     import plotly
     import safetensors
+    import torch
 
     return {"python": platform.python_version(), "torch": torch.__version__, "optuna": optuna.__version__,
             "pandas": pandas.__version__, "plotly": plotly.__version__, "safetensors": safetensors.__version__}
@@ -169,6 +172,30 @@ def check_results_dir(results_dir: Path) -> None:
         raise NasError(f"--results-dir={str(p)!r} is a file: give a directory")
 
 
+
+def storage_backend(url: str) -> str:
+    """'sqlite', 'postgresql' or 'mysql' for a valid URL; a NasError naming the fix otherwise. A URL that
+    parses ambiguously (an unencoded '@' in its password) is refused here, before a driver can echo the
+    half of the password it took for the host."""
+    parsed = parse_url(url)
+    if parsed is None:
+        raise NasError(f"--storage={safe_url(url)!r} is not a database URL: use sqlite:///PATH or "
+                       f"postgresql://USER@HOST:PORT/DB, with a password's special characters percent-encoded "
+                       f"(@ as %40)")
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", *CONCURRENT_BACKENDS):
+        raise NasError(f"--storage backend {backend!r} is not supported: use sqlite:///PATH or postgresql://USER@HOST:PORT/DB")
+    return backend
+
+
+def db_message(e: Exception, url: str) -> str:
+    """The driver's first line, with every secret of the URL (password, ?password=...) blanked in case a
+    driver ever echoes it."""
+    text = str(getattr(e, "orig", None) or e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    for secret in secrets(parse_url(url)):
+        text = text.replace(secret, "***")
+    return text
+
 class NoStudy(NasError):
     """No study of that name where the command looked (not: a storage that failed)."""
 
@@ -176,8 +203,6 @@ class NoStudy(NasError):
 def load_study(study: str, storage: str | None, results_dir: Path) -> optuna.Study:
     """An existing study; a missing one is a one-line error, never a new empty file. So is a damaged
     file or an unreachable server (`check_sqlite`, `storage_faults`)."""
-    from nas.search.storage import storage_backend
-
     if storage is None:
         db = study_dir(results_dir, study) / "study.db"
         if not db.is_file():
@@ -270,8 +295,6 @@ def storage_fault(error: BaseException, url: str) -> NasError | None:
     reports it as an OperationalError, the class that otherwise means an unreachable server."""
     from sqlalchemy import exc
 
-    from nas.search.storage import _db_message
-
     chain = list(causes(error))
     for e in chain:
         if (isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)) or "disk is full" in str(e) \
@@ -280,7 +303,7 @@ def storage_fault(error: BaseException, url: str) -> NasError | None:
     e = next((e for e in chain if isinstance(e, exc.DBAPIError)), None)
     if e is None:
         return None
-    text, where, sqlite = _db_message(e, url), _storage_name(url), url.startswith("sqlite")
+    text, where, sqlite = db_message(e, url), _storage_name(url), url.startswith("sqlite")
     if isinstance(e, exc.OperationalError) and "readonly" in text:
         return NasError(f"storage {where} is read-only ({text}): make the file and its folder writable")
     if isinstance(e, exc.OperationalError) and "locked" in text:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from nas.checkpoint import write_bytes_atomic, write_json_atomic
+from nas.atomic import write_bytes_atomic, write_json_atomic
 from nas.errors import NasError
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}

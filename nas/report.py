@@ -21,7 +21,7 @@ from plotly.offline import get_plotlyjs
 
 from nas import report_figures as rf
 from nas.arch import Arch
-from nas.checkpoint import write_text_atomic
+from nas.atomic import write_text_atomic
 from nas.counting import count_params
 from nas.errors import NasError
 from nas.report_figures import format_tau

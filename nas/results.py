@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 
 from nas import record
 from nas.arch import Arch
-from nas.checkpoint import write_text_atomic
+from nas.atomic import write_text_atomic
 from nas.errors import NasError
 from nas.record import Record
 

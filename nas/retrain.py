@@ -33,19 +33,20 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from nas import record
 from nas.arch import Arch, short_hash
 from nas.artifacts import folder_name, inside, study_dir
 from nas.archfile import read_arch_file
-from nas.checkpoint import NoSpace
+from nas.atomic import NoSpace, write_json_atomic, write_text_atomic
 from nas.errors import NasError
 from nas.record import Record
 from nas.recipe import Recipe
+
+if TYPE_CHECKING:  # torch loads with training: reading finished runs (leaderboards, reports) needs none
+    import torch
+    from torch import nn
 
 RECIPE_FIELDS = tuple(f.name for f in dataclasses.fields(Recipe))
 # Schedule length and sampling belong to the search's fidelity, not to the candidate: never carried over.
@@ -218,7 +219,6 @@ def retrain_one(candidate: Candidate, recipe: Recipe, data: RetrainData, device:
     unless `force`, which deletes the run directory first. A run that fails (not one that is
     interrupted, which resumes) leaves no directory behind when this call created it.
     """
-    from nas.checkpoint import write_json_atomic
     from nas.data import check_image_shape
     from nas.model import build_model
     from nas.train import train
@@ -256,9 +256,11 @@ def retrain_one(candidate: Candidate, recipe: Recipe, data: RetrainData, device:
 def _finish(candidate: Candidate, recipe: Recipe, data: RetrainData, device: torch.device, directory: Path,
             model: nn.Module, result: Any) -> dict[str, Any]:
     """Score once on test, write weights, curves and metrics.json (last: its presence means finished)."""
+    import torch
+
     from nas.artifacts import versions
     from nas.augment import channel_stats
-    from nas.checkpoint import save_weights, write_json_atomic
+    from nas.checkpoint import save_weights
     from nas.counting import count_macs, count_params
     from nas.train import evaluate
 
@@ -305,8 +307,6 @@ def write_curves(metrics: Mapping[str, Any], path: Path) -> Path:
     import plotly.graph_objects as go
     from plotly.offline import get_plotlyjs
     from plotly.subplots import make_subplots
-
-    from nas.checkpoint import write_text_atomic
 
     curves = metrics["curves"]
     epochs = [c["epoch"] for c in curves]

@@ -16,7 +16,7 @@ from pathlib import Path
 import plotly
 import plotly.graph_objects as go
 
-from nas.checkpoint import write_bytes_atomic
+from nas.atomic import write_bytes_atomic
 from nas.errors import NasError
 from nas.report_figures import WIDTH
 

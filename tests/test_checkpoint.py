@@ -18,6 +18,7 @@ import pytest
 import torch
 from torch import nn
 
+from nas.atomic import write_json_atomic
 from nas.checkpoint import (
     capture_rng,
     load_latest_checkpoint,
@@ -25,7 +26,6 @@ from nas.checkpoint import (
     restore_rng,
     save_checkpoint,
     save_weights,
-    write_json_atomic,
 )
 from nas.errors import NasError
 

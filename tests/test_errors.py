@@ -213,7 +213,8 @@ def test_a_full_disk_writing_the_report_is_one_line_and_keeps_the_old_report(sea
 def test_a_full_disk_keeps_the_last_checkpoint(tmpfs):
     import torch
 
-    from nas.checkpoint import NoSpace, latest_checkpoint, save_checkpoint
+    from nas.atomic import NoSpace
+    from nas.checkpoint import latest_checkpoint, save_checkpoint
 
     disk = tmpfs("1m")
     save_checkpoint({"w": torch.zeros(1000)}, disk / "ckpt", 1)

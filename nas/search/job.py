@@ -24,7 +24,7 @@ from nas.search.objective import SearchData, check_batch_size, load_search_data
 from nas.search.recovery import Say, quiet
 from nas.search.rung import Verdict, confirm, confirm_pool, verdict
 from nas.search.grid import Grid, grid
-from nas.search.storage import exclusive, existing_attrs, open_study, storage_backend
+from nas.search.storage import exclusive, existing_attrs, open_study
 from nas.search.workers import check_concurrent_storage, run_workers
 from nas.space import Space, load_space
 from nas.stopping import Stop
@@ -69,7 +69,7 @@ def plan(space_file: Path, budget: int, trials: int, data: str = "cifar10", stud
     cfg = SearchConfig(budget=budget, trials=trials, study=study, storage=url,
                        fidelity=default_fidelity(dev, **(fidelity or {})),
                        **{"final_rung": default_rung(dev), **{k: v for k, v in settings.items() if v is not None}})
-    check_concurrent_storage(storage_backend(url), artifacts.safe_url(url), workers)
+    check_concurrent_storage(artifacts.storage_backend(url), artifacts.safe_url(url), workers)
     s = survey(space, samples=20_000, seed=cfg.seed)
     if s.fits(budget) == 0:
         raise NasError(f"no candidate of {space.name} fits the budget {budget:,} (smallest "

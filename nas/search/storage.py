@@ -20,13 +20,13 @@ from typing import Any
 import optuna
 
 from nas import record
+from nas.artifacts import db_message, safe_url, storage_backend
 from nas.errors import NasError
 from nas.record import OBJECTIVE
 from nas.search.config import SearchConfig
 from nas.search.sampling import make_pruner, make_sampler
 from nas.space import Space
 
-CONCURRENT_BACKENDS = ("postgresql", "mysql")  # storages safe for many writers (SQLite is not)
 
 
 def heartbeat_settings() -> tuple[int, int]:
@@ -51,23 +51,6 @@ def heartbeat_settings() -> tuple[int, int]:
     return interval, grace
 
 
-def storage_backend(url: str) -> str:
-    """'sqlite', 'postgresql' or 'mysql' for a valid URL; a NasError naming the fix otherwise. A URL that
-    parses ambiguously (an unencoded '@' in its password) is refused here, before a driver can echo the
-    half of the password it took for the host."""
-    from nas.artifacts import parse_url, safe_url
-
-    parsed = parse_url(url)
-    if parsed is None:
-        raise NasError(f"--storage={safe_url(url)!r} is not a database URL: use sqlite:///PATH or "
-                       f"postgresql://USER@HOST:PORT/DB, with a password's special characters percent-encoded "
-                       f"(@ as %40)")
-    backend = parsed.get_backend_name()
-    if backend not in ("sqlite", *CONCURRENT_BACKENDS):
-        raise NasError(f"--storage backend {backend!r} is not supported: use sqlite:///PATH or postgresql://USER@HOST:PORT/DB")
-    return backend
-
-
 def make_storage(url: str, attempts: int = 8) -> optuna.storages.RDBStorage:
     """A database storage with heartbeats: a trial whose worker died (SIGKILL, lost node) is failed
     after the grace period and its candidate re-queued, to be run by whichever worker asks next.
@@ -76,8 +59,6 @@ def make_storage(url: str, attempts: int = 8) -> optuna.storages.RDBStorage:
     duplicate-key error (PostgreSQL) or "table ... already exists" (SQLite, where a search checking the
     budget races the one creating the study) and simply retry, finding the tables made."""
     from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
-
-    from nas.artifacts import safe_url
 
     storage_backend(url)
     interval, grace = heartbeat_settings()
@@ -94,8 +75,8 @@ def make_storage(url: str, attempts: int = 8) -> optuna.storages.RDBStorage:
                 _backoff(attempt)
                 continue
             if race:
-                raise NasError(f"cannot create the tables in {safe_url(url)}: {_db_message(e, url)}") from None
-            raise NasError(f"cannot open storage {safe_url(url)}: {_db_message(e, url)}: check that the server runs "
+                raise NasError(f"cannot create the tables in {safe_url(url)}: {db_message(e, url)}") from None
+            raise NasError(f"cannot open storage {safe_url(url)}: {db_message(e, url)}: check that the server runs "
                            f"and the URL, user and password are right") from None
         except ImportError as e:
             raise NasError(f"storage {safe_url(url)} needs a database driver ({e}): pip install 'nas[postgres]'") from None
@@ -170,17 +151,6 @@ def _sqlite_file(url: str) -> Path | None:
 
 def _backoff(attempt: int) -> None:
     time.sleep(0.1 * (attempt + 1) * (1 + random.random()))  # jittered, so racers do not collide again
-
-
-def _db_message(e: Exception, url: str) -> str:
-    """The driver's first line, with every secret of the URL (password, ?password=...) blanked in case a
-    driver ever echoes it."""
-    from nas.artifacts import parse_url, secrets
-
-    text = str(getattr(e, "orig", None) or e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    for secret in secrets(parse_url(url)):
-        text = text.replace(secret, "***")
-    return text
 
 
 def open_study(cfg: SearchConfig, space: Space | None = None, attempts: int = 8) -> optuna.Study:
