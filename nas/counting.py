@@ -6,8 +6,9 @@ layers in one forward pass of one image, which is what torch's FlopCounterMode c
 (FLOPs / 2); BN, ReLU, pooling, additions and concatenations are not counted.
 
 The network's structure comes from nas/layout.py, which the builder reads too; this module only
-knows what one operation costs. The per-layer knobs may be NumPy integer arrays of one shape,
-so `nas space` counts millions of candidates of every block family with the very same formulas.
+knows what one operation costs. The per-layer knobs may be NumPy arrays of one shape (whole numbers;
+nas.survey passes float64, which cannot overflow), so `nas space` counts millions of candidates of
+every block family with the very same formulas.
 """
 
 from __future__ import annotations
