@@ -230,16 +230,22 @@ class Study:
         """Retrain trials ('best', a number, or the `top` best) or an architecture file (a baseline, under
         RESULTS/baselines/NAME) with a protocol's recipe (nas.recipe.PROTOCOLS), `recipe` overriding it;
         each scored once on test.
-        Data: `data`, else the data this study searched. Re-running resumes. Returns each run's metrics."""
+        Data: `data`, else the data this study searched. Re-running resumes. Returns each run's metrics.
+        Ctrl+C/SIGTERM (a preempted job) raise nas.stopping.Stopped; each run keeps its last complete epoch."""
         runs, source = self._plan_retrain(target, top, arch_file, seeds, data, val_size, protocol, recipe)
         rdata = rt.load_retrain_data(source, val_size)
         dev = _device(device)
         results = []
-        for run in runs:
-            if on_run is not None:
-                on_run(run)
-            metrics = rt.retrain_one(run.candidate, run.recipe, rdata, dev, run.directory, force=force, progress=progress)
-            results.append({**metrics, "dir": str(run.directory)})
+        with stop_on_signals() as stop:
+            try:
+                for run in runs:
+                    if on_run is not None:
+                        on_run(run)
+                    metrics = rt.retrain_one(run.candidate, run.recipe, rdata, dev, run.directory, force=force,
+                                             progress=progress)
+                    results.append({**metrics, "dir": str(run.directory)})
+            except KeyboardInterrupt:
+                raise Stopped(stop.signal, "each run keeps its last complete epoch") from None
         self._refresh_report(examples)
         return results
 

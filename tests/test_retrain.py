@@ -119,7 +119,8 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
         time.sleep(0.02)
 
 
-def test_sigkilled_retrain_resumes_to_bit_identical_weights(small_cifar, env, tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM])  # a crash; a preempted job (SLURM, kill)
+def test_a_killed_or_stopped_retrain_resumes_to_bit_identical_weights(small_cifar, env, tmp_path, stop):
     arch_file = tmp_path / "tiny.json"
     arch_file.write_text(json.dumps({"name": "tiny", "arch": TINY}))
     args = ["retrain", "--arch", str(arch_file), "--data", str(small_cifar), "--epochs", "4", "--train-subset", "400",
@@ -133,9 +134,12 @@ def test_sigkilled_retrain_resumes_to_bit_identical_weights(small_cifar, env, tm
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     run = killed / "baselines" / "tiny" / reference.parent.name  # same protocol, same directory name
     _wait_for(run / "checkpoints" / "ckpt-00001.pt", proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-    assert not (run / "metrics.json").exists(), "the run finished before it could be killed"
+    proc.send_signal(stop)
+    _, stderr = proc.communicate(timeout=30)
+    assert not (run / "metrics.json").exists(), "the run finished before it could be stopped"
+    if stop == signal.SIGTERM:  # a clean stop: one line and 128 + 15, no traceback
+        assert proc.returncode == 143 and "Traceback" not in stderr, stderr
+        assert "stopped by SIGTERM: each run keeps its last complete epoch; run the same command to resume" in stderr
 
     r = nas_cli(*args, "--results-dir", str(killed), env=env)
     assert r.returncode == 0, r.stderr

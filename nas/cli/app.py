@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import signal
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -18,6 +19,7 @@ from rich.console import Console
 from rich.text import Text
 
 from nas.errors import NasError
+from nas.stopping import Stopped
 
 if TYPE_CHECKING:
     import nas.api
@@ -72,6 +74,13 @@ def open_study(name: str, results_dir: Path, storage: Optional[str]) -> nas.api.
     from nas.api import Study
 
     return Study(name, results_dir, storage)
+
+
+def exit_stopped(stop: Stopped) -> typer.Exit:
+    """Say what a stop signal left behind, and exit 128 + the signal (raise what this returns)."""
+    err.print(Text.assemble(("stopped", "bold red"), f" by {signal.Signals(stop.signal).name}: {stop.detail}; run "
+                            f"the same command to resume"), soft_wrap=True)
+    return typer.Exit(stop.exit_code)
 
 
 def print_json(obj: Any) -> None:

@@ -8,9 +8,10 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from nas.cli.app import Device, Json, Protocol, ResultsDir, Storage, Study as StudyName, command, err, open_study, out, pm, print_json
+from nas.cli.app import Device, Json, Protocol, ResultsDir, Storage, Study as StudyName, command, err, exit_stopped, open_study, out, pm, print_json
 from nas.cli.results import Examples
 from nas.recipe import parse_overrides
+from nas.stopping import Stopped
 
 StudyData = Annotated[Optional[str], typer.Option(help="Data source (as in `nas search`). (default: the data the study searched, else cifar10)")]
 
@@ -62,9 +63,8 @@ def retrain(
         runs = st.retrain(target, top=top, arch_file=arch_file, seeds=seeds, data=data, val_size=val_size,
                           device=device, force=force, progress=True, on_run=announce, examples=examples, protocol=protocol,
                           **{**flags, **parse_overrides(settings or [])})
-    except KeyboardInterrupt:
-        err.print("interrupted: the run keeps its last complete epoch; re-run the same command to resume")
-        raise typer.Exit(130) from None
+    except Stopped as stop:
+        raise exit_stopped(stop) from None
     summary = rt.summarize(runs)
     if as_json:
         keys = ("name", "seed", "test_acc", "params", "arch_id", "protocol", "search_val_acc", "wall_seconds", "dir")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -10,7 +9,7 @@ import typer
 from rich.text import Text
 
 from nas.bundled import default_space
-from nas.cli.app import Data, Device, ResultsDir, Storage, Study as StudyName, command, err, open_study, out
+from nas.cli.app import Data, Device, ResultsDir, Storage, Study as StudyName, command, err, exit_stopped, open_study, out
 from nas.cli.results import board_table
 from nas.numbers import parse_count
 from nas.stopping import Stopped
@@ -67,9 +66,7 @@ def search(
                            val_size=val_size, timeout=timeout, pruner=pruner, sampler=sampler, max_failures=max_failures,
                            objectives=objectives, max_macs=macs_cap, final_rung=final_rung)
     except Stopped as stop:
-        err.print(Text.assemble(("stopped", "bold red"), f" by {signal.Signals(stop.signal).name}: {stop.detail}; run "
-                                f"the same command to resume"), soft_wrap=True)
-        raise typer.Exit(stop.exit_code) from None
+        raise exit_stopped(stop) from None
     except SearchFailed as e:  # `command` would exit 2: this one knows whether the input is at fault
         err.print(Text.assemble(("error: ", "bold red"), str(e)), soft_wrap=True)
         raise typer.Exit(e.exit_code) from None
