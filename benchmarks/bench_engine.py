@@ -38,7 +38,7 @@ from nas.model import build_model
 from nas.recipe import Recipe
 from nas.train import select_device
 
-DEFAULT_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "cifar10-jpeg.tar.gz")
+DEFAULT_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "cifar10-png.tar.gz")
 NETS = {  # name: (channels, batch size, timed steps per round)
     "narrow": ((16, 32, 64, 128), 128, 8),
     "resnet18": ((64, 128, 256, 512), 64, 3),

@@ -2,7 +2,7 @@
 logging), the over-budget share of proposals over time, and the extrapolated 200-trial time.
 
 Run a search first, e.g. at CPU defaults:
-    nas search --budget 5e6 --trials 20 --data ../shared/data/cifar10-jpeg.tar.gz --study bench20
+    nas search --budget 5e6 --trials 20 --data ../shared/data/cifar10-png.tar.gz --study bench20
 then: python benchmarks/bench_search.py --study bench20 [--results-dir results] [--target 200]
 Issue 4 asks for non-training overhead under 5% of trial time.
 """

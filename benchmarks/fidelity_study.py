@@ -55,7 +55,7 @@ def main() -> None:
     ap.add_argument("--panel", type=int, default=len(PANEL))
     ap.add_argument("--longer-by", type=int, default=CONFIRM_LONGER_BY)
     ap.add_argument("--budget", type=float, default=5e6)
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"))
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "cifar10-png.tar.gz"))
     ap.add_argument("--study", help="also train the K best trials of this study (results/STUDY/study.db)")
     ap.add_argument("--top", type=int, default=3)
     ap.add_argument("--recipes", default="search", help=f"comma-separated, side by side: {', '.join(RECIPES)}")

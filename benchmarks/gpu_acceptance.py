@@ -55,7 +55,7 @@ typing-extensions, MarkupSafe, pillow and torchvision). Here, in the repository 
         --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \\
         -d .whl optuna==5.0.0 alembic==1.20.1 colorlog==6.12.0 Mako==1.4.3 SQLAlchemy==2.1.9 \\
         plotly==7.1.0 narwhals==2.29.0
-    mkdir -p .data && cp ../shared/data/cifar10-jpeg.tar.gz .data/
+    mkdir -p .data && cp ../shared/data/cifar10-png.tar.gz .data/
 
 All of these are pure-Python wheels (py3-none-any) except SQLAlchemy, whose compiled wheel must
 be the cp312 manylinux one: hence --python-version 3.12 --only-binary=:all: and the platforms
@@ -64,7 +64,7 @@ machine, carrying .whl and .data:
 
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl \\
       && export PYTHONPATH=/tmp/site || exit
-    PYTHONUNBUFFERED=1 python3 benchmarks/gpu_acceptance.py --data .data/cifar10-jpeg.tar.gz --out /tmp/acc
+    PYTHONUNBUFFERED=1 python3 benchmarks/gpu_acceptance.py --data .data/cifar10-png.tar.gz --out /tmp/acc
     rc=$?; cp /tmp/acc/summary.json /tmp/acc/log.txt $OUT/; exit $rc
 """
 
@@ -107,7 +107,7 @@ from nas.train import resolve_precision, select_device, train  # noqa: E402
 SCHEMA = 1
 CHECKS = ("device", "resume", "bf16_autocast", "fp16_autocast", "oom_trial", "resident_data", "bench_resnet18",
           "bench_narrow", "search", "retrain_winner", "retrain_se")
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cifar10-png.tar.gz"
 SE_FILE = ROOT / "examples" / "efficient-resnet-se.json"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 RESERVE_S = 10.0  # kept back for the summary and the last process to exit
@@ -752,7 +752,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  epilog="See the module docstring for carrying wheels to a GPU machine.")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA,
-                    help="local ImageFolder tree or .tar.gz of CIFAR-10 (default: ../shared/data/cifar10-jpeg.tar.gz "
+                    help="local ImageFolder tree or .tar.gz of CIFAR-10 (default: ../shared/data/cifar10-png.tar.gz "
                          "beside the repository)")
     ap.add_argument("--out", type=Path, required=True, help="folder for summary.json, log.txt and scratch files")
     ap.add_argument("--budget-s", type=float, default=540.0, help="wall-clock budget of the whole run (default 540)")

@@ -6,7 +6,7 @@ validation scores. The single-objective search prunes (its default); the multi-o
 prunes no multi-objective study), so it trains every trial to the end: the wall seconds say what that costs.
 Hypervolume: the share of the box [10%, 100%] accuracy x [0, bound] cost that a front dominates (nas.record).
 
-Run: python benchmarks/pareto_search.py --data ../shared/data/cifar10-jpeg.tar.gz [--trials 50]
+Run: python benchmarks/pareto_search.py --data ../shared/data/cifar10-png.tar.gz [--trials 50]
 """
 
 from __future__ import annotations

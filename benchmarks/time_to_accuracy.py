@@ -6,7 +6,7 @@ this machine first (the reference's cosine schedule then spans those epochs, as 
 would run it). Every run trains on the whole training split and is scored once on the test split.
 
     python benchmarks/time_to_accuracy.py --blocks 1,1,1 --channels 48,128,256 --budget-s 1800 \\
-        --data ../shared/data/cifar10-jpeg.tar.gz --out results/time_to_accuracy.json
+        --data ../shared/data/cifar10-png.tar.gz --out results/time_to_accuracy.json
 
 Budgets are wall seconds on an idle machine: name the load beside any figure you report.
 """
@@ -41,7 +41,7 @@ def main() -> None:
     ap.add_argument("--blocks", default="1,1,1")
     ap.add_argument("--channels", default="48,128,256")
     ap.add_argument("--budget-s", type=float, default=1800.0, help="wall seconds per protocol")
-    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"))
+    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-png.tar.gz"))
     ap.add_argument("--protocols", default="fast,reference")
     ap.add_argument("--out", type=Path, default=Path("results/time_to_accuracy.json"))
     args = ap.parse_args()

@@ -26,7 +26,7 @@ from nas.errors import NasError
 
 CACHE_VERSION = 2  # bump when the cached layout changes, so stale caches are not read
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-EXAMPLE = "../shared/data/cifar10-jpeg.tar.gz"  # the README's local copy
+EXAMPLE = "../shared/data/cifar10-png.tar.gz"  # the README's local copy
 BUILTIN = {
     # name: (torchvision class, extracted folder, train files, test files, label key, meta file, names key)
     "cifar10": ("CIFAR10", "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"],

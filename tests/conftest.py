@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CIFAR_TARBALL = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+CIFAR_TARBALL = ROOT.parent / "shared" / "data" / "cifar10-png.tar.gz"
 CIFAR100_TARBALL = ROOT.parent / "shared" / "data" / "cifar100-png.tar.gz"
 TINY_SPACE = ROOT / "search_spaces" / "tiny.yaml"
 FAST_HEARTBEAT = {"NAS_HEARTBEAT_INTERVAL": "1", "NAS_GRACE_PERIOD": "3"}  # a killed worker's trial is stale in 3 s
