@@ -70,8 +70,10 @@ def test_changing_a_file_invalidates_the_directory_cache(folder, cache, tmp_path
 
 def test_loading_train_never_touches_test_images(folder, cache, tmp_path):
     copy = shutil.copytree(folder, tmp_path / "copy")
-    for p in (copy / "test").rglob("*.jpg"):
-        p.write_bytes(b"not a jpeg")  # decoding any of these would raise
+    poisoned = [p for p in (copy / "test").rglob("*") if p.is_file()]
+    assert len(poisoned) == 100
+    for p in poisoned:
+        p.write_bytes(b"not an image")  # decoding any of these would raise
     archive = tmp_path / "poisoned.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(copy, arcname="cifar")
