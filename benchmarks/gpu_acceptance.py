@@ -102,7 +102,8 @@ from nas.counting import count_macs, count_params  # noqa: E402
 from nas.data import ImageSet, load_split, split_validation  # noqa: E402
 from nas.model import build_model  # noqa: E402
 from nas.recipe import Recipe, protocol  # noqa: E402
-from nas.train import resolve_precision, select_device, train  # noqa: E402
+from nas.precision import resolve_precision  # noqa: E402
+from nas.train import select_device, train  # noqa: E402
 
 SCHEMA = 1
 CHECKS = ("device", "resume", "bf16_autocast", "fp16_autocast", "oom_trial", "resident_data", "bench_resnet18",

@@ -315,13 +315,13 @@ def train_architecture(arch: Arch, data: str = "cifar10", *, val_size: int = 500
     result = train(model, r, train_set, val_set, dev, checkpoint_dir=checkpoint_dir, progress=progress)
     summary = {"status": result.status, "val_acc": result.val_acc, "seconds": result.seconds,
                "images_per_s": result.images_per_s, "images_seen": result.images_seen,
-               "train_loss_sum": result.train_loss_sum, "params": count_params(arch), "arch": arch.to_dict(),
+               "train_loss_sum": result.train_loss_sum, "precision": result.precision, "params": count_params(arch), "arch": arch.to_dict(),
                "protocol": protocol, "epochs": r.epochs, "recipe": r.to_dict(), "device": str(dev),
                "train_images": len(train_set),
                "val_images": len(val_set or ()), "history": [dataclasses.asdict(p) for p in result.history]}
     if test and result.status == "ok":
         test_set = load_split(data, "test")
-        e = evaluate(model, test_set, dev, tta=r.tta, stats=channel_stats(train_set))
+        e = evaluate(model, test_set, dev, tta=r.tta_level, stats=channel_stats(train_set))
         summary.update(test_acc=e.acc, test_loss=e.loss, test_per_class=e.per_class, test_confusion=e.confusion)
         summary["test_images"] = len(test_set)
     return summary

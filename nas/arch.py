@@ -18,6 +18,14 @@ Block families (`block`), each spelled out once in nas/layout.py:
   max-pool before a layer's first unit. Per-layer kernels F_i apply to a layer's units, so a design
   with 1x1 units near the end gives them a layer of their own: SimpleNet's 13 convs are a 64-wide
   stem plus layers B=(3,3,2,1,2,1) with F=(3,3,3,3,1,3), five max-pools as in the paper.
+- convgroup: airbench's ConvGroup, no shortcut: every layer (the first too) is conv(F)-maxpool2-BN-act,
+  then B_i - 1 units conv(F)-BN-act; the pool floors (31 -> 15), as nn.MaxPool2d(2) does. airbench94 is
+  stem='patch' (2x2 conv, 24 filters, bias, no padding, no BN) and three groups B=2 of C=64,256,256,
+  activation gelu, pooling max, a bias-free head scaled by 1/9 (examples/airbench94.json).
+
+Network-wide extras: activation (relu, gelu) everywhere; stem 'conv' (conv3x3-BN-act) or 'patch'
+(airbench's 2x2 patch conv with bias and no padding, then the activation: the whitening stem); pooling
+avg or max for the head; head_bias and head_scale (the logits' multiplier, not a parameter).
 """
 
 from __future__ import annotations
@@ -31,12 +39,18 @@ from typing import Any
 
 from nas.errors import NasError, shown
 
-BLOCK_TYPES = ("basic", "bottleneck", "preact", "resnext", "res2net", "plain")
+BLOCK_TYPES = ("basic", "bottleneck", "preact", "resnext", "res2net", "plain", "convgroup")
+SHORTCUTLESS = ("plain", "convgroup")  # families without a residual addition: no skip kernel matters
+ACTIVATIONS = ("relu", "gelu")
+STEMS = ("conv", "patch")  # conv3x3-BN-act; airbench's 2x2 patch conv (bias, no padding) + act
+POOLINGS = ("avg", "max")
+PATCH = 2  # the patch stem's kernel: 2x2 patches, as airbench whitens
 SE_PLACEMENTS = ("blocks", "stem")  # SE after every block's branch, or one SE unit after the stem
 BOTTLENECK_DIVISOR = 4  # bottleneck inner width = C_i // 4, as in torchvision's ResNet-50
 FAMILY_FIELDS = {"width_per_group": ("resnext", "res2net"), "scale": ("res2net",)}  # field: the blocks that read it
-GROUPED_INPUT = ("basic", "preact", "plain")  # blocks whose first conv is grouped, so groups must divide its input
-NEW_DEFAULTS = {"stem_channels": None, "width_per_group": 0, "scale": 0, "se_placement": "blocks"}  # left out of ids
+GROUPED_INPUT = ("basic", "preact", "plain", "convgroup")  # blocks whose first conv is grouped, so groups must divide its input
+NEW_DEFAULTS = {"stem_channels": None, "width_per_group": 0, "scale": 0, "se_placement": "blocks", "activation": "relu",
+                "stem": "conv", "pooling": "avg", "head_bias": True, "head_scale": 1.0}  # left out of ids
 
 
 def short_hash(obj: Any, length: int = 10) -> str:
@@ -76,10 +90,30 @@ class Options:
     width_per_group: int = 0
     scale: int = 0
     se_placement: str = "blocks"
+    activation: str = "relu"
+    stem: str = "conv"
+    pooling: str = "avg"
+    head_bias: bool = True
+    head_scale: float = 1.0
 
     @property
     def se_in_blocks(self) -> bool:
         return bool(self.se_ratio) and self.se_placement == "blocks"
+
+
+def layer_sizes(n: int, input_size: int, o: Options) -> tuple[int, tuple[int, ...]]:
+    """(the stem's output side, the side after each of `n` layers). A patch stem has no padding (s - 1);
+    layers after the first halve with stride 2 and 'same' padding, ceil(s / 2); convgroup layers all pool,
+    the first too, with floor(s / 2)."""
+    stem = input_size - (PATCH - 1) if o.stem == "patch" else input_size
+    sizes, s = [], stem
+    for i in range(n):
+        if o.block == "convgroup":
+            s //= 2
+        elif i > 0:
+            s = (s + 1) // 2
+        sizes.append(s)
+    return stem, tuple(sizes)
 
 
 OPTION_FIELDS = tuple(f.name for f in fields(Options))
@@ -95,7 +129,7 @@ def unused_fields(block: str, se_ratio: int) -> dict[str, Any]:
 def uses_skip(block: str, layer: int, stem_channels: int | None, c1: int) -> bool:
     """Whether layer `layer`'s first block projects its shortcut (so K_i matters): every layer after the
     first changes shape, and layer 1 does when the stem's width differs from C_1. Plain blocks have none."""
-    return block != "plain" and (layer > 0 or (stem_channels is not None and stem_channels != c1))
+    return block not in SHORTCUTLESS and (layer > 0 or (stem_channels is not None and stem_channels != c1))
 
 
 def channel_problem(c: int, o: Options, layer: int = 0) -> str | None:
@@ -176,6 +210,11 @@ class Arch:
     width_per_group: int = 0  # resnext/res2net: one group's inner width at layer 1 (0 for other blocks)
     scale: int = 0  # res2net: channel splits per block, >= 2 (0 for other blocks)
     se_placement: str = "blocks"  # "blocks": SE in every block; "stem": one SE unit after the stem
+    activation: str = "relu"  # relu gelu, everywhere in the network
+    stem: str = "conv"  # conv: conv3x3-BN-act; patch: airbench's 2x2 conv with bias, no padding, then act
+    pooling: str = "avg"  # the head's pool: avg or max
+    head_bias: bool = True  # the Linear head's bias
+    head_scale: float = 1.0  # the logits' multiplier (airbench: 1/9); not a parameter
 
     def __post_init__(self) -> None:
         blocks = _as_tuple("blocks", self.blocks, 1)
@@ -209,6 +248,16 @@ class Arch:
             raise NasError(f"block={shown(self.block)} is unknown: choose one of {', '.join(BLOCK_TYPES)}")
         if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
             raise NasError(f"dropout={shown(self.dropout)} is invalid: must be in [0, 1)")
+        for name, choices in (("activation", ACTIVATIONS), ("stem", STEMS), ("pooling", POOLINGS)):
+            if getattr(self, name) not in choices:
+                raise NasError(f"{name}={shown(getattr(self, name))} is unknown: choose one of {', '.join(choices)}")
+        if not isinstance(self.head_bias, bool):
+            raise NasError(f"head_bias={shown(self.head_bias)} must be true or false")
+        if isinstance(self.head_scale, bool) or not isinstance(self.head_scale, (int, float)) or not self.head_scale > 0:
+            raise NasError(f"head_scale={shown(self.head_scale)} must be a number > 0 (airbench: 0.1111)")
+        if min(self.feature_sizes) < 1:
+            raise NasError(f"input_size={self.input_size} is too small for {self.num_layers} {self.block} layers "
+                           f"(sides {list(self.feature_sizes)}): use fewer layers")
         final = self.feature_sizes[-1]
         if self.pool is not None:
             if not _is_int(self.pool) or not 1 <= self.pool <= final:
@@ -238,13 +287,8 @@ class Arch:
 
     @cached_property  # frozen dataclasses allow it: it writes the instance __dict__ directly
     def feature_sizes(self) -> tuple[int, ...]:
-        """Spatial size after each layer: stride 2 with 'same' padding gives ceil(s / 2)."""
-        sizes, s = [], self.input_size
-        for i in range(self.num_layers):
-            if i > 0:
-                s = (s + 1) // 2
-            sizes.append(s)
-        return tuple(sizes)
+        """Spatial size after each layer (see layer_sizes)."""
+        return layer_sizes(self.num_layers, self.input_size, self.options)[1]
 
     @cached_property
     def pool_size(self) -> int:
@@ -314,6 +358,7 @@ class Arch:
         d["skip_kernels"] = [k if self.skip_used(i) else 1 for i, k in enumerate(self.skip_kernels)]
         d["pool"] = self.pool_size
         d["dropout"] = float(self.dropout)
+        d["head_scale"] = float(self.head_scale)
         if self.stem_channels == self.channels[0]:
             d["stem_channels"] = None
         for name, default in NEW_DEFAULTS.items():
@@ -337,6 +382,11 @@ class Arch:
             extras.append(f"s{self.scale}")
         if self.dropout:
             extras.append(f"drop{self.dropout:g}")
+        extras += [v for v, default in ((self.activation, "relu"), (self.stem, "conv")) if v != default]
+        if self.pooling != "avg":
+            extras.append(f"{self.pooling}pool")
+        if not self.head_bias or self.head_scale != 1:
+            extras.append(f"head{'' if self.head_bias else '-nobias'}x{self.head_scale:.4g}")
         return (
             f"N={self.num_layers} B={j(self.blocks)} C={j(self.channels)} F={j(self.kernels)} "
             f"K={j(self.skip_kernels)} P={self.pool_size} {' '.join(extras)}"

@@ -78,11 +78,13 @@ def _affine(stats: ChannelStats, device: torch.device) -> tuple[torch.Tensor, to
     return (1 / (255 * std))[:, None, None], (-mean / std)[:, None, None]
 
 
-def crop_flip(images: torch.Tensor, padding: int, pad_mode: str, flip: bool, gen: torch.Generator) -> torch.Tensor:
+def crop_flip(images: torch.Tensor, padding: int, pad_mode: str, flip: bool, gen: torch.Generator,
+              mirror: torch.Tensor | None = None) -> torch.Tensor:
     """Random crop (after virtual padding) and horizontal flip of a uint8 batch, as one gather.
 
     Output has the input's shape, laid out channels_last. Zero padding is black (pixel 0),
-    as torchvision's RandomCrop(padding=p) on the raw image.
+    as torchvision's RandomCrop(padding=p) on the raw image. `mirror` (B,) says which images to flip,
+    where the caller decides (alternating flip); otherwise each is flipped with probability 1/2.
     """
     b, _, h, w = images.shape
     dev = images.device
@@ -91,7 +93,7 @@ def crop_flip(images: torch.Tensor, padding: int, pad_mode: str, flip: bool, gen
     rows = dy[:, None] + torch.arange(h, device=dev)  # (B, H) source row of each output row
     cols = dx[:, None] + torch.arange(w, device=dev)  # (B, W)
     if flip:
-        mirror = _randint(2, b, gen, dev).bool()
+        mirror = _randint(2, b, gen, dev).bool() if mirror is None else mirror.to(dev)
         cols = torch.where(mirror[:, None], cols.flip(1), cols)
     if pad_mode == "reflect":
         rows, cols = _reflect(rows, h), _reflect(cols, w)
@@ -129,11 +131,11 @@ def cutout(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
 
 
 def augment_batch(images: torch.Tensor, aug: Augment, stats: ChannelStats, gen: torch.Generator,
-                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """uint8 batch -> augmented, normalised float batch (channels_last layout)."""
+                  dtype: torch.dtype = torch.float32, mirror: torch.Tensor | None = None) -> torch.Tensor:
+    """uint8 batch -> augmented, normalised float batch (channels_last layout); `mirror` as in crop_flip."""
     x = images
     if aug.crop_padding or aug.flip:
-        x = crop_flip(x, aug.crop_padding, aug.pad_mode, aug.flip, gen)
+        x = crop_flip(x, aug.crop_padding, aug.pad_mode, aug.flip, gen, mirror)
     if aug.rotation:
         # rotate raw [0, 1] pixels so the corners fill with black, like the crop padding
         x = rotate(x.to(torch.float32).div_(255), aug.rotation, gen).mul_(255)

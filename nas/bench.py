@@ -24,12 +24,15 @@ from nas.augment import channel_stats
 from nas.data import ImageSet
 from nas.errors import NasError
 from nas.recipe import Recipe
-from nas.train import resolve_precision, train
+from nas.precision import onednn_conv_kernel, resolve_precision, resolved
+from nas.train import train
 
 
 @dataclass(frozen=True)
 class BenchResult:
     device: str
+    precision: str  # the engine's, resolved: fp32, bf16 or fp16
+    conv_kernel: str | None  # CPU: the oneDNN kernel a conv in that precision dispatches to (nas.precision)
     batch_size: int
     steps: int  # timed optimiser steps per round and side
     rounds: int
@@ -150,12 +153,14 @@ def bench(model: nn.Module, train_set: ImageSet, device: torch.device, recipe: R
         for side in sides if i % 2 == 0 else sides[::-1]:  # alternate who goes first
             side()
 
-    amp_dtype, _ = resolve_precision(r.precision, device)
+    precision = resolved(r.precision, device)
+    amp_dtype, _ = resolve_precision(precision, device)
+    kernel = onednn_conv_kernel(amp_dtype or torch.float32) if device.type == "cpu" else None
     shape = (batch_size, *train_set.images.shape[1:])
     flops = train_flops_per_image(model, shape, device)
     peak = matmul_peak_flops(device, amp_dtype or torch.float32)
     ips, bips = statistics.median(engine), statistics.median(base)
-    return BenchResult(str(device), batch_size, steps, rounds, ips, bips, ips / bips, flops, flops * ips, peak,
+    return BenchResult(str(device), precision, kernel, batch_size, steps, rounds, ips, bips, ips / bips, flops, flops * ips, peak,
                        flops * ips / peak, tuple(engine), tuple(base))
 
 

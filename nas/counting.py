@@ -27,7 +27,7 @@ def _conv(c_in: Int, c_out: Int, k: Int, groups: Int) -> Int:
 
 def _conv_cost(op: Conv) -> tuple[Int, Int]:
     p = _conv(op.c_in, op.c_out, op.k, op.groups)
-    return p, p * op.size * op.size
+    return p + op.bias * op.c_out, p * op.size * op.size
 
 
 def _se_cost(op: SE) -> tuple[Int, Int]:
@@ -41,7 +41,7 @@ def _res2_cost(op: Res2) -> tuple[Int, Int]:
 
 
 COSTS = {Conv: _conv_cost, Norm: lambda op: (2 * op.c, 0), SE: _se_cost, Res2: _res2_cost,
-         Linear: lambda op: (op.c_in * op.c_out + op.c_out, op.c_in * op.c_out)}  # the rest cost nothing
+         Linear: lambda op: (op.c_in * op.c_out + op.bias * op.c_out, op.c_in * op.c_out)}  # the rest cost nothing
 
 
 def _ops_cost(ops: tuple[Op, ...]) -> tuple[Int, Int]:
@@ -113,10 +113,10 @@ def breakdown(arch: Arch) -> list[Row]:
 
 
 def count_many(channels: Sequence[Int], blocks: Sequence[Int], kernels: Sequence[Int], skips: Sequence[Int],
-               pool: int, *, sizes: Sequence[int], options: Options, num_classes: int,
+               pool: int | None, *, input_size: int, options: Options, num_classes: int,
                in_channels: int) -> tuple[Int, Int]:
     """(params, macs) for arrays of candidates sharing N and the network-wide options: the same
     layout and costs as count_params, vectorised by passing NumPy arrays as the per-layer knobs."""
-    costs = [stage_cost(s) for s in stages(channels, blocks, kernels, skips, pool, sizes=sizes, options=options,
-                                           num_classes=num_classes, in_channels=in_channels)]
+    costs = [stage_cost(s) for s in stages(channels, blocks, kernels, skips, pool, input_size=input_size,
+                                           options=options, num_classes=num_classes, in_channels=in_channels)]
     return sum(c[0] for c in costs), sum(c[1] for c in costs)

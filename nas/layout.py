@@ -11,14 +11,15 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any, NamedTuple, Sequence
 
-from nas.arch import BOTTLENECK_DIVISOR, FAMILY_FIELDS, Arch, Options
+from nas.arch import BOTTLENECK_DIVISOR, FAMILY_FIELDS, PATCH, Arch, Options, layer_sizes
 
 Int = Any  # int, or a NumPy integer array broadcast over candidates
 
 
 # -- operations (NamedTuples: a count builds hundreds, in microseconds) ---------------------------
 class Conv(NamedTuple):
-    """conv(k, 'same' padding, no bias); `size` is the output side, for MACs."""
+    """conv(k, 'same' padding, no bias); `size` is the output side, for MACs. The patch stem alone has a
+    bias and no padding (`valid`)."""
 
     c_in: Int
     c_out: Int
@@ -26,6 +27,8 @@ class Conv(NamedTuple):
     size: int
     stride: int = 1
     groups: Int = 1
+    bias: bool = False
+    valid: bool = False
 
 
 class Norm(NamedTuple):
@@ -34,8 +37,10 @@ class Norm(NamedTuple):
     c: Int
 
 
-class Relu(NamedTuple):
-    pass
+class Act(NamedTuple):
+    """The activation: relu or gelu (Options.activation)."""
+
+    kind: str = "relu"
 
 
 class Drop(NamedTuple):
@@ -52,7 +57,10 @@ class SE(NamedTuple):
 
 
 class MaxPool(NamedTuple):
-    """2x2 max-pool, stride 2, ceil mode (ceil(s / 2), as a stride-2 conv gives): plain nets' downsampling."""
+    """2x2 max-pool, stride 2: ceil mode (ceil(s / 2), as a stride-2 conv gives) for plain nets' downsampling,
+    floor for convgroup's (nn.MaxPool2d(2), as airbench has it)."""
+
+    ceil: bool = True
 
 
 class Res2(NamedTuple):
@@ -68,21 +76,26 @@ class Res2(NamedTuple):
     stride: int
     groups: int
     stage: bool
+    act: str = "relu"
 
 
 class Pool(NamedTuple):
-    """Average pool of kernel k, then flatten: the head's input."""
+    """Average (or max) pool of kernel k, then flatten: the head's input."""
 
     k: int
+    kind: str = "avg"
 
 
 class Linear(NamedTuple):
+    """The head; `scale` multiplies its output (airbench's 1/9) and costs nothing."""
+
     c_in: Int
     c_out: Int
+    bias: bool = True
+    scale: float = 1.0
 
 
 Op = Any  # one of the NamedTuples above
-RELU = Relu()
 
 
 class Block(NamedTuple):
@@ -138,37 +151,47 @@ def _two_convs(b: Site, o: Options) -> Block:
     """basic: conv(F)-BN-ReLU-dropout-conv(F)-BN, add, ReLU. preact, Wide ResNet's block
     (xternalz/WideResNet-pytorch): BN-ReLU first, no BN after the second conv (the next block's
     pre-activation normalises it), no ReLU after the addition, a BN-free projection."""
-    preact = o.block == "preact"
-    body = (Conv(b.c_in, b.c_out, b.k, b.size, 2 if b.down else 1, o.groups), Norm(b.c_out), RELU, Drop(o.dropout),
+    preact, act = o.block == "preact", Act(o.activation)
+    body = (Conv(b.c_in, b.c_out, b.k, b.size, 2 if b.down else 1, o.groups), Norm(b.c_out), act, Drop(o.dropout),
             Conv(b.c_out, b.c_out, b.k, b.size, 1, o.groups), *(() if preact else (Norm(b.c_out),)), *_se(b.c_out, o))
     if preact:
-        return Block(body, pre=(Norm(b.c_in), RELU), residual=True, **_projection(b, norm=False))
-    return Block(body, post=(RELU,), residual=True, **_projection(b, norm=True))
+        return Block(body, pre=(Norm(b.c_in), act), residual=True, **_projection(b, norm=False))
+    return Block(body, post=(act,), residual=True, **_projection(b, norm=True))
 
 
 def _bottleneck(b: Site, o: Options) -> Block:
     """bottleneck, resnext and res2net: 1x1 reduce (at the input's side), the middle, 1x1 expand."""
-    stride = 2 if b.down else 1
+    stride, act = 2 if b.down else 1, Act(o.activation)
     if o.block == "res2net":
         wide = o.scale * b.inner
-        middle: tuple[Op, ...] = (Res2(b.inner, o.scale, b.k, b.size, stride, o.groups, b.first),)
+        middle: tuple[Op, ...] = (Res2(b.inner, o.scale, b.k, b.size, stride, o.groups, b.first, o.activation),)
     else:
         wide = b.inner
-        middle = (Conv(wide, wide, b.k, b.size, stride, o.groups), Norm(wide), RELU)
-    body = (Conv(b.c_in, wide, 1, b.s_in), Norm(wide), RELU, *middle, Drop(o.dropout),
+        middle = (Conv(wide, wide, b.k, b.size, stride, o.groups), Norm(wide), act)
+    body = (Conv(b.c_in, wide, 1, b.s_in), Norm(wide), act, *middle, Drop(o.dropout),
             Conv(wide, b.c_out, 1, b.size), Norm(b.c_out), *_se(b.c_out, o))
-    return Block(body, post=(RELU,), residual=True, **_projection(b, norm=True))
+    return Block(body, post=(act,), residual=True, **_projection(b, norm=True))
 
 
 def _plain(b: Site, o: Options) -> Block:
     """One conv-BN-ReLU unit (SimpleNet); a layer's first unit max-pools its input first."""
     drop = (Drop(o.dropout),) if o.dropout else ()
-    body = (Conv(b.c_in, b.c_out, b.k, b.size, 1, o.groups), Norm(b.c_out), RELU, *drop, *_se(b.c_out, o))
+    body = (Conv(b.c_in, b.c_out, b.k, b.size, 1, o.groups), Norm(b.c_out), Act(o.activation), *drop,
+            *_se(b.c_out, o))
     return Block(body, pre=(MaxPool(),) if b.down else ())
 
 
+def _convgroup(b: Site, o: Options) -> Block:
+    """airbench's ConvGroup unit: conv(F)-BN-act, the layer's first with a floor 2x2 max-pool between the conv
+    (at the input's side) and the BN."""
+    drop = (Drop(o.dropout),) if o.dropout else ()
+    conv = Conv(b.c_in, b.c_out, b.k, b.s_in if b.first else b.size, 1, o.groups)
+    pool = (MaxPool(ceil=False),) if b.first else ()
+    return Block((conv, *pool, Norm(b.c_out), Act(o.activation), *drop, *_se(b.c_out, o)))
+
+
 FAMILIES = {"basic": _two_convs, "preact": _two_convs, "bottleneck": _bottleneck, "resnext": _bottleneck,
-            "res2net": _bottleneck, "plain": _plain}
+            "res2net": _bottleneck, "plain": _plain, "convgroup": _convgroup}
 
 
 @lru_cache(maxsize=16384)
@@ -198,30 +221,36 @@ def inner_width(c: Int, c1: Int, o: Options) -> Int:
 
 # -- the network ------------------------------------------------------------------------------------
 def stages(channels: Sequence[Int], blocks: Sequence[Int], kernels: Sequence[Int], skips: Sequence[Int],
-           pool: int, *, sizes: Sequence[int], options: Options, num_classes: int, in_channels: int) -> list[Stage]:
-    """Stem, one stage per layer, head: the whole network, for the counter and the builder."""
+           pool: int | None, *, input_size: int, options: Options, num_classes: int, in_channels: int) -> list[Stage]:
+    """Stem, one stage per layer, head: the whole network, for the counter and the builder. pool=None is global."""
     o = options
+    stem_side, sizes = layer_sizes(len(blocks), input_size, o)
+    pool = sizes[-1] if pool is None else pool
     stem_w = channels[0] if o.stem_channels is None else o.stem_channels
-    stem: tuple[Op, ...] = (Conv(in_channels, stem_w, 3, sizes[0]),)
-    if o.block != "preact":  # pre-activation blocks normalise their input themselves
-        stem += (Norm(stem_w), RELU)
+    stem: tuple[Op, ...]
+    if o.stem == "patch":  # airbench's whitening stem: no BN, so the whitened patches reach the first group
+        stem = (Conv(in_channels, stem_w, PATCH, stem_side, bias=True, valid=True), Act(o.activation))
+    else:
+        stem = (Conv(in_channels, stem_w, 3, stem_side),)
+        if o.block != "preact":  # pre-activation blocks normalise their input themselves
+            stem += (Norm(stem_w), Act(o.activation))
     if o.se_ratio and o.se_placement == "stem":
         stem += (SE(stem_w, o.se_ratio),)
-    rows = [Stage("stem", Block(stem), None, 1, (stem_w, sizes[0]))]
+    rows = [Stage("stem", Block(stem), None, 1, (stem_w, stem_side))]
     c_in = stem_w
     for i, (c, b, k, sk) in enumerate(zip(channels, blocks, kernels, skips)):
         inner = inner_width(c, channels[0], o)
-        first = make_block(Site(c_in, c, k, sk, sizes[i - 1] if i else sizes[0], sizes[i], True, i > 0, inner), o)
+        first = make_block(Site(c_in, c, k, sk, sizes[i - 1] if i else stem_side, sizes[i], True, i > 0, inner), o)
         rest = make_block(Site(c, c, k, sk, sizes[i], sizes[i], False, False, inner), o)
         rows.append(Stage(f"layer{i + 1}", first, rest, b, (c, sizes[i])))
         c_in = c
-    final = (Norm(c_in), RELU) if o.block == "preact" else ()
-    head = (*final, Pool(pool), Linear(c_in * (sizes[-1] // pool) ** 2, num_classes))
+    final = (Norm(c_in), Act(o.activation)) if o.block == "preact" else ()
+    head = (*final, Pool(pool, o.pooling), Linear(c_in * (sizes[-1] // pool) ** 2, num_classes, o.head_bias, o.head_scale))
     rows.append(Stage("head", Block(head), None, 1, (num_classes, 1)))
     return rows
 
 
 def arch_stages(arch: Arch) -> list[Stage]:
     return stages(arch.channels, arch.blocks, arch.kernels, arch.skip_kernels, arch.pool_size,
-                  sizes=arch.feature_sizes, options=arch.options, num_classes=arch.num_classes,
+                  input_size=arch.input_size, options=arch.options, num_classes=arch.num_classes,
                   in_channels=arch.in_channels)

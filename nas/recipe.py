@@ -13,9 +13,10 @@ from typing import Any, Mapping
 
 from nas.errors import NasError, shown
 
-INITS = ("kaiming", "xavier")  # the schemes nas.model.init_weights implements
+INITS = ("kaiming", "xavier", "dirac")  # the schemes nas.model.init_weights implements
 OPTIMIZERS = ("sgd", "adam", "adamw", "adagrad", "adamax", "adadelta", "rmsprop")
-SCHEDULES = ("cosine", "onecycle", "step", "plateau", "exponential", "cyclic", "restarts", "constant")
+SCHEDULES = ("cosine", "onecycle", "step", "plateau", "exponential", "cyclic", "restarts", "constant", "triangular")
+LOOKAHEAD_SCHEDULES = ("constant", "airbench")  # alpha 0.5 on the weights; airbench's rising EMA, BN statistics too
 PAD_MODES = ("zeros", "reflect")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # Fields whose valid values depend on each other (the cross-field rules of Recipe.__post_init__):
@@ -45,12 +46,18 @@ class Recipe:
     flip: bool = True  # random horizontal flip, p = 0.5
     rotation: float = 0.0  # max degrees of random rotation; 0 = off
     cutout: int = 0  # side of the square erased per image, pixels; 0 = off
-    precision: str = "auto"  # auto fp32 bf16 fp16; auto = bf16 (or fp16) on CUDA, bf16 on AMX CPUs, else fp32
+    precision: str = "auto"  # auto fp32 bf16 fp16; auto = bf16 (or fp16) on CUDA, bf16 on CPUs with AMX or AVX512_BF16, else fp32
     channels_last: bool = True
     compile: bool = False  # torch.compile the model
     keep_best: bool = False  # end with the weights of the best validation point, not the last (needs a validation split)
     tta: bool = False  # score every evaluation on the image and its mirror, averaged (flip test-time augmentation)
-    whiten: bool = False  # stem conv set from the training images' 3x3-patch whitening and frozen (airbench)
+    whiten: bool = False  # stem conv set from the training images' patch whitening and frozen (airbench)
+    tta_translate: bool = False  # with tta: also average the mirror pair shifted 1 pixel up-left and down-right (airbench)
+    alternate_flip: bool = False  # flip a random half in epoch 1, then mirror every image every other epoch (airbench)
+    bn_weight_frozen: bool = False  # BatchNorm scales stay 1 (still parameters: the count is unchanged) (airbench)
+    bias_lr_scale: float = 1.0  # BatchNorm biases train at lr x this, weight decay / this (airbench: 64)
+    bn_momentum: float = 0.1  # BatchNorm running-statistics momentum, PyTorch's convention (airbench: 0.4)
+    lookahead_schedule: str = "constant"  # constant airbench; with lookahead
     seed: int = 0
     train_subset: int = 0  # train on a stratified subset of this many images; 0 = all
     evals_per_epoch: int = 1  # >1 gives sub-epoch validation points for pruning on CPU
@@ -84,6 +91,14 @@ class Recipe:
         _require(self.seed >= 0, "seed", self.seed, "must be >= 0")
         _require(self.train_subset >= 0, "train_subset", self.train_subset, "must be >= 0 (0 = whole split)")
         _require(self.evals_per_epoch >= 1, "evals_per_epoch", self.evals_per_epoch, "must be >= 1")
+        _require(not self.tta_translate or self.tta, "tta_translate", self.tta_translate,
+                 "adds views to flip TTA: set tta true as well")
+        _require(not self.alternate_flip or self.flip, "alternate_flip", self.alternate_flip,
+                 "changes how images are flipped: set flip true as well")
+        _require(math.isfinite(self.bias_lr_scale) and self.bias_lr_scale > 0, "bias_lr_scale", self.bias_lr_scale,
+                 "must be > 0 (1 = the same lr as every other parameter)")
+        _require(0 < self.bn_momentum <= 1, "bn_momentum", self.bn_momentum, "must be in (0, 1] (PyTorch's convention)")
+        _choice("lookahead_schedule", self.lookahead_schedule, LOOKAHEAD_SCHEDULES)
 
     def updated(self, overrides: Mapping[str, Any]) -> Recipe:
         """This recipe with `overrides` applied (keys and values checked as in from_dict).
@@ -99,6 +114,16 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of every field, for YAML/JSON next to results."""
         return dataclasses.asdict(self)
+
+    @property
+    def tta_level(self) -> int:
+        """Test-time augmentation as nas.train.evaluate takes it: 0 none, 1 flip, 2 flip and translate."""
+        return int(self.tta) + int(self.tta and self.tta_translate)
+
+    def identity(self) -> dict[str, Any]:
+        """What a recipe's hash is taken of: every field, less those added after studies stored hashes, while
+        at their defaults, so a recipe stored before them keeps its hash (its runs, its duplicates)."""
+        return {k: v for k, v in self.to_dict().items() if k not in NEW_DEFAULTS or v != NEW_DEFAULTS[k]}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Recipe:
@@ -139,6 +164,9 @@ def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     _require(value in choices, name, value, f"must be one of: {', '.join(choices)}")
 
 
+NEW_DEFAULTS = {"tta_translate": False, "alternate_flip": False, "bn_weight_frozen": False, "bias_lr_scale": 1.0,
+                "bn_momentum": 0.1, "lookahead_schedule": "constant"}  # left out of identity() at these values
+
 # Named starting points for full training; flags and --set override any field.
 PROTOCOLS: dict[str, Recipe] = {
     # the seed reports' recipe: SGD 0.1 momentum 0.9, wd 5e-4, cosine, batch 128, 200 epochs
@@ -147,6 +175,15 @@ PROTOCOLS: dict[str, Recipe] = {
     # whitening stem, Nesterov with a one-cycle schedule, label smoothing, Lookahead, flip TTA
     "fast": Recipe(epochs=16, batch_size=256, lr=0.4, nesterov=True, schedule="onecycle", label_smoothing=0.2,
                    lookahead=True, tta=True, whiten=True, pad_mode="reflect"),
+    # airbench94's recipe (its source's hyperparameters, for a mean loss): Nesterov SGD at batch 1024 with
+    # lr 11.5 and weight decay 0.0153 per 1024 examples at momentum 0.85 (= lr 1.5, decay 0.00133 here),
+    # a triangular schedule, label smoothing 0.2, BatchNorm scales frozen and biases at 64x the lr,
+    # BN momentum 0.4, dirac init, a whitened patch stem, airbench's lookahead EMA, translate-by-2
+    # with reflection, alternating flip, flip and translate TTA; 10 epochs (airbench: 9.9)
+    "airbench": Recipe(epochs=10, batch_size=1024, lr=1.5, momentum=0.85, nesterov=True, weight_decay=0.0153 / 11.5,
+                       schedule="triangular", label_smoothing=0.2, lookahead=True, lookahead_schedule="airbench",
+                       init="dirac", crop_padding=2, pad_mode="reflect", alternate_flip=True, tta=True,
+                       tta_translate=True, whiten=True, bn_weight_frozen=True, bias_lr_scale=64.0, bn_momentum=0.4),
 }
 
 

@@ -51,6 +51,7 @@ OUTCOME, REASON = "outcome", "reason"
 ARCH, ARCH_ID, PARAMS, MACS, RECIPE = "arch", "arch_id", "params", "macs", "recipe"
 CANDIDATE_KEY = "candidate_key"  # proxy network + recipe: equal keys train the same thing
 CURVE, SECONDS, IMAGES_PER_S, TRAIN_LOSS_SUM = "val_curve", "seconds", "images_per_s", "train_loss_sum"
+PRECISION = "precision"  # what the recipe's precision resolved to on the trial's device (fp32, bf16, fp16)
 SEED_DESIGN, REQUEUED_FROM = "seed_design", "requeued_from"
 WORKER = "worker"  # {"host", "pid", "started", "machine"}: the process training it (nas.search.recovery)
 BUDGET_CONSTRAINT = "params_over_budget"  # params - budget; feasible when <= 0

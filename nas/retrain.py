@@ -137,7 +137,7 @@ def resolve_recipe(candidate: Candidate, flags: Mapping[str, Any], base: Recipe 
 
 def protocol_key(recipe: Recipe, val_size: int, data: str) -> str:
     """Hash of everything that makes two runs comparable except the seed (which varies within a protocol)."""
-    d = {**recipe.to_dict(), "seed": None, "val_size": val_size, "data": Path(str(data)).name}
+    d = {**recipe.identity(), "seed": None, "val_size": val_size, "data": Path(str(data)).name}
     return short_hash(d, 8)
 
 
@@ -265,7 +265,7 @@ def _finish(candidate: Candidate, recipe: Recipe, data: RetrainData, device: tor
     from nas.train import evaluate
 
     stats = channel_stats(data.train)  # the statistics training normalised with
-    test = evaluate(model, data.test, device, tta=recipe.tta, stats=stats)
+    test = evaluate(model, data.test, device, tta=recipe.tta_level, stats=stats)
     save_weights(model, directory / WEIGHTS)
     metrics = {
         "name": candidate.name, "source": candidate.source, "trial": candidate.trial,
@@ -281,7 +281,8 @@ def _finish(candidate: Candidate, recipe: Recipe, data: RetrainData, device: tor
         "train_images": recipe.train_subset or len(data.train),
         "val_images": len(data.val) if data.val is not None else 0, "test_images": len(data.test),
         "data": data.source, "normalization": {"mean": list(stats.mean), "std": list(stats.std)},
-        "wall_seconds": result.seconds, "images_per_s": result.images_per_s, "device": str(device),
+        "wall_seconds": result.seconds, "images_per_s": result.images_per_s, "precision": result.precision,
+        "device": str(device),
         "latency": _latency(model, candidate.arch, device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
         "versions": versions(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

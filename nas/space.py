@@ -8,11 +8,12 @@ A space file is YAML (read by nas.yamlfile: safe and bounded) naming the choices
     kernels: [3, 5]                 # F_i
     skip_kernels: [1, 3]            # K_i (layer 1 always has an identity shortcut)
     pool: [global, 2]               # P
-    block: [basic, bottleneck]      # also preact, resnext, res2net, plain (nas/arch.py)
+    block: [basic, bottleneck]      # also preact, resnext, res2net, plain, convgroup (nas/arch.py)
     se_ratio: [0, 16]
     se_placement: [blocks, stem]    # SE in every block, or one unit after the stem
     stem_channels: [null, 16]       # null: the stem is C_1 wide
     width_per_group: [16, 32]       # resnext and res2net only; scale: [4] for res2net only
+    activation: [relu, gelu]        # also stem: [conv, patch], pooling: [avg, max], head_bias, head_scale
     train:                          # optional: Recipe fields, fixed / choices / ranges
       lr: {low: 0.02, high: 0.4, log: true}
       optimizer: [sgd, adamw]
@@ -38,8 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
-from nas.arch import (BLOCK_TYPES, FAMILY_FIELDS, SE_PLACEMENTS, Arch, Options, channel_problem, stem_problem,
-                      unused_fields, uses_skip)
+from nas.arch import (ACTIVATIONS, BLOCK_TYPES, FAMILY_FIELDS, POOLINGS, SE_PLACEMENTS, SHORTCUTLESS, STEMS, Arch,
+                      Options, channel_problem, layer_sizes, stem_problem, unused_fields, uses_skip)
 from nas.errors import NasError, label, shown
 from nas.numbers import parse_float, parse_int
 from nas.recipe import COUPLED, Recipe
@@ -47,11 +48,16 @@ from nas.yamlfile import read_yaml
 
 PER_LAYER = ("blocks", "channels", "kernels", "skip_kernels")
 GLOBAL = ("pool", "block", "se_ratio", "groups", "dropout")
-FAMILY = ("stem_channels", "width_per_group", "scale", "se_placement")  # knobs only where a space lists them
+FAMILY = ("stem_channels", "width_per_group", "scale", "se_placement",  # knobs only where a space lists them
+          "activation", "stem", "pooling", "head_bias", "head_scale")
+WORDS = {"se_placement": (SE_PLACEMENTS, "an SE placement"), "activation": (ACTIVATIONS, "an activation"),
+         "stem": (STEMS, "a stem"), "pooling": (POOLINGS, "a pooling")}  # knob: (choices, what one is)
 SCALARS = {"num_classes": 10, "input_size": 32, "in_channels": 3}
 DEFAULTS: dict[str, list[Any]] = {"kernels": [3], "skip_kernels": [1], "pool": ["global"], "block": ["basic"],
                                   "se_ratio": [0], "groups": [1], "dropout": [0.0], "stem_channels": [None],
-                                  "width_per_group": [0], "scale": [0], "se_placement": ["blocks"]}
+                                  "width_per_group": [0], "scale": [0], "se_placement": ["blocks"],
+                                  "activation": ["relu"], "stem": ["conv"], "pooling": ["avg"], "head_bias": [True],
+                                  "head_scale": [1.0]}
 KEYS = ("name", "description", "layers", *PER_LAYER, *GLOBAL, *FAMILY, *SCALARS, "train", "seeds")
 
 
@@ -94,6 +100,11 @@ class Space:
     width_per_group: tuple[int, ...] = (0,)
     scale: tuple[int, ...] = (0,)
     se_placement: tuple[str, ...] = ("blocks",)
+    activation: tuple[str, ...] = ("relu",)
+    stem: tuple[str, ...] = ("conv",)
+    pooling: tuple[str, ...] = ("avg",)
+    head_bias: tuple[bool, ...] = (True,)
+    head_scale: tuple[float, ...] = (1.0,)
     train: tuple[Knob, ...] = ()
     seeds: tuple[tuple[str, Arch], ...] = ()  # (name, design) pairs, each inside the space
     num_classes: int = 10
@@ -437,13 +448,27 @@ def _family(p: _Problems, data: dict, block: tuple[str, ...], se_ratio: tuple[in
         if name in data and not readers:
             p.add(name, data[name], f"is read by block {' or '.join(users)} only, and block: lists neither: "
                                     f"add one to block:, or remove {name}")
-    placement = tuple(_listify(data.get("se_placement", DEFAULTS["se_placement"])))
-    for v in placement:
-        if v not in SE_PLACEMENTS:
-            p.add("se_placement", v, f"is not an SE placement: choose from {', '.join(SE_PLACEMENTS)}")
-    if "stem" in placement and not any(se_ratio):
+    for name, (words, what) in WORDS.items():
+        out[name] = tuple(_listify(data.get(name, DEFAULTS[name])))
+        for v in out[name]:
+            if v not in words:
+                p.add(name, v, f"is not {what}: choose from {', '.join(words)}")
+        if len(set(map(str, out[name]))) != len(out[name]):
+            p.add(name, data.get(name), "repeats a choice: list each choice once")
+    if "stem" in out["se_placement"] and not any(se_ratio):
         p.add("se_placement", "stem", "needs an se_ratio choice >= 1 (the stem's SE unit needs a reduction ratio)")
-    out["se_placement"] = placement
+    out["head_bias"] = tuple(_listify(data.get("head_bias", DEFAULTS["head_bias"])))
+    if not all(isinstance(v, bool) for v in out["head_bias"]) or len(set(out["head_bias"])) != len(out["head_bias"]):
+        p.add("head_bias", data.get("head_bias"), "must list true and/or false, each once")
+    scales = []
+    for v in _listify(data.get("head_scale", DEFAULTS["head_scale"])):
+        try:
+            scales.append(parse_float(v, "head_scale"))
+            if not scales[-1] > 0:
+                p.add("head_scale", v, "must be a number > 0 (airbench: 0.1111)")
+        except NasError:
+            p.add("head_scale", v, "must be a number > 0 (airbench: 0.1111)")
+    out["head_scale"] = tuple(scales)
     return out
 
 
@@ -530,21 +555,25 @@ def valid_channels(space: Space, o: Options, layer: int) -> tuple[int, ...]:
     return tuple(c for c in space.channels[layer] if channel_problem(c, o, layer) is None)
 
 
-def valid_pools(space: Space, n: int) -> tuple[int | None, ...]:
-    """Pools that fit the last feature map; P equal to the map is global pooling, counted once."""
-    final = Arch(blocks=(1,) * n, channels=(1,) * n, input_size=space.input_size).feature_sizes[-1]
+def valid_pools(space: Space, n: int, o: Options) -> tuple[int | None, ...]:
+    """Pools that fit the last feature map; P equal to the map is global pooling, counted once. No pool fits
+    where the network is too deep for the input (every side must stay >= 1)."""
+    final = layer_sizes(n, space.input_size, o)[1][-1]
+    if final < 1:
+        return ()
     return tuple(p for p in space.pool if p is None or p < final or (p == final and None not in space.pool))
 
 
 def space_options(space: Space) -> list[Options]:
     """Every distinct set of network-wide options: a family's own knobs only for the blocks that read them."""
     out = []
+    extras = [getattr(space, g) for g in ("activation", "stem", "pooling", "head_bias", "head_scale")]
     for block, se, groups, dropout, stem in itertools.product(space.block, space.se_ratio, space.groups,
                                                               space.dropout, space.stem_channels):
         unused = unused_fields(block, se)
         own = [(unused[g],) if g in unused else getattr(space, g) for g in ("width_per_group", "scale", "se_placement")]
-        for wpg, scale, placement in itertools.product(*own):
-            o = Options(block, se, groups, dropout, stem, wpg, scale, placement)
+        for chosen in itertools.product(*own, *extras):
+            o = Options(block, se, groups, dropout, stem, *chosen)
             if stem_problem(o) is None:
                 out.append(o)
     return out
@@ -558,17 +587,18 @@ def _first_layer(space: Space, o: Options, chans: tuple[int, ...]) -> list[tuple
         return [(chans, (1,))]
     same = () if None in space.stem_channels else tuple(c for c in chans if c == s)
     other = tuple(c for c in chans if c != s)
-    skips = space.skip_kernels[0] if o.block != "plain" else (1,)
+    skips = space.skip_kernels[0] if o.block not in SHORTCUTLESS else (1,)
     return [(c, k) for c, k in ((same, (1,)), (other, skips)) if c]
 
 
 def static_combos(space: Space):
     """Every Combo of the space: N, pool and options, with their valid per-layer channel lists."""
+    options = space_options(space)
     for n in space.layers:
-        for pool in valid_pools(space, n):
-            for o in space_options(space):
+        for pool in space.pool:  # in the file's order, then the options': the order a sampled survey draws in
+            for o in (o for o in options if pool in valid_pools(space, n, o)):
                 chans = [valid_channels(space, o, i) for i in range(n)]
-                later = [space.skip_kernels[i] if o.block != "plain" else (1,) for i in range(1, n)]
+                later = [space.skip_kernels[i] if o.block not in SHORTCUTLESS else (1,) for i in range(1, n)]
                 for first, skips in _first_layer(space, o, chans[0]):
                     yield Combo(n, pool, o, (first, *chans[1:]), (skips, *later))
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nas.arch import Arch
 from nas.counting import count_many
 from nas.errors import NasError
 from nas.space import PER_LAYER, Combo, Space, combo_size, static_combos
@@ -59,10 +58,9 @@ def _layer_choices(space: Space, combo: Combo) -> list[tuple[int, ...]]:
 def _count(space: Space, combo: Combo, knobs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """(params, macs) of the combo's candidates, one entry per point of the knobs' (broadcast) grid."""
     n = combo.n
-    sizes = Arch(blocks=(1,) * n, channels=(1,) * n, input_size=space.input_size).feature_sizes
     per = {name: [knobs[4 * i + j] for i in range(n)] for j, name in enumerate(PER_LAYER)}
-    counts = count_many(per["channels"], per["blocks"], per["kernels"], per["skip_kernels"],
-                        sizes[-1] if combo.pool is None else combo.pool, sizes=sizes, options=combo.options,
+    counts = count_many(per["channels"], per["blocks"], per["kernels"], per["skip_kernels"], combo.pool,
+                        input_size=space.input_size, options=combo.options,
                         num_classes=space.num_classes, in_channels=space.in_channels)
     shape = np.broadcast_shapes(*(k.shape for k in knobs))
     params, macs = (np.broadcast_to(c, shape).ravel() for c in counts)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import functools
 import math
 import sys
 import time
@@ -26,6 +25,7 @@ from torch import nn
 from nas.augment import Augment, ChannelStats, augment_batch, channel_stats, normalize
 from nas.data import ImageSet, note, stratified_subset
 from nas.errors import NasError
+from nas.precision import resolve_precision, resolved
 from nas.recipe import Recipe
 
 LOOKAHEAD_K = 5  # fast steps per slow update (Zhang et al. 2019 defaults)
@@ -54,6 +54,7 @@ class TrainResult:
     images_per_s: float  # training images per second, evaluations excluded
     images_seen: int
     train_loss_sum: float  # sum over epochs of the epoch's mean training loss (ranking signal)
+    precision: str  # what the recipe's precision resolved to on this device: fp32, bf16 or fp16, never "auto"
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -79,42 +80,20 @@ def select_device(name: str = "auto") -> torch.device:
 # precision, optimiser, schedule
 
 
-@functools.cache
-def cpu_has_amx() -> bool:
-    """Intel AMX (Sapphire Rapids and later) runs bf16 matmuls natively; elsewhere bf16 on CPU is slow."""
-    try:
-        return "amx_bf16" in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-
-
-def resolve_precision(precision: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
-    """(autocast dtype or None for fp32, whether a GradScaler is needed)."""
-    if precision == "auto":
-        if device.type != "cuda":  # bf16 autocast is ~2x faster only where the CPU has AMX tiles
-            return (torch.bfloat16, False) if cpu_has_amx() else (None, False)
-        # CUDA-only path: bf16 keeps fp32's range so it needs no loss scaling
-        return (torch.bfloat16, False) if torch.cuda.is_bf16_supported() else (torch.float16, True)
-    if precision == "fp32":
-        return None, False
-    if precision == "bf16":
-        return torch.bfloat16, False
-    if device.type != "cuda":
-        raise NasError(f"precision='fp16' needs a CUDA device, but training runs on {device}; "
-                       f"use precision bf16 or fp32 on CPU")
-    return torch.float16, True  # CUDA-only path
-
-
 class Lookahead:
     """Lookahead (Zhang et al. 2019): every k steps, slow += alpha * (fast - slow); fast = slow.
 
+    `alpha` is a constant or a function of the step; `buffers` (BatchNorm statistics) follow the weights
+    too, as in airbench's EMA, whose alpha falls from 1 (no averaging) to 1 - 0.95^5 at the end.
     Duck-types an optimizer (param_groups, step, zero_grad, state_dict) so GradScaler can
     drive it: a step the scaler skips is not counted.
     """
 
-    def __init__(self, base: torch.optim.Optimizer, k: int = LOOKAHEAD_K, alpha: float = LOOKAHEAD_ALPHA) -> None:
+    def __init__(self, base: torch.optim.Optimizer, k: int = LOOKAHEAD_K,
+                 alpha: float | Callable[[int], float] = LOOKAHEAD_ALPHA, buffers: tuple[torch.Tensor, ...] = ()) -> None:
         self.base, self.k, self.alpha, self.steps = base, k, alpha, 0
-        self.slow = [p.detach().clone() for g in base.param_groups for p in g["params"]]
+        self.fast = [p for g in base.param_groups for p in g["params"]] + list(buffers)
+        self.slow = [p.detach().clone() for p in self.fast]
 
     @property
     def param_groups(self) -> list[dict]:
@@ -132,9 +111,9 @@ class Lookahead:
         loss = self.base.step(closure)
         self.steps += 1
         if self.steps % self.k == 0:
-            fast = [p for g in self.base.param_groups for p in g["params"]]
-            torch._foreach_lerp_(self.slow, fast, self.alpha)  # slow += alpha * (fast - slow)
-            torch._foreach_copy_(fast, self.slow)
+            alpha = self.alpha(self.steps) if callable(self.alpha) else self.alpha
+            torch._foreach_lerp_(self.slow, self.fast, alpha)  # slow += alpha * (fast - slow)
+            torch._foreach_copy_(self.fast, self.slow)
         return loss
 
     def state_dict(self) -> dict:
@@ -147,8 +126,17 @@ class Lookahead:
         self.steps = state["steps"]
 
 
-def make_optimizer(model: nn.Module, r: Recipe) -> torch.optim.Optimizer | Lookahead:
-    params = [p for p in model.parameters() if p.requires_grad]
+def make_optimizer(model: nn.Module, r: Recipe, total_steps: int = 1) -> torch.optim.Optimizer | Lookahead:
+    """The recipe's optimiser over the trainable parameters; BatchNorm biases in a group of their own at lr x
+    bias_lr_scale (each group's `lr_scale`) and weight decay / bias_lr_scale, so their decay per step is the
+    same; wrapped in Lookahead when the recipe asks (airbench's schedule needs `total_steps`)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    fast = {id(m.bias) for m in norms if m.bias is not None and m.bias.requires_grad} if r.bias_lr_scale != 1 else set()
+    params: list = [p for p in model.parameters() if p.requires_grad and id(p) not in fast]
+    if fast:
+        params = [{"params": params, "lr_scale": 1.0},
+                  {"params": [m.bias for m in norms if id(m.bias) in fast], "lr_scale": r.bias_lr_scale,
+                   "weight_decay": r.weight_decay / r.bias_lr_scale}]
     betas = (r.momentum, 0.999)  # `momentum` is beta1 for the Adam family
     opt = {
         "sgd": lambda: torch.optim.SGD(params, r.lr, momentum=r.momentum, nesterov=r.nesterov,
@@ -160,7 +148,12 @@ def make_optimizer(model: nn.Module, r: Recipe) -> torch.optim.Optimizer | Looka
         "adadelta": lambda: torch.optim.Adadelta(params, r.lr, weight_decay=r.weight_decay),
         "rmsprop": lambda: torch.optim.RMSprop(params, r.lr, weight_decay=r.weight_decay),
     }[r.optimizer]()
-    return Lookahead(opt) if r.lookahead else opt
+    if not r.lookahead:
+        return opt
+    if r.lookahead_schedule == "airbench":  # decay 0.95^5 (t/T)^3 of the average per update, statistics too
+        stats = tuple(b for m in norms for b in (m.running_mean, m.running_var) if b is not None)
+        return Lookahead(opt, alpha=lambda step: 1 - 0.95 ** 5 * min(step / total_steps, 1) ** 3, buffers=stats)
+    return Lookahead(opt)
 
 
 class LrSchedule:
@@ -175,6 +168,7 @@ class LrSchedule:
     EXPONENTIAL_END = 0.01  # exponential decay reaches 1% of the peak at the end
     CYCLES, CYCLIC_LOW = 4, 0.1  # cyclic: 4 triangles between 10% and 100% of the peak (CyclicLR's shape)
     RESTARTS = (1, 2, 4)  # SGDR (T_mult 2): cosine cycles of 1/7, 2/7 and 4/7 of the run
+    TRIANGLE_PEAK = 0.23  # triangular: where the lr peaks, as a fraction of the run (airbench)
 
     def __init__(self, r: Recipe, steps_per_epoch: int) -> None:
         self.kind = r.schedule
@@ -204,6 +198,9 @@ class LrSchedule:
             return self.CYCLIC_LOW + (1 - self.CYCLIC_LOW) * (1 - abs(2 * phase - 1))
         if self.kind == "restarts":
             return 0.5 * (1 + math.cos(math.pi * _restart_phase(t, self.RESTARTS)))
+        if self.kind == "triangular":  # airbench: 0.2 -> 1 over the first 23%, then down to 0.07
+            peak = self.TRIANGLE_PEAK
+            return 0.2 + 0.8 * t / peak if t < peak else 1 - 0.93 * (t - peak) / (1 - peak)
         if self.kind == "plateau":
             return self.scale
         return 1.0  # constant
@@ -272,10 +269,25 @@ class Evaluation:
     confusion: list[list[int]]  # [true class][predicted class] -> images
 
 
+def _tta_logits(model: nn.Module, x: torch.Tensor, level: int) -> torch.Tensor:
+    if not level:
+        return model(x).float()
+    pair = lambda v: (model(v).float() + model(v.flip(3)).float()) / 2  # noqa: E731
+    logits = pair(x)
+    if level < 2:
+        return logits
+    side = x.shape[-1]
+    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    shifted = (pair(padded[:, :, :side, :side]) + pair(padded[:, :, 2:, 2:])) / 2
+    return (logits + shifted) / 2
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, data: ImageSet, device: torch.device, batch_size: int = 1024, tta: bool = False,
+def evaluate(model: nn.Module, data: ImageSet, device: torch.device, batch_size: int = 1024, tta: int = 0,
              *, stats: ChannelStats | None = None, amp_dtype: torch.dtype | None = None) -> Evaluation:
-    """Accuracy, loss, per-class accuracy and confusion matrix on `data`; tta averages with the mirror image.
+    """Accuracy, loss, per-class accuracy and confusion matrix on `data`. tta 1 averages each image's logits
+    with its mirror's; 2 (airbench) weighs that pair 1/2 and the pairs shifted 1 pixel up-left and down-right
+    (reflect-padded) 1/4 each (Recipe.tta_level).
 
     `stats` must be the training set's statistics (`channel_stats(train_set)`); the default
     computes them from `data`, which is exact for CIFAR-10 (published constants) only.
@@ -293,9 +305,7 @@ def evaluate(model: nn.Module, data: ImageSet, device: torch.device, batch_size:
             y = data.labels[start:start + batch_size].to(device, non_blocking=True)
             x = normalize(x, stats).contiguous(memory_format=torch.channels_last)
             with ctx:
-                logits = model(x).float()
-                if tta:
-                    logits = (logits + model(x.flip(3)).float()) / 2
+                logits = _tta_logits(model, x, tta)
             loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
             confusion += torch.bincount(y * n_classes + logits.argmax(1), minlength=n_classes * n_classes)
     finally:
@@ -330,12 +340,12 @@ def train(model: nn.Module, recipe: Recipe, train_set: ImageSet, val_set: ImageS
     with _Progress(progress, recipe, run.steps_per_epoch, st, started) as shown:
         for epoch in range(st.epoch, recipe.epochs):
             if not _epoch(run, recipe, epoch, st, started, on_eval, shown):
-                return _result("nonfinite", st, started)
+                return _result("nonfinite", st, started, run.precision)
             if checkpoint_dir is not None:
                 _save(Path(checkpoint_dir), recipe, run, st, started)
     if st.best_weights is not None:  # keep_best: the run ends with its best validation point's weights
         run.model.load_state_dict(st.best_weights)
-    return _result("ok", st, started)
+    return _result("ok", st, started, run.precision)
 
 
 @dataclass(frozen=True)
@@ -355,12 +365,14 @@ class _Run:
     val: ImageSet | None
     device: torch.device
     amp_dtype: torch.dtype | None
+    precision: str  # resolved: fp32, bf16 or fp16
     batch_dtype: torch.dtype
     autocast: Callable
     steps_per_epoch: int
     ends: tuple[int, ...]  # steps of an epoch after which to evaluate
-    tta: bool
+    tta: int  # evaluate's level: 0 none, 1 flip, 2 flip and translate
     keep_best: bool
+    flips: torch.Tensor | None  # alternate_flip: the first epoch's mirror choice per image
 
 
 def _prepare(model: nn.Module, r: Recipe, train_set: ImageSet, val_set: ImageSet | None,
@@ -374,7 +386,8 @@ def _prepare(model: nn.Module, r: Recipe, train_set: ImageSet, val_set: ImageSet
     if len(train_set) < r.batch_size:
         raise NasError(f"batch_size={r.batch_size} is larger than the {len(train_set)} training images; lower "
                        f"--batch-size (or batch_size in the space's train: section) or train on more images")
-    amp_dtype, use_scaler = resolve_precision(r.precision, device)
+    precision = resolved(r.precision, device)
+    amp_dtype, use_scaler = resolve_precision(precision, device)
 
     torch.manual_seed(r.seed)  # for any randomness inside the model (dropout)
     model.to(device)
@@ -382,12 +395,19 @@ def _prepare(model: nn.Module, r: Recipe, train_set: ImageSet, val_set: ImageSet
         whiten_stem(model, train_set.images, stats)
     if r.channels_last:
         model.to(memory_format=torch.channels_last)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = r.bn_momentum
+            if r.bn_weight_frozen and m.weight is not None:
+                m.weight.requires_grad_(False)
     net = torch.compile(model) if r.compile else model
-    opt = make_optimizer(model, r)
     steps_per_epoch = len(train_set) // r.batch_size  # the incomplete last batch is dropped; order changes
+    opt = make_optimizer(model, r, r.epochs * steps_per_epoch)
     schedule = LrSchedule(r, steps_per_epoch)
     scaler = torch.amp.GradScaler("cuda") if use_scaler else None  # CUDA-only path
     gen = torch.Generator(device=device).manual_seed(r.seed)
+    # alternating flip: which images the first epoch mirrors, drawn once; every odd epoch mirrors the others
+    flips = torch.randint(2, (len(train_set),), generator=gen, device=device).bool() if r.alternate_flip else None
     ends = sorted({max(1, round(k * steps_per_epoch / r.evals_per_epoch)) for k in range(1, r.evals_per_epoch + 1)})
     val = None if val_set is None else ImageSet(val_set.images.to(device), val_set.labels.to(device),
                                                 val_set.classes)
@@ -396,7 +416,8 @@ def _prepare(model: nn.Module, r: Recipe, train_set: ImageSet, val_set: ImageSet
     autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else nullcontext
     return _Run(net, model, opt, schedule, scaler, gen, Augment.from_recipe(r), stats,
                 train_set.images.to(device, non_blocking=True), train_set.labels.to(device, non_blocking=True),
-                val, device, amp_dtype, batch_dtype, autocast, steps_per_epoch, tuple(ends), r.tta, r.keep_best)
+                val, device, amp_dtype, precision, batch_dtype, autocast, steps_per_epoch, tuple(ends), r.tta_level,
+                r.keep_best, flips)
 
 
 def _epoch(run: _Run, r: Recipe, epoch: int, st: _State, started: float,
@@ -407,9 +428,11 @@ def _epoch(run: _Run, r: Recipe, epoch: int, st: _State, started: float,
     window_loss, window_steps, epoch_loss = torch.zeros((), device=run.device), 0, 0.0
     for step in range(run.steps_per_epoch):
         index = order[step * r.batch_size:(step + 1) * r.batch_size]
-        x = augment_batch(run.images[index], run.aug, run.stats, run.gen, run.batch_dtype)
+        mirror = None if run.flips is None else run.flips[index] ^ bool(epoch % 2)
+        x = augment_batch(run.images[index], run.aug, run.stats, run.gen, run.batch_dtype, mirror)
+        factor = run.schedule.factor(epoch * run.steps_per_epoch + step)
         for g in run.opt.param_groups:
-            g["lr"] = r.lr * run.schedule.factor(epoch * run.steps_per_epoch + step)
+            g["lr"] = r.lr * g.get("lr_scale", 1.0) * factor
         window_loss += _step(run.net, run.model, run.opt, run.scaler, run.autocast, x, run.labels[index], r)
         window_steps += 1
         st.images_seen += r.batch_size
@@ -540,15 +563,15 @@ class _State:
     best_weights: dict[str, torch.Tensor] | None = None  # keep_best: the best validation point's weights
 
 
-def _result(status: str, st: _State, started: float) -> TrainResult:
+def _result(status: str, st: _State, started: float, precision: str) -> TrainResult:
     seconds = time.perf_counter() - started + st.prior_seconds
     ips = st.images_seen / st.train_seconds if st.train_seconds > 0 else 0.0
     if status != "ok":
-        return TrainResult(status, tuple(st.history), 0.0, seconds, ips, st.images_seen, math.inf)
+        return TrainResult(status, tuple(st.history), 0.0, seconds, ips, st.images_seen, math.inf, precision)
     val_acc = st.history[-1].val_acc if st.history else math.nan
     if st.best_weights is not None:  # keep_best: the score of the weights the run ends with
         val_acc = max(p.val_acc for p in st.history)
-    return TrainResult(status, tuple(st.history), val_acc, seconds, ips, st.images_seen, st.loss_sum)
+    return TrainResult(status, tuple(st.history), val_acc, seconds, ips, st.images_seen, st.loss_sum, precision)
 
 
 def _progress_bar():
@@ -587,13 +610,21 @@ def _save(directory: Path, r: Recipe, run: _Run, st: _State, started: float) -> 
     save_checkpoint(state, directory, st.epoch)
 
 
+def _stored_recipe(data) -> Recipe | None:
+    """A checkpoint's recipe; one saved before fields were added gets their defaults, as it trained with them."""
+    try:
+        return Recipe.from_dict(data)
+    except (NasError, TypeError):
+        return None
+
+
 def _resume(directory: Path, r: Recipe, run: _Run, st: _State) -> None:
     from nas.checkpoint import load_latest_checkpoint, restore_rng
 
     state = load_latest_checkpoint(directory)
     if state is None:
         return
-    if state.get("version") != CHECKPOINT_VERSION or state.get("recipe") != r.to_dict():
+    if state.get("version") != CHECKPOINT_VERSION or _stored_recipe(state.get("recipe")) != r:
         raise NasError(f"the checkpoint in {directory} was written by a different recipe or engine version; "
                        f"resume with the same recipe, or use an empty checkpoint directory")
     run.model.load_state_dict(state["model"])

@@ -118,6 +118,11 @@ def family_archs(draw, max_layers: int = 3, block: str | None = None):
         input_size=draw(st.sampled_from([8, 11, 16])),
         in_channels=draw(st.sampled_from([3, 1])),
         stem_channels=draw(st.sampled_from([None, None, 4, 6, 8, 12])),
+        activation=draw(st.sampled_from(["relu", "gelu"])),
+        stem=draw(st.sampled_from(["conv", "conv", "patch"])),
+        pooling=draw(st.sampled_from(["avg", "max"])),
+        head_bias=draw(st.booleans()),
+        head_scale=draw(st.sampled_from([1.0, 1 / 9])),
     )
     if a["block"] in ("resnext", "res2net"):
         a["width_per_group"] = draw(st.integers(1, 4))
@@ -179,6 +184,7 @@ def test_published_counts_are_exact(arch, params):
     ("wrn-16-4", 2_772_020, 392_635_392), ("resnext29-32x4d", 4_868_004, 774_148_096),
     ("res2net29-24w4s", 4_609_652, 713_527_296), ("simplenet-13", 4_613_028, 571_302_912),
     ("efficient-resnet-se", 4_697_742, 798_690_304), ("found-cpu200e", 2_504_622, 609_722_880),
+    ("airbench94", 1_972_792, 118_147_360),  # the parameters of the network airbench94's source builds
 ])
 def test_the_example_files_count_what_the_readme_says(name, params, macs):
     arch = Arch.from_dict(json.loads((ROOT / "examples" / f"{name}.json").read_text())["arch"])
@@ -191,16 +197,17 @@ def test_vectorised_counting_equals_counting_one_at_a_time_for_every_family(bloc
     """`nas space` counts arrays of candidates through the same layout: every family, stem widths that differ
     from C_1 in some candidates and not in others (a per-candidate projection), two SE placements."""
     rng = np.random.default_rng(0)
-    for stem, se_placement in ((None, "blocks"), (16, "blocks"), (32, "stem")):
+    for stem, se_placement, extras in ((None, "blocks", {}), (16, "blocks", dict(stem="patch", pooling="max")),
+                                       (32, "stem", dict(head_bias=False, activation="gelu"))):
         opts = dict(block=block, stem_channels=stem, se_ratio=8, se_placement=se_placement, groups=2,
-                    width_per_group=3 if block in ("resnext", "res2net") else 0, scale=3 if block == "res2net" else 0)
+                    width_per_group=3 if block in ("resnext", "res2net") else 0, scale=3 if block == "res2net" else 0,
+                    **extras)
         knobs = {name: rng.choice(values, (3, 64)) for name, values in (
             ("channels", [16, 32, 48]), ("blocks", [1, 2, 3]), ("kernels", [1, 3, 5]), ("skip_kernels", [1, 3]))}
         archs = [Arch(**{k: tuple(int(x) for x in v[:, j]) for k, v in knobs.items()}, input_size=16, **opts)
                  for j in range(64)]
-        sizes = archs[0].feature_sizes
         params, macs = count_many(list(knobs["channels"]), list(knobs["blocks"]), list(knobs["kernels"]),
-                                  list(knobs["skip_kernels"]), sizes[-1], sizes=sizes, options=archs[0].options,
+                                  list(knobs["skip_kernels"]), None, input_size=16, options=archs[0].options,
                                   num_classes=10, in_channels=3)
         assert params.tolist() == [count_params(a) for a in archs]
         assert macs.tolist() == [count_macs(a) for a in archs]

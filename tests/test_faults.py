@@ -123,7 +123,7 @@ def config(tmp_path: Path, trials: int = 3) -> SearchConfig:
 
 def fake_result(status: str = "ok", val_acc: float = 0.5) -> TrainResult:
     return TrainResult(status=status, history=(), val_acc=val_acc, seconds=0.01, images_per_s=1.0, images_seen=1,
-                       train_loss_sum=float("inf") if status != "ok" else 1.0)
+                       train_loss_sum=float("inf") if status != "ok" else 1.0, precision="fp32")
 
 
 @pytest.mark.parametrize("fault, outcome, reason", [

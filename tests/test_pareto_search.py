@@ -37,7 +37,7 @@ def test_candidates_over_the_macs_bound_are_never_built(tmp_path, monkeypatch):
     """`--budget 5e6 --max-macs 3e8` over the default space: every built network is within both bounds, and
     every one over either was rejected before anything was built (training replaced by a cheap score)."""
     def scored(model, recipe, train_set, val_set, device, on_eval=None, **kw):
-        return TrainResult("ok", (), 0.5 + 0.04 * math.log(sum(x.numel() for x in model.parameters())), 0.0, 0.0, 0, 0.0)
+        return TrainResult("ok", (), 0.5 + 0.04 * math.log(sum(x.numel() for x in model.parameters())), 0.0, 0.0, 0, 0.0, "fp32")
 
     built: list[Arch] = []
 

@@ -107,7 +107,7 @@ def test_over_budget_proposals_vanish_after_start_up_and_are_rarer_than_random(t
     take every width, so about half of it is over 5M parameters."""
     def scored(model, recipe, train_set, val_set, device, on_eval=None, **kw):
         p = sum(x.numel() for x in model.parameters())
-        return TrainResult("ok", (), 0.5 + 0.04 * math.log(p), 0.0, 0.0, 0, 0.0)
+        return TrainResult("ok", (), 0.5 + 0.04 * math.log(p), 0.0, 0.0, 0, 0.0, "fp32")
 
     monkeypatch.setattr(nas.search.objective, "train", scored)
     blank = ImageSet(torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.zeros(4, dtype=torch.long), ("x",))
@@ -317,7 +317,7 @@ def test_every_depth_gets_its_share_of_trials(tmp_path, monkeypatch):
     study on two layers; the search rotates depths, so each gets a quarter of the proposals."""
     def shallow_first(model, recipe, train_set, val_set, device, on_eval=None, **kw):
         depth = len(model.layers)
-        return TrainResult("ok", (), 1.0 - 0.1 * depth, 0.0, 0.0, 0, 0.0)
+        return TrainResult("ok", (), 1.0 - 0.1 * depth, 0.0, 0.0, 0, 0.0, "fp32")
 
     monkeypatch.setattr(nas.search.objective, "train", shallow_first)
     blank = ImageSet(torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.zeros(4, dtype=torch.long), ("x",))

@@ -41,7 +41,7 @@ def config(tmp_path: Path, trials: int = 3, **settings) -> SearchConfig:
 
 def ok(val_acc: float = 0.5) -> TrainResult:
     return TrainResult(status="ok", history=(), val_acc=val_acc, seconds=0.01, images_per_s=1.0, images_seen=1,
-                       train_loss_sum=1.0)
+                       train_loss_sum=1.0, precision="fp32")
 
 
 def one_line(text: str) -> bool:

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 
-from nas.arch import BLOCK_TYPES, SE_PLACEMENTS, Arch
+from nas.arch import ACTIVATIONS, BLOCK_TYPES, POOLINGS, SE_PLACEMENTS, STEMS, Arch
 from nas.archfile import read_arch_file
 from nas.cli.app import command
 from nas.errors import NasError
@@ -28,6 +28,9 @@ ARCH_FLAGS: dict[str, tuple[Any, Any]] = {  # parameter: (annotation, default)
     "se": (Annotated[bool, typer.Option("--se/--no-se", help="Squeeze-and-excitation (reduction --se-ratio, placed by --se-placement).")], False),
     "se_ratio": (Annotated[int, typer.Option("--se-ratio", help="SE reduction ratio, used with --se.")], 16),
     "se_placement": (Annotated[str, typer.Option("--se-placement", help=f"With --se: {' | '.join(SE_PLACEMENTS)} (in every block, or one unit after the stem).")], "blocks"),
+    "activation": (Annotated[str, typer.Option(help=f"Activation everywhere: {' | '.join(ACTIVATIONS)}.")], "relu"),
+    "stem": (Annotated[str, typer.Option(help=f"Stem: {' | '.join(STEMS)} (patch: airbench's 2x2 conv with bias, no padding, no BN).")], "conv"),
+    "pooling": (Annotated[str, typer.Option(help=f"The head's pool: {' | '.join(POOLINGS)}.")], "avg"),
     "groups": (Annotated[int, typer.Option(help="Groups in the KxK convs (ResNeXt cardinality).")], 1),
     "dropout": (Annotated[float, typer.Option(help="Dropout between a block's convs (after each unit of a plain net).")], 0.0),
     "classes": (Annotated[int, typer.Option("--classes", help="Number of classes.")], 10),
@@ -64,7 +67,7 @@ def arch_from_flags(arch_file: Path | None = None, **flags: Any) -> Arch:
                 pool=f["pool"], block=f["block"], se_ratio=f["se_ratio"] if f["se"] else 0, groups=f["groups"],
                 dropout=f["dropout"], num_classes=f["classes"], input_size=f["input_size"],
                 stem_channels=f["stem_channels"], width_per_group=f["width_per_group"], scale=f["scale"],
-                se_placement=f["se_placement"])
+                se_placement=f["se_placement"], activation=f["activation"], stem=f["stem"], pooling=f["pooling"])
 
 
 def arch_command(fn: Callable) -> Callable:

@@ -59,7 +59,8 @@ def train(
         raise NasError(f"training diverged (non-finite loss) after {s['images_seen']:,} images with "
                        f"lr={s['recipe']['lr']:g}; lower --lr or add warm-up (--set warmup_epochs=1)")
     test = f"; test acc {s['test_acc']:.2%} on {s['test_images']:,} images" if "test_acc" in s else ""
-    out.print(f"val acc {s['val_acc']:.2%}{test}; {s['images_per_s']:,.0f} images/s on {s['device']}; {s['seconds']:.1f} s")
+    out.print(f"val acc {s['val_acc']:.2%}{test}; {s['images_per_s']:,.0f} images/s on {s['device']} in {s['precision']}; "
+              f"{s['seconds']:.1f} s")
 
 
 @arch_command
@@ -93,17 +94,18 @@ def bench(
     model = build_for_data(arch, len(train_set.classes), recipe.init, recipe.seed)
     r = run_bench(model, train_set, dev, recipe, batch_size=batch_size, steps=steps, rounds=rounds)
     if as_json:
-        print_json({**dataclasses.asdict(r), "arch": arch.to_dict(), "params": count_params(arch), "precision": precision})
+        print_json({**dataclasses.asdict(r), "arch": arch.to_dict(), "params": count_params(arch)})
         return
     table = Table(title=f"{arch.describe()} on {r.device}, batch {r.batch_size}, {r.rounds} rounds x {r.steps} steps",
                   title_justify="left")
     for col in ("pipeline", "images/s (median)", "rounds"):
         table.add_column(col, justify="left" if col == "pipeline" else "right")
-    table.add_row(f"nas engine ({precision})", f"{r.images_per_s:,.1f}", " ".join(f"{x:.0f}" for x in r.engine_samples))
+    table.add_row(f"nas engine ({r.precision})", f"{r.images_per_s:,.1f}", " ".join(f"{x:.0f}" for x in r.engine_samples))
     table.add_row("standard recipe (fp32)", f"{r.baseline_images_per_s:,.1f}", " ".join(f"{x:.0f}" for x in r.baseline_samples))
     out.print(table)
     out.print(f"speedup {r.speedup:.2f}x; engine {r.achieved_flops / 1e9:,.1f} GFLOP/s = {r.peak_fraction:.0%} of the "
-              f"measured matmul peak {r.peak_flops / 1e9:,.0f} GFLOP/s ({r.train_flops_per_image / 1e9:.2f} GFLOP per image)")
+              f"measured {r.precision} peak {r.peak_flops / 1e9:,.0f} GFLOP/s ({r.train_flops_per_image / 1e9:.2f} GFLOP "
+              f"per image)" + (f"; oneDNN conv kernel {r.conv_kernel}" if r.conv_kernel else ""))
     out.print("timings on a shared machine are noisy: compare medians, and rerun when the machine is idle", style="dim")
 
 

@@ -64,7 +64,7 @@ def grid(space: Space, cfg: SearchConfig) -> Grid:
         if count_params(arch) > cfg.budget or (cfg.max_macs is not None and count_macs(arch) > cfg.max_macs):
             over += 1
             continue
-        key = (arch.scaled(cfg.fidelity.width).id, short_hash(recipe.to_dict()))
+        key = (arch.scaled(cfg.fidelity.width).id, short_hash(recipe.identity()))
         if key not in seen:
             seen.add(key)
             points.append({k: v for k, v in {**values, **overrides}.items() if space.reads(k, values)})

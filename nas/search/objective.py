@@ -27,6 +27,7 @@ from nas.counting import count_macs, count_params
 from nas.data import ImageSet, load_split, split_validation, stratified_subset
 from nas.errors import NasError
 from nas.model import build_model
+from nas.precision import resolved
 from nas.record import Outcome, set_outcome
 from nas.recipe import Recipe
 from nas.search.config import SearchConfig
@@ -91,7 +92,7 @@ class TrialFault(Exception):
 
 
 def hash_recipe(recipe: Recipe) -> str:
-    return short_hash(recipe.to_dict())
+    return short_hash(recipe.identity())
 
 
 def make_objective(space: Space, cfg: SearchConfig, data: SearchData, device: torch.device,
@@ -279,6 +280,8 @@ def _train_trial(trial: optuna.Trial, proxy: Arch, recipe: Recipe, data: SearchD
         if prune:
             raise optuna.TrialPruned()
 
+    with stopping.held():  # a database write
+        trial.set_user_attr(record.PRECISION, resolved(recipe.precision, device))
     oom = False
     try:
         with stopping.at_once():  # nothing is being written while a trial trains
