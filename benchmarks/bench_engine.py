@@ -67,7 +67,7 @@ def main() -> None:
                          "wall_s": time.perf_counter() - t})
             print(f"{name:9s} {precision:5s} engine {r.images_per_s:8.1f} img/s  standard {r.baseline_images_per_s:8.1f}"
                   f" img/s  speedup {r.speedup:5.2f}x  {r.achieved_flops / 1e9:7.1f} GFLOP/s = "
-                  f"{r.peak_fraction:6.1%} of {r.peak_flops / 1e9:.0f} GFLOP/s matmul peak", flush=True)
+                  f"{r.peak_fraction:6.1%} of {r.peak_flops / 1e9:.0f} GFLOP/s peak (matmul or conv)", flush=True)
     print(f"load average at end: {os.getloadavg()}")
     for row in rows:
         print(json.dumps(row))

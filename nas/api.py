@@ -31,6 +31,9 @@ from nas.stopping import Stopped, stop_on_signals
 if TYPE_CHECKING:  # torch loads with a search or a training: reading a study (leaderboard, show, report) needs none
     import torch
 
+    import pandas
+
+    from nas.search import Verdict
     from nas.search import job as search_job
 
 
@@ -62,7 +65,7 @@ class SearchResult:
     study: optuna.Study
     trained: int
     trials: int
-    verdict: Any  # nas.search.Verdict, or None when the final rung did not run
+    verdict: Verdict | None  # None when the final rung did not run
     folder: Path
 
 
@@ -85,7 +88,13 @@ def _faults(writes: bool = False) -> Callable[[Callable[..., Any]], Callable[...
 
 
 def _search_settings(settings: dict[str, Any]) -> dict[str, Any]:
-    """SearchConfig fields from what a person writes: max_macs as a count ("3e8"), objectives as "a,b" or a list."""
+    """SearchConfig fields from what a person writes: max_macs as a count ("3e8"), objectives as "a,b" or a list.
+    A key that is no setting is named with the valid ones, not passed on to fail as a bare TypeError."""
+    valid = ("seed", "val_size", "timeout", "pruner", "sampler", "max_failures", "max_macs", "objectives", "final_rung")
+    unknown = sorted(set(settings) - set(valid))
+    if unknown:
+        raise NasError(f"Study.search() got unknown setting(s) {', '.join(map(repr, unknown))}: valid settings are "
+                       f"{', '.join(valid)} (and budget, trials, space, data, device, workers, confirm, fidelity, hooks)")
     given = dict(settings)
     if given.get("max_macs") is not None and not isinstance(given["max_macs"], int):
         given["max_macs"] = parse_count(str(given["max_macs"]), "max_macs")
@@ -194,7 +203,7 @@ class Study:
                  "test_acc": retrained.get(r.number, {}).get("test_acc"),
                  "test_acc_std": retrained.get(r.number, {}).get("test_acc_std")} for i, r in enumerate(shown, 1)]
 
-    def pivot(self, rows: str, columns: str) -> Any:
+    def pivot(self, rows: str, columns: str) -> pandas.DataFrame:
         """Best short-schedule validation accuracy for every pair of two settings (a pandas table), e.g.
         pivot("optimizer", "lr") after a grid over recipes."""
         from nas.results import pivot, trials_frame

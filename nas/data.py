@@ -11,7 +11,6 @@ import hashlib
 import io
 import os
 import pickle
-import sys
 import tarfile
 import warnings
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ import torch
 
 from nas.atomic import write_atomic
 from nas.checkpoint import why_unloadable
-from nas.errors import NasError
+from nas.errors import NasError, note
 
 CACHE_VERSION = 2  # bump when the cached layout changes, so stale caches are not read
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -49,12 +48,6 @@ class ImageSet:
     def take(self, index: torch.Tensor) -> ImageSet:
         """The images at `index` (a 1-D int64 tensor), same classes."""
         return ImageSet(self.images[index], self.labels[index], self.classes)
-
-
-def note(text: str) -> None:
-    """One line on stderr, at once: what a long step is doing must reach logs (nohup, SLURM, CI),
-    and stdout stays clean for --json."""
-    print(text, file=sys.stderr, flush=True)
 
 
 def default_cache_dir() -> Path:

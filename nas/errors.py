@@ -5,6 +5,7 @@ or a deeply shared structure (YAML aliases) whose full repr would not fit in mem
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +15,12 @@ _DEPTH = 6  # nesting levels shown before "..."
 
 class NasError(Exception):
     """A problem with the user's input or environment; the CLI prints it on one line, no traceback."""
+
+
+def note(text: str) -> None:
+    """One line on stderr, at once: what a long step is doing must reach logs (nohup, SLURM, CI),
+    and stdout stays clean for --json."""
+    print(text, file=sys.stderr, flush=True)
 
 
 def shown(value: Any, limit: int = SHOWN) -> str:

@@ -40,7 +40,6 @@ class Outcome(str, enum.Enum):
     WAITING = "waiting"
 
 
-OUTCOMES = tuple(o.value for o in Outcome if o not in (Outcome.TRAINING, Outcome.WAITING))  # final ones
 TRAINED = frozenset({Outcome.COMPLETE.value, Outcome.PRUNED.value, Outcome.NONFINITE.value})  # count toward --trials
 REJECTED = frozenset({Outcome.OVER_BUDGET.value, Outcome.INVALID.value, Outcome.DUPLICATE.value})  # no compute spent
 FAILED = frozenset({Outcome.ERROR.value, Outcome.OOM.value})  # the trial's own fault: --max-failures in a row stop

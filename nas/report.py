@@ -307,8 +307,7 @@ def write_study_report(study: Any, results_dir: Path, examples: Path, frame: pd.
                        static: str | None = None) -> Path:
     """Rewrite RESULTS/<study>/report.html with the search, its retrained candidates and the baselines
     (every examples/ architecture for the study's class count: retrained where a run exists, else its size alone);
-    `static` ("png" or
-    "svg") also writes each figure to figures/NAME.png beside it."""
+    `static` ("png" or "svg") also writes each figure to figures/NAME.png beside it."""
     from nas.artifacts import study_dir
     from nas.figures import importances
     from nas.record import STUDY_BUDGET

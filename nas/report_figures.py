@@ -287,9 +287,6 @@ def pareto_figure(frame: pd.DataFrame, budget: int, retrained: Sequence[Mapping[
     return fig
 
 
-# ------------------------------------------------------------------------------ history and ranks
-
-
 def macs_figure(frame: pd.DataFrame, fidelity: Mapping[str, Any] | None = None) -> go.Figure:
     """Accuracy vs MACs per image: a parameter budget does not bound compute, so the front against compute (what
     `--objectives accuracy,macs` searches) is drawn too, seed designs as named squares."""
@@ -311,6 +308,9 @@ def macs_figure(frame: pd.DataFrame, fidelity: Mapping[str, Any] | None = None) 
                       xaxis={"title": "MACs per image", "type": "log", "tickformat": "~s", "dtick": "D2"},  # 1-2-5 ticks
                       yaxis={"title": "accuracy", "tickformat": ".1%"}, legend={"groupclick": "toggleitem"})
     return fig
+
+
+# ------------------------------------------------------------------------------ history and ranks
 
 
 def history_figure(frame: pd.DataFrame, fidelity: Mapping[str, Any] | None = None) -> go.Figure:

@@ -45,8 +45,12 @@ from nas.record import Record
 from nas.recipe import Recipe
 
 if TYPE_CHECKING:  # torch loads with training: reading finished runs (leaderboards, reports) needs none
+    import optuna
     import torch
     from torch import nn
+
+    from nas.data import ImageSet
+    from nas.train import TrainResult
 
 RECIPE_FIELDS = tuple(f.name for f in dataclasses.fields(Recipe))
 # Schedule length and sampling belong to the search's fidelity, not to the candidate: never carried over.
@@ -87,7 +91,7 @@ def trial_candidate(r: Record) -> Candidate:
                      search_val_acc=r.score, source=f"trial {r.number}")
 
 
-def select_trials(study: Any, which: str | int, top: int | None = None) -> list[Record]:
+def select_trials(study: optuna.Study, which: str | int, top: int | None = None) -> list[Record]:
     """Trials to retrain: 'best', a trial number, or the `top` best finished in-budget trials, in the
     leaderboard's order (nas.record.rank_key: the final rung's score first)."""
     rs = record.records(study)
@@ -152,9 +156,9 @@ def run_dir(root: Path, arch: Arch, recipe: Recipe, val_size: int, data: str) ->
 class RetrainData:
     """The training split (minus the optional validation carve-out) and the test split."""
 
-    train: Any  # ImageSet
-    val: Any | None
-    test: Any
+    train: ImageSet
+    val: ImageSet | None
+    test: ImageSet
     source: str
     val_size: int
 
@@ -254,7 +258,7 @@ def retrain_one(candidate: Candidate, recipe: Recipe, data: RetrainData, device:
 
 
 def _finish(candidate: Candidate, recipe: Recipe, data: RetrainData, device: torch.device, directory: Path,
-            model: nn.Module, result: Any) -> dict[str, Any]:
+            model: nn.Module, result: TrainResult) -> dict[str, Any]:
     """Score once on test, write weights, curves and metrics.json (last: its presence means finished)."""
     import torch
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nas.bounds import Bounds
 from nas.counting import count_many
 from nas.errors import NasError
 from nas.space import PER_LAYER, Combo, Space, combo_size, static_combos
@@ -32,15 +33,9 @@ class Survey:
     seconds: float
     macs: np.ndarray  # their multiply-accumulates per image, in the same order
 
-    def fits(self, budget: int | None, max_macs: int | None = None) -> float:
-        """Fraction of the space within the budget and the MACs bound, each where given (exact, or an
-        unbiased estimate)."""
-        ok = np.ones(len(self.params), dtype=bool)
-        if budget is not None:
-            ok &= self.params <= budget
-        if max_macs is not None:
-            ok &= self.macs <= max_macs
-        return float(ok.mean())
+    def fits(self, bounds: Bounds) -> float:
+        """Fraction of the space within the bounds (exact, or an unbiased estimate)."""
+        return float(bounds.mask(self.params, self.macs).mean())
 
     @property
     def rate(self) -> float:

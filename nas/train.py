@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas.augment import Augment, ChannelStats, augment_batch, channel_stats, normalize
-from nas.data import ImageSet, note, stratified_subset
-from nas.errors import NasError
+from nas.data import ImageSet, stratified_subset
+from nas.errors import NasError, note
 from nas.precision import resolve_precision, resolved
 from nas.recipe import Recipe
 
@@ -124,6 +124,26 @@ class Lookahead:
         for s, saved in zip(self.slow, state["slow"]):
             s.copy_(saved)
         self.steps = state["steps"]
+
+
+class CompiledOrEager(nn.Module):
+    """torch.compile(model), or the model itself once compiling fails (no C++ compiler, an unsupported op):
+    one line says so and the run goes on in eager mode, with the same weights. Compiling is lazy, so the
+    failure shows at the first call, not here."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.compiled = model, torch.compile(model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.compiled is not None:
+            try:
+                return self.compiled(x)
+            except Exception as e:  # noqa: BLE001: whatever the compiler raised, eager mode still trains
+                note(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}); "
+                     f"training goes on in eager mode")
+                self.compiled = None
+        return self.model(x)
 
 
 def make_optimizer(model: nn.Module, r: Recipe, total_steps: int = 1) -> torch.optim.Optimizer | Lookahead:
@@ -400,7 +420,7 @@ def _prepare(model: nn.Module, r: Recipe, train_set: ImageSet, val_set: ImageSet
             m.momentum = r.bn_momentum
             if r.bn_weight_frozen and m.weight is not None:
                 m.weight.requires_grad_(False)
-    net = torch.compile(model) if r.compile else model
+    net = CompiledOrEager(model) if r.compile else model
     steps_per_epoch = len(train_set) // r.batch_size  # the incomplete last batch is dropped; order changes
     opt = make_optimizer(model, r, r.epochs * steps_per_epoch)
     schedule = LrSchedule(r, steps_per_epoch)

@@ -80,3 +80,12 @@ def test_every_name_the_readme_example_calls_exists():
     example = re.sub(r"#.*", "", example)  # comments name files, not calls
     assert {n for n in re.findall(r"\bnas\.(\w+)", example)} <= set(dir(nas))
     assert {n for n in re.findall(r"\bstudy\.(\w+)", example)} <= set(dir(nas.Study))
+
+
+def test_a_mistyped_search_setting_names_the_valid_ones_before_any_work(tmp_path):
+    import nas
+    from nas.errors import NasError
+
+    with pytest.raises(NasError, match=r"unknown setting\(s\) 'max_mac': valid settings are seed, .*max_macs"):
+        nas.Study("typo", results_dir=tmp_path).search(budget=5e6, trials=1, max_mac="3e8")
+    assert not (tmp_path / "typo").exists()

@@ -12,6 +12,7 @@ import yaml
 
 import nas.search.objective
 from nas import Arch, count_params
+from nas.bounds import Bounds
 from nas.api import Study
 from nas.counting import count_macs
 from nas.data import ImageSet
@@ -110,8 +111,8 @@ def test_the_space_survey_counts_what_fits_both_bounds():
 
     raw = yaml.safe_load((ROOT / "search_spaces" / "tiny.yaml").read_text())
     s = survey(parse_space(raw), samples=1000, seed=0)
-    assert 0 < s.fits(60_000, max_macs=3_000_000) < s.fits(60_000) <= 1
-    assert s.fits(60_000, max_macs=10**12) == s.fits(60_000)
+    assert 0 < s.fits(Bounds(60_000, 3_000_000)) < s.fits(Bounds(60_000)) <= 1
+    assert s.fits(Bounds(60_000, 10**12)) == s.fits(Bounds(60_000))
 
 
 def test_a_macs_bound_no_candidate_meets_is_refused_before_anything_is_written(small_cifar, tmp_path, search_args):

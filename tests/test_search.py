@@ -369,3 +369,29 @@ def test_a_resumed_search_states_its_measured_trial_cost_without_timing_probes(s
     again = CliRunner().invoke(app, [*args[:args.index("--trials") + 1], "2", *args[args.index("--trials") + 2:]])
     assert again.exit_code == 0, again.output
     assert f"~{measured:.1f} s per full trial" in again.output and "1 already done" in again.output
+
+
+def test_the_cost_probe_times_only_candidates_inside_both_bounds(tmp_path, monkeypatch):
+    """The trial-cost estimate trains a few random candidates briefly: each must fit --max-macs as well as the
+    budget (the probe once checked parameters only, so a compute-bounded search timed networks it never trains)."""
+    import nas.search.loop as loop
+    from nas.counting import count_macs
+
+    built: list[Arch] = []
+
+    def record_build(arch, *args, **kwargs):
+        built.append(arch)
+        return build_model(arch, *args, **kwargs)
+
+    def timed(model, recipe, train_set, val_set, device, **kw):
+        return TrainResult("ok", (), 0.5, 0.0, 100.0, 0, 0.0, "fp32")
+
+    monkeypatch.setattr(loop, "build_model", record_build)
+    monkeypatch.setattr(loop, "train", timed)
+    blank = ImageSet(torch.zeros(8, 3, 32, 32, dtype=torch.uint8), torch.zeros(8, dtype=torch.long), ("x",))
+    space = load_space(ROOT / "search_spaces" / "default.yaml")
+    cfg = config(tmp_path, budget=5_000_000, max_macs=150_000_000, fidelity=Fidelity(1, 0, 0, 1.0, 1))
+    seconds = loop.estimate_trial_seconds(space, cfg, SearchData(blank, blank), torch.device("cpu"), probes=8)
+    assert math.isfinite(seconds) and len(built) == 8
+    assert all(count_params(a) <= 5_000_000 and count_macs(a) <= 150_000_000 for a in built), \
+        [(count_params(a), count_macs(a)) for a in built]

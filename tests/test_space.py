@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from nas.bounds import Bounds
 from nas import Arch, count_macs, count_params
 from nas.errors import NasError
 from nas.space import Choice, Range, load_space, parse_space, space_size
@@ -65,7 +66,7 @@ def test_enumeration_matches_brute_force_including_invalid_combinations():
 def test_large_spaces_are_sampled_and_say_so():
     s = survey(load_space(ROOT / "search_spaces" / "default.yaml"), samples=5000)
     assert s.method == "sampled" and s.evaluated == 5000 and s.size > 10**9
-    assert 0.2 < s.fits(5_000_000) < 0.9
+    assert 0.2 < s.fits(Bounds(5_000_000)) < 0.9
 
 
 def test_the_survey_counts_huge_candidates_exactly_and_refuses_those_beyond_exact_counting():

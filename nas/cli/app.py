@@ -39,7 +39,7 @@ ResultsDir = Annotated[Path, typer.Option("--results-dir", help="Where study fol
 Data = Annotated[str, typer.Option(help="cifar10 | cifar100 (downloaded once), an ImageFolder directory with train/ and test/, or a .tar.gz of one.")]
 Device = Annotated[str, typer.Option(help="auto | cpu | cuda (auto picks CUDA when available).")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
-Protocol = Annotated[str, typer.Option(help="Starting recipe, flags override it: reference (the seed reports': SGD 0.1, cosine, batch 128, 200 epochs) | fast (16 epochs: whitened stem, one-cycle Nesterov, label smoothing, Lookahead, flip TTA).")]
+Protocol = Annotated[str, typer.Option(help="Starting recipe, flags override it: reference (the seed reports': SGD 0.1, cosine, batch 128, 200 epochs) | fast (16 epochs: whitened stem, one-cycle Nesterov, label smoothing, Lookahead, flip TTA) | airbench (airbench94's recipe, 10 epochs at batch 1024; for examples/airbench94.json).")]
 
 
 def _version(show: bool) -> None:

@@ -13,6 +13,7 @@ from rich.text import Text
 from nas.arch import Arch
 from nas.cli.app import Json, command, out, print_json
 from nas.cli.archflags import arch_command
+from nas.bounds import Bounds
 from nas.counting import breakdown, count_macs, count_params
 from nas.errors import NasError
 from nas.numbers import parse_count
@@ -84,7 +85,7 @@ def space(
             raise NasError(f"--classes={classes} must be >= 2")
         sp = sp.for_data(classes)
     s = survey(sp, samples=samples, seed=seed)
-    fit = s.fits(cap, macs_cap) if cap is not None or macs_cap is not None else None
+    fit = s.fits(Bounds(cap, macs_cap)) if cap is not None or macs_cap is not None else None
     summary = {
         "space": sp.name, "num_classes": sp.num_classes, "size": s.size, "method": s.method, "evaluated": s.evaluated,
         "budget": cap, "max_macs": macs_cap, "fit_fraction": fit, "fit_count": round(fit * s.size) if fit is not None else None,

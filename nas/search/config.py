@@ -8,13 +8,14 @@ from typing import Any
 
 import torch
 
+from nas.bounds import Bounds
 from nas.errors import NasError
 from nas.recipe import Recipe
 
 PRUNERS = ("halving", "hyperband", "median", "none")
 SAMPLERS = ("tpe", "random", "grid")
-OBJECTIVES = ("accuracy", "params", "macs")
-RUNGS = ("proxy", "fast")  # the final rung: the trials' proxy 5x longer, or full width with the fast protocol  # accuracy is maximised, the costs minimised
+OBJECTIVES = ("accuracy", "params", "macs")  # accuracy is maximised, the costs minimised
+RUNGS = ("proxy", "fast")  # the final rung: the trials' proxy 5x longer, or full width with the fast protocol
 CONFIRM_LONGER_BY = 5  # the fidelity study's long training, whose ranking is the reference
 
 
@@ -102,6 +103,11 @@ class SearchConfig:
         self._check_objectives()
         if not 0 <= self.seed < 2**32:  # numpy's seed range, which the samplers use
             raise NasError(f"--seed={self.seed} must be between 0 and {2**32 - 1}")
+
+    @property
+    def bounds(self) -> Bounds:
+        """The hard limits every candidate must fit (nas.bounds): the one rule, asked everywhere."""
+        return Bounds(self.budget, self.max_macs)
 
     def _check_objectives(self) -> None:
         unknown = [o for o in self.objectives if o not in OBJECTIVES]

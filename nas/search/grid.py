@@ -16,7 +16,6 @@ from itertools import product
 from typing import Any, Iterator
 
 from nas.arch import short_hash
-from nas.counting import count_macs, count_params
 from nas.errors import NasError
 from nas.search.config import SearchConfig
 from nas.space import Choice, Space
@@ -61,7 +60,7 @@ def grid(space: Space, cfg: SearchConfig) -> Grid:
         except NasError:
             impossible += 1
             continue
-        if count_params(arch) > cfg.budget or (cfg.max_macs is not None and count_macs(arch) > cfg.max_macs):
+        if not cfg.bounds.fits(arch):
             over += 1
             continue
         key = (arch.scaled(cfg.fidelity.width).id, short_hash(recipe.identity()))

@@ -14,7 +14,7 @@ import optuna
 import torch
 
 from nas import artifacts, record
-from nas.counting import count_macs, count_params
+from nas.bounds import Bounds
 from nas.data import check_image_shape
 from nas.errors import NasError
 from nas.record import Record
@@ -71,11 +71,11 @@ def plan(space_file: Path, budget: int, trials: int, data: str = "cifar10", stud
                        **{"final_rung": default_rung(dev), **{k: v for k, v in settings.items() if v is not None}})
     check_concurrent_storage(artifacts.storage_backend(url), artifacts.safe_url(url), workers)
     s = survey(space, samples=20_000, seed=cfg.seed)
-    if s.fits(budget) == 0:
+    if s.fits(Bounds(budget)) == 0:
         raise NasError(f"no candidate of {space.name} fits the budget {budget:,} (smallest "
                        f"{'' if s.method == 'exact' else 'sampled '}has {int(s.params.min()):,} parameters): "
                        f"raise --budget or add smaller choices to the space")
-    if cfg.max_macs is not None and s.fits(budget, cfg.max_macs) == 0:
+    if cfg.max_macs is not None and s.fits(cfg.bounds) == 0:
         raise NasError(f"no {'' if s.method == 'exact' else 'sampled '}candidate of {space.name} fits both the budget "
                        f"{budget:,} and --max-macs {cfg.max_macs:,} (fewest MACs: {int(s.macs.min()):,}): raise "
                        f"--max-macs or add narrower choices to the space")
@@ -149,8 +149,7 @@ def enqueue_seeds(study: optuna.Study, space: Space, cfg: SearchConfig) -> list[
     the sampler starts from known-good networks, and every search is measured against them."""
     if study.get_trials(deepcopy=False):
         return []
-    fitting = [(name, arch) for name, arch in space.seeds if count_params(arch) <= cfg.budget
-               and (cfg.max_macs is None or count_macs(arch) <= cfg.max_macs)]
+    fitting = [(name, arch) for name, arch in space.seeds if cfg.bounds.fits(arch)]
     for name, arch in fitting:
         study.enqueue_trial(space.values(arch), user_attrs={record.SEED_DESIGN: name})
     return [name for name, _ in fitting]

@@ -11,7 +11,6 @@ import optuna
 import torch
 
 from nas import record, stopping
-from nas.counting import count_params
 from nas.errors import NasError
 from nas.model import build_model
 from nas.search.config import SearchConfig
@@ -133,7 +132,7 @@ def estimate_trial_seconds(space: Space, cfg: SearchConfig, data: SearchData, de
             arch = space.arch(values)
         except NasError:
             continue
-        if count_params(arch) <= cfg.budget:
+        if cfg.bounds.fits(arch):
             rates.append(train(build_model(arch.scaled(cfg.fidelity.width)), probe, data.train, None, device).images_per_s)
     if not rates:
         return math.nan

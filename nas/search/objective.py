@@ -157,12 +157,7 @@ def _describe(trial: optuna.Trial, arch: Arch, recipe: Recipe, candidate_key: st
 
 def _over_bounds(trial: optuna.Trial, cfg: SearchConfig) -> str | None:
     """Why the described candidate breaks a hard bound (the budget, --max-macs), or None when it fits both."""
-    params, macs = trial.user_attrs[record.PARAMS], trial.user_attrs[record.MACS]
-    if params > cfg.budget:
-        return f"{params:,} parameters > budget {cfg.budget:,}"
-    if cfg.max_macs is not None and macs > cfg.max_macs:
-        return f"{macs:,} MACs > --max-macs {cfg.max_macs:,}"
-    return None
+    return cfg.bounds.problem_of(trial.user_attrs[record.PARAMS], trial.user_attrs[record.MACS])
 
 
 def _previous(study: optuna.Study, key: str) -> optuna.trial.FrozenTrial | None:

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import optuna
 
-from nas.counting import count_macs, count_params
+from nas.bounds import Bounds
 from nas.errors import NasError
 from nas.search.config import SearchConfig
 from nas.space import Space
@@ -110,7 +110,7 @@ class SameDepthPruner(optuna.pruners.BasePruner):
         return self._inner.prune(DepthView(study, trial.params.get("layers")), trial)  # type: ignore[arg-type]
 
 
-def budget_check(space: Space, budget: int, max_macs: int | None = None) -> Callable[[dict[str, Any]], bool | None]:
+def budget_check(space: Space, bounds: Bounds) -> Callable[[dict[str, Any]], bool | None]:
     """fits(params): True/False when params name a whole candidate, None when knobs are missing."""
     def fits(params: dict[str, Any]) -> bool | None:
         if "layers" not in params:
@@ -124,7 +124,7 @@ def budget_check(space: Space, budget: int, max_macs: int | None = None) -> Call
             return None
         try:
             arch = space.arch(values)
-            return count_params(arch) <= budget and (max_macs is None or count_macs(arch) <= max_macs)
+            return bounds.fits(arch)
         except NasError:
             return False
     return fits
@@ -138,7 +138,7 @@ def make_sampler(cfg: SearchConfig, space: Space | None = None) -> optuna.sample
         return optuna.samplers.RandomSampler(seed=cfg.sampler_seed)
     if space is not None:
         return CandidateSampler(lambda i: tpe(cfg.sampler_seed + i), space.layers,
-                                budget_check(space, cfg.budget, cfg.max_macs))
+                                budget_check(space, cfg.bounds))
     return tpe(cfg.sampler_seed)
 
 
