@@ -1,11 +1,10 @@
-"""airbench's tricks as recipe fields and network knobs: each does what it says, and a run using all of them
-resumes bit for bit (nas/recipe.py PROTOCOLS["airbench"], examples/airbench94.json)."""
+"""airbench's tricks as recipe fields and network knobs (nas/recipe.py PROTOCOLS["airbench"],
+examples/airbench94.json): each does what it says; a run with all of them resumes bit for bit (tests/test_train.py)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ from nas.data import load_split, split_validation
 from nas.errors import NasError
 from nas.model import build_model
 from nas.recipe import PROTOCOLS, Recipe, protocol
-from nas.train import EvalPoint, LrSchedule, evaluate, make_optimizer, train
+from nas.train import LrSchedule, evaluate, make_optimizer, train
 
 CPU = torch.device("cpu")
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,29 +112,6 @@ def test_triangular_schedule_and_airbench_lookahead_have_airbench_shapes(cifar):
     assert opt.alpha(0) == pytest.approx(1.0) and opt.alpha(100) == pytest.approx(1 - 0.95 ** 5)
     stats = {id(t) for m in model.modules() if isinstance(m, nn.BatchNorm2d) for t in (m.running_mean, m.running_var)}
     assert stats <= {id(t) for t in opt.fast}  # BN statistics are averaged with the weights
-
-
-def test_a_run_with_every_airbench_trick_resumes_bit_identically(cifar, tmp_path):
-    r = small_recipe()
-    whole_net = build_model(SMALL, r.init, 0)
-    whole = train(whole_net, r, *cifar, CPU)
-
-    class Crash(Exception):
-        pass
-
-    def crash(point: EvalPoint) -> None:
-        if point.epoch > 2:
-            raise Crash
-
-    with pytest.raises(Crash):
-        train(build_model(SMALL, r.init, 0), r, *cifar, CPU, on_eval=crash, checkpoint_dir=tmp_path)
-    resumed_net = build_model(SMALL, r.init, 5)
-    resumed = train(resumed_net, r, *cifar, CPU, checkpoint_dir=tmp_path)
-    assert [dataclasses.replace(p, seconds=0) for p in resumed.history] == \
-           [dataclasses.replace(p, seconds=0) for p in whole.history]
-    for (name, x), y in zip(whole_net.state_dict().items(), resumed_net.state_dict().values()):
-        assert torch.equal(x, y), name
-    assert math.isfinite(whole.train_loss_sum) and whole.status == "ok"
 
 
 @pytest.mark.parametrize("field, value, words", [

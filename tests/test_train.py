@@ -308,10 +308,16 @@ def test_the_fast_protocol_is_reproducible_with_a_seed_and_differs_across_seeds(
     assert strip_time(c.history) != strip_time(a.history)
 
 
-@pytest.mark.parametrize("option", [{"optimizer": o} for o in OPTIMIZERS] + [{"schedule": s} for s in SCHEDULES])
+AIRBENCH_TRICKS = dict(alternate_flip=True, bn_weight_frozen=True, bias_lr_scale=64.0, bn_momentum=0.4, lookahead=True,
+                       lookahead_schedule="airbench", tta=True, tta_translate=True, crop_padding=2, pad_mode="reflect")
+
+
+@pytest.mark.parametrize("option", [{"optimizer": o} for o in OPTIMIZERS] + [{"schedule": s} for s in SCHEDULES]
+                         + [AIRBENCH_TRICKS])
 def test_every_optimizer_and_schedule_resumes_bit_identically(cifar, tmp_path, option):
     """Each optimizer and schedule, with warm-up, stopped mid-run and resumed from its checkpoint, ends with
-    the weights and history of the run that was never stopped."""
+    the weights and history of the run that was never stopped; so does a run with every airbench trick (its
+    flip order, BN-bias parameter group and EMA of the BN statistics)."""
     r = dataclasses.replace(FAST, epochs=2, evals_per_epoch=2, warmup_epochs=0.5, **option)
     whole_net = tiny_net()
     whole = train(whole_net, r, *cifar, CPU)
