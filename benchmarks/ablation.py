@@ -45,6 +45,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", help="comma-separated row names to run (default: all)")
+    ap.add_argument("--train-subset", type=int, default=0, help="train on this many images (a quick check; 0 = all)")
     ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--out", type=Path, default=Path("results/ablation.json"))
     args = ap.parse_args()
@@ -55,7 +56,8 @@ def main() -> None:
     for name, off in OFF.items():
         if args.only and name not in args.only.split(","):
             continue
-        r = protocol("airbench").updated({"epochs": args.epochs, "seed": args.seed, **off})
+        r = protocol("airbench").updated({"epochs": args.epochs, "seed": args.seed, "train_subset": args.train_subset,
+                                          **off})
         model = build_model(arch, r.init, r.seed)
         started = time.perf_counter()
         result = train(model, r, train_set, None, device)

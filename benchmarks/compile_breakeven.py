@@ -66,10 +66,9 @@ def main() -> None:
     ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--batch-size", type=int, default=512)
     ap.add_argument("--steps", default="4,16", help="the two step counts per mode")
-    ap.add_argument("--runs", default="trial:49,final-rung:440,retrain:490",
-                    help="name:steps of the run lengths to judge (defaults: airbench94 at batch 1024 for 1 and 10 "
-                         "epochs, and a CPU-default trial's 4 epochs x 5,000 images at batch 128 = 156 steps "
-                         "scaled to this batch)")
+    ap.add_argument("--runs", default="trial:39,final-rung:195,retrain:976",
+                    help="name:steps of the run lengths to judge (defaults, at batch 512: a CPU-default trial, 4 epochs x "
+                         "5,000 images; its final rung, 5x that; a 10-epoch retrain on 50,000 images)")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--compiled", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=Path("results/compile_breakeven.json"))

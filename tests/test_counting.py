@@ -185,6 +185,7 @@ def test_published_counts_are_exact(arch, params):
     ("res2net29-24w4s", 4_609_652, 713_527_296), ("simplenet-13", 4_613_028, 571_302_912),
     ("efficient-resnet-se", 4_697_742, 798_690_304), ("found-cpu200e", 2_504_622, 609_722_880),
     ("airbench94", 1_972_792, 118_147_360),  # the parameters of the network airbench94's source builds
+    ("airbench95", 4_606_520, 301_560_864),  # airbench95's: "4.61M" in its paper
 ])
 def test_the_example_files_count_what_the_readme_says(name, params, macs):
     arch = Arch.from_dict(json.loads((ROOT / "examples" / f"{name}.json").read_text())["arch"])
