@@ -595,8 +595,9 @@ def static_combos(space: Space):
     """Every Combo of the space: N, pool and options, with their valid per-layer channel lists."""
     options = space_options(space)
     for n in space.layers:
+        pools = [valid_pools(space, n, o) for o in options]  # once per option, not once per (pool, option)
         for pool in space.pool:  # in the file's order, then the options': the order a sampled survey draws in
-            for o in (o for o in options if pool in valid_pools(space, n, o)):
+            for o in (o for o, fits in zip(options, pools) if pool in fits):
                 chans = [valid_channels(space, o, i) for i in range(n)]
                 later = [space.skip_kernels[i] if o.block not in SHORTCUTLESS else (1,) for i in range(1, n)]
                 for first, skips in _first_layer(space, o, chans[0]):
