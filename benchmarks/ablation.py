@@ -20,10 +20,10 @@ from pathlib import Path
 import torch
 
 from nas import Arch, build_model
-from nas.augment import channel_stats
-from nas.data import load_split
-from nas.recipe import protocol
-from nas.train import evaluate, train
+from nas.engine.augment import channel_stats
+from nas.engine.data import load_split
+from nas.engine.recipe import protocol
+from nas.engine.train import evaluate, train
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "cifar10-png.tar.gz"

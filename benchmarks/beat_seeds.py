@@ -23,15 +23,22 @@ import optuna
 import torch
 
 from nas import Arch, count_params
+from nas.arch.model import build_model
 from nas.artifacts import default_storage
-from nas.augment import channel_stats
-from nas.data import load_split
-from nas.model import build_model
-from nas.recipe import Recipe
+from nas.engine.augment import channel_stats
+from nas.engine.data import load_split
+from nas.engine.recipe import Recipe
+from nas.engine.train import evaluate, train
 from nas.record import records
 from nas.retrain import select_trials
-from nas.search import CONFIRM_LONGER_BY, SEARCH_RECIPE, Fidelity, SearchConfig, load_search_data, longer
-from nas.train import evaluate, train
+from nas.search import (
+    CONFIRM_LONGER_BY,
+    SEARCH_RECIPE,
+    Fidelity,
+    SearchConfig,
+    load_search_data,
+    longer,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 from nas import Arch, build_model, count_params
-from nas.space import load_space
-from nas.survey import survey
+from nas.arch.space import load_space
+from nas.arch.survey import survey
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHS = {

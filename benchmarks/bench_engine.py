@@ -32,11 +32,11 @@ import time
 import torch
 
 from nas.arch import Arch
-from nas.bench import bench
-from nas.data import load_split
-from nas.model import build_model
-from nas.recipe import Recipe
-from nas.train import select_device
+from nas.arch.model import build_model
+from nas.engine.bench import bench
+from nas.engine.data import load_split
+from nas.engine.recipe import Recipe
+from nas.engine.train import select_device
 
 DEFAULT_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "cifar10-png.tar.gz")
 NETS = {  # name: (channels, batch size, timed steps per round)

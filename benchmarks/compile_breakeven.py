@@ -2,7 +2,7 @@
 
 Each measurement is a fresh process (compiled code is cached in a process and on disk, so a second
 compile in one process would look free; the on-disk cache is pointed at an empty folder per process) that
-trains the network for n steps through nas.train.train. Two step counts per mode separate the fixed cost
+trains the network for n steps through nas.engine.train.train. Two step counts per mode separate the fixed cost
 (process-level warm-up, and for compiled runs the compile itself) from the per-step cost:
 T(n) = fixed + n * per_step. The break-even is the number of steps after which the compiled run has
 caught up: (fixed_compiled - fixed_eager) / (per_step_eager - per_step_compiled), "never" where compiling
@@ -35,9 +35,9 @@ def one(arch_file: str, protocol: str, data: str, steps: int, compiled: bool, ba
     import torch
 
     from nas import Arch, build_model
-    from nas.data import load_split
-    from nas.recipe import protocol as recipe_protocol
-    from nas.train import train
+    from nas.engine.data import load_split
+    from nas.engine.recipe import protocol as recipe_protocol
+    from nas.engine.train import train
 
     arch = Arch.from_dict(json.loads(Path(arch_file).read_text()).get("arch") or json.loads(Path(arch_file).read_text()))
     train_set = load_split(data, "train")

@@ -21,12 +21,19 @@ import optuna
 import torch
 
 from nas import Arch, count_params
-from nas.model import build_model
-from nas.recipe import PROTOCOLS
+from nas.arch.model import build_model
 from nas.artifacts import default_storage
-from nas.results import leaderboard, rank_correlation, trials_frame
-from nas.search import CONFIRM_LONGER_BY, CPU_FIDELITY, SEARCH_RECIPE, SearchConfig, load_search_data, longer
-from nas.train import train
+from nas.engine.recipe import PROTOCOLS
+from nas.engine.train import train
+from nas.report.tables import leaderboard, rank_correlation, trials_frame
+from nas.search import (
+    CONFIRM_LONGER_BY,
+    CPU_FIDELITY,
+    SEARCH_RECIPE,
+    SearchConfig,
+    load_search_data,
+    longer,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -24,7 +24,7 @@ each of them once, on the GPU, and records what happened: one named check each, 
                     time left allows, scored on the test split
 
 Everything the CLI does runs as `python -m nas ...` subprocesses (the command line is the stable
-surface); the engine checks call nas.train, nas.model and nas.search in this process.
+surface); the engine checks call nas.engine.train, nas.arch.model and nas.search in this process.
 
 Time: --budget-s (default 540) bounds the whole run, so it fits a 10-minute GPU command with time
 to spare for installing wheels. The engine checks and benches have fixed small sizes (estimated at
@@ -97,13 +97,13 @@ sys.path.insert(0, str(ROOT))  # runs as a plain file, with or without `pip inst
 import torch  # noqa: E402
 
 from nas.arch import Arch  # noqa: E402
-from nas.bench import matmul_peak_flops  # noqa: E402
-from nas.counting import count_macs, count_params  # noqa: E402
-from nas.data import ImageSet, load_split, split_validation  # noqa: E402
-from nas.model import build_model  # noqa: E402
-from nas.recipe import Recipe, protocol  # noqa: E402
-from nas.precision import resolve_precision  # noqa: E402
-from nas.train import select_device, train  # noqa: E402
+from nas.arch.counting import count_macs, count_params  # noqa: E402
+from nas.arch.model import build_model  # noqa: E402
+from nas.engine.bench import matmul_peak_flops  # noqa: E402
+from nas.engine.data import ImageSet, load_split, split_validation  # noqa: E402
+from nas.engine.precision import resolve_precision  # noqa: E402
+from nas.engine.recipe import Recipe, protocol  # noqa: E402
+from nas.engine.train import select_device, train  # noqa: E402
 
 SCHEMA = 1
 CHECKS = ("device", "resume", "bf16_autocast", "fp16_autocast", "oom_trial", "resident_data", "bench_resnet18",
@@ -451,8 +451,14 @@ def check_oom(run: Acceptance, fig: dict[str, Any]) -> None:
     "oom", release its memory, and train the next trials."""
     import optuna
 
-    from nas.search import SEARCH_RECIPE, Fidelity, SearchConfig, load_search_data, run_search
-    from nas.space import load_space
+    from nas.arch.space import load_space
+    from nas.search import (
+        SEARCH_RECIPE,
+        Fidelity,
+        SearchConfig,
+        load_search_data,
+        run_search,
+    )
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     s = run.sizes
@@ -567,9 +573,9 @@ def schedule(seconds: float, images_per_s: float, split_images: int, max_epochs:
 def check_search(run: Acceptance, fig: dict[str, Any], study: str) -> None:
     """A short search: the seed designs, then one trial of each depth, then the final rung, sized from
     the measured images/s of SE [4,4,3], the heaviest seed design, to fit SEARCH_SHARE of the time left."""
+    from nas.arch.space import load_space
     from nas.search import CONFIRM_LONGER_BY, CUDA_FIDELITY, SEARCH_RECIPE
     from nas.search.config import default_rung
-    from nas.space import load_space
 
     s = run.sizes
     allot = run.share(SEARCH_SHARE)

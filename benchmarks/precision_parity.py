@@ -1,6 +1,6 @@
 """bf16 against fp32 on one CPU: the same network and recipe, two seeds each, side by side in one run.
 
-bf16 autocast is what `precision: auto` picks on CPUs with native bf16 kernels (nas/precision.py); this
+bf16 autocast is what `precision: auto` picks on CPUs with native bf16 kernels (nas/engine/precision.py); this
 says whether it costs accuracy: the bf16 runs should end within the spread of the fp32 runs' seeds.
 Every run trains on the whole training split and is scored once on the test split.
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from nas import Arch
 from nas.api import train_architecture
-from nas.precision import cpu_flags, cpu_runs_bf16
+from nas.engine.precision import cpu_flags, cpu_runs_bf16
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-png.tar.gz"
 

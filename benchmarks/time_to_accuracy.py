@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 
 from nas import Arch, build_model, count_macs, count_params
-from nas.data import load_split
-from nas.recipe import protocol
-from nas.train import select_device, train
+from nas.engine.data import load_split
+from nas.engine.recipe import protocol
+from nas.engine.train import select_device, train
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "cifar10-png.tar.gz"

@@ -14,12 +14,12 @@ _PUBLIC = {  # name: (module, attribute)
     "SearchHooks": ("nas.api", "SearchHooks"),
     "SearchResult": ("nas.api", "SearchResult"),
     "Study": ("nas.api", "Study"),
-    "build_model": ("nas.model", "build_model"),
-    "count_macs": ("nas.counting", "count_macs"),
-    "count_params": ("nas.counting", "count_params"),
+    "build_model": ("nas.arch.model", "build_model"),
+    "count_macs": ("nas.arch.counting", "count_macs"),
+    "count_params": ("nas.arch.counting", "count_params"),
     "export_run": ("nas.export", "export"),
-    "load_model": ("nas.retrain", "load_model"),
-    "measure_latency": ("nas.latency", "measure_latency"),
+    "load_model": ("nas.runs", "load_model"),
+    "measure_latency": ("nas.engine.latency", "measure_latency"),
     "train_architecture": ("nas.api", "train_architecture"),
 }
 __all__ = sorted(_PUBLIC)

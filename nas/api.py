@@ -22,16 +22,16 @@ from nas import artifacts, record
 from nas import retrain as rt
 from nas.arch import Arch
 from nas.bundled import default_space, examples_dir
+from nas.engine.recipe import protocol as recipe_protocol
 from nas.errors import NasError
 from nas.numbers import parse_count
-from nas.recipe import protocol as recipe_protocol
 from nas.record import Record
+from nas.runs import baseline_root, finished_runs, retrain_root, summarize
 from nas.stopping import Stopped, stop_on_signals
 
 if TYPE_CHECKING:  # torch loads with a search or a training: reading a study (leaderboard, show, report) needs none
-    import torch
-
     import pandas
+    import torch
 
     from nas.search import Verdict
     from nas.search import job as search_job
@@ -168,8 +168,8 @@ class Study:
         return SearchResult(study, search_job.trained(study), trials, verdict, job.folder)
 
     def _write_results(self, study: optuna.Study) -> None:
-        from nas.report import write_study_report
-        from nas.results import trials_frame, write_trials_csv
+        from nas.report.page import write_study_report
+        from nas.report.tables import trials_frame, write_trials_csv
 
         frame = trials_frame(study)
         write_trials_csv(frame, self.folder / "trials.csv")
@@ -206,13 +206,13 @@ class Study:
     def pivot(self, rows: str, columns: str) -> pandas.DataFrame:
         """Best short-schedule validation accuracy for every pair of two settings (a pandas table), e.g.
         pivot("optimizer", "lr") after a grid over recipes."""
-        from nas.results import pivot, trials_frame
+        from nas.report.tables import pivot, trials_frame
 
         return pivot(trials_frame(self.optuna()), rows, columns)
 
     def retrained(self) -> list[dict[str, Any]]:
         """This study's finished retrain runs, one entry per (architecture, protocol), seeds averaged."""
-        return rt.summarize(rt.finished_runs(rt.retrain_root(self.results_dir, self.name)))
+        return summarize(finished_runs(retrain_root(self.results_dir, self.name)))
 
     @_faults()
     def budget(self) -> int | None:
@@ -223,7 +223,7 @@ class Study:
     def trial(self, which: str | int) -> dict[str, Any]:
         """Everything recorded about one trial ('best' or a number), the score that ranks it first."""
         r = rt.select_trials(self.optuna(), which)[0]
-        runs = [x for x in rt.finished_runs(rt.retrain_root(self.results_dir, self.name)) if x.get("trial") == r.number]
+        runs = [x for x in finished_runs(retrain_root(self.results_dir, self.name)) if x.get("trial") == r.number]
         return {"trial": r.number, "state": r.state.name, "outcome": r.outcome, "reason": r.reason,
                 "score": r.score, "val_acc": r.short_acc, "final_rung": dict(r.final) if r.final else None,
                 "seed_design": r.seed_design, "params": r.params, "macs": r.macs, "arch_id": r.arch_id,
@@ -237,7 +237,7 @@ class Study:
                 progress: bool = False, on_run: Callable[[rt.Run], None] | None = None,
                 examples: str | Path | None = None, protocol: str = "reference", **recipe: Any) -> list[dict[str, Any]]:
         """Retrain trials ('best', a number, or the `top` best) or an architecture file (a baseline, under
-        RESULTS/baselines/NAME) with a protocol's recipe (nas.recipe.PROTOCOLS), `recipe` overriding it;
+        RESULTS/baselines/NAME) with a protocol's recipe (nas.engine.recipe.PROTOCOLS), `recipe` overriding it;
         each scored once on test.
         Data: `data`, else the data this study searched. Re-running resumes. Returns each run's metrics.
         Ctrl+C/SIGTERM (a preempted job) raise nas.stopping.Stopped; each run keeps its last complete epoch."""
@@ -272,11 +272,11 @@ class Study:
         source = data or (artifacts.study_data(study, self.results_dir) if study else None) or "cifar10"
         if arch_file is not None:
             candidates = [rt.file_candidate(Path(arch_file))]
-            roots = [rt.baseline_root(self.results_dir, candidates[0].name)]
+            roots = [baseline_root(self.results_dir, candidates[0].name)]
         else:
             study = study or self.optuna()  # raises the one-line "no study" error
             candidates = [rt.trial_candidate(r) for r in rt.select_trials(study, target or "best", top)]
-            roots = [rt.retrain_root(self.results_dir, self.name)] * len(candidates)
+            roots = [retrain_root(self.results_dir, self.name)] * len(candidates)
         return rt.plan_runs(candidates, roots, recipe, seeds, val_size, source, recipe_protocol(protocol)), source
 
     def _existing(self) -> optuna.Study | None:
@@ -293,7 +293,7 @@ class Study:
     def report(self, examples: str | Path | None = None, static: str | None = None) -> Path:
         """Write RESULTS/NAME/report.html: the search, retrained candidates and the baselines (offline HTML);
         `static` ("png" or "svg") also writes each figure to figures/NAME.png beside it (needs nas[figures])."""
-        from nas.report import write_study_report
+        from nas.report.page import write_study_report
 
         return write_study_report(self.optuna(), self.results_dir, Path(examples) if examples else examples_dir(),
                                   static=static)
@@ -307,11 +307,11 @@ def train_architecture(arch: Arch, data: str = "cifar10", *, val_size: int = 500
     Returns the summary `nas train --json` prints (status, val_acc, seconds, params, history, ...)."""
     import dataclasses
 
-    from nas.augment import channel_stats
-    from nas.counting import count_params
-    from nas.data import check_image_shape, load_split, split_validation
-    from nas.model import build_for_data
-    from nas.train import evaluate, train
+    from nas.arch.counting import count_params
+    from nas.arch.model import build_for_data
+    from nas.engine.augment import channel_stats
+    from nas.engine.data import check_image_shape, load_split, split_validation
+    from nas.engine.train import evaluate, train
 
     r = recipe_protocol(protocol).updated(recipe)
     if val_size < 0:
@@ -337,7 +337,7 @@ def train_architecture(arch: Arch, data: str = "cifar10", *, val_size: int = 500
 
 
 def _device(name: str) -> torch.device:
-    from nas.train import select_device
+    from nas.engine.train import select_device
 
     return select_device(name)
 

@@ -36,7 +36,7 @@ def export(run_dir: str | Path, fmt: str, out: str | Path | None = None, data: s
            images: int = 256) -> Exported:
     """Write the run's model as `fmt` (default file: RUN_DIR/model.onnx or model.pt), check it on `images`
     test images of the run's data (or `data`), and write OUT.json beside it."""
-    from nas.retrain import load_model, load_stats, read_metrics
+    from nas.runs import load_model, load_stats, read_metrics
 
     if fmt not in FORMATS:
         raise NasError(f"--format={fmt!r} is unknown: choose one of {', '.join(FORMATS)}")
@@ -63,8 +63,8 @@ def export(run_dir: str | Path, fmt: str, out: str | Path | None = None, data: s
 
 def _real_inputs(data: str, stats, n: int) -> tuple[torch.Tensor, list[str]]:
     """The first `n` test images, normalised exactly as training and evaluation normalise them."""
-    from nas.augment import normalize
-    from nas.data import load_split
+    from nas.engine.augment import normalize
+    from nas.engine.data import load_split
 
     test = load_split(data, "test")
     return normalize(test.images[:n], stats), list(test.classes)

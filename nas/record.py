@@ -202,7 +202,7 @@ def best(rs: Iterable[Record]) -> Record | None:
 
 def nondominated(points: Sequence[Sequence[float]]) -> list[int]:
     """Indices of the points no other point beats on every coordinate at once (smaller is better; equal points
-    are all kept): the one Pareto rule, for records (front) and for tables (nas.results.pareto_front)."""
+    are all kept): the one Pareto rule, for records (front) and for tables (nas.report.tables.pareto_front)."""
     def beaten(p: Sequence[float]) -> bool:
         return any(all(a <= b for a, b in zip(q, p)) and tuple(q) != tuple(p) for q in points)
     return [i for i, p in enumerate(points) if not beaten(p)]

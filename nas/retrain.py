@@ -24,11 +24,9 @@ its last complete epoch (re-running the same command is the resume).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import platform
 import shutil
-import statistics
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -37,27 +35,33 @@ from typing import TYPE_CHECKING, Any
 
 from nas import record
 from nas.arch import Arch, short_hash
-from nas.artifacts import folder_name, inside, study_dir
-from nas.archfile import read_arch_file
+from nas.arch.archfile import read_arch_file
 from nas.atomic import NoSpace, write_json_atomic, write_text_atomic
+from nas.engine.recipe import Recipe
 from nas.errors import NasError
 from nas.record import Record
-from nas.recipe import Recipe
+from nas.runs import (
+    ARCH_FILE,
+    CHECKPOINTS,
+    CURVES,
+    METRICS,
+    PLOTLY_JS,
+    RECIPE_FILE,
+    WEIGHTS,
+    read_metrics,
+)
 
 if TYPE_CHECKING:  # torch loads with training: reading finished runs (leaderboards, reports) needs none
     import optuna
     import torch
     from torch import nn
 
-    from nas.data import ImageSet
-    from nas.train import TrainResult
+    from nas.engine.data import ImageSet
+    from nas.engine.train import TrainResult
 
 RECIPE_FIELDS = tuple(f.name for f in dataclasses.fields(Recipe))
 # Schedule length and sampling belong to the search's fidelity, not to the candidate: never carried over.
 FIDELITY_KEYS = ("epochs", "train_subset", "evals_per_epoch", "seed")
-METRICS, WEIGHTS, ARCH_FILE, RECIPE_FILE, CURVES = "metrics.json", "model.safetensors", "arch.json", "recipe.json", "curves.html"
-CHECKPOINTS = "checkpoints"
-PLOTLY_JS = "plotly.min.js"  # one copy per folder of runs, shared by their curves.html
 
 
 # ---------------------------------------------------------------------------------- candidates
@@ -125,7 +129,7 @@ def _trial_number(which: str | int) -> int:
 
 
 def file_candidate(path: Path) -> Candidate:
-    """A Candidate from an architecture file (nas.archfile)."""
+    """A Candidate from an architecture file (nas.arch.archfile)."""
     f = read_arch_file(path)
     return Candidate(name=f.name, arch=f.arch, overrides=f.recipe, source=f.path)
 
@@ -166,7 +170,7 @@ class RetrainData:
 def load_retrain_data(source: str, val_size: int = 0) -> RetrainData:
     """Whole training split by default (the search's validation images are training data again);
     `val_size` > 0 carves out a stratified validation set, only for curves: nothing selects on it."""
-    from nas.data import load_split, split_validation
+    from nas.engine.data import load_split, split_validation
 
     train_set = load_split(source, "train")
     val_set = None
@@ -192,7 +196,7 @@ class Run:
         """'finished', 'resuming after epoch K' or 'starting', as a re-run of the same command finds it.
         K is the epoch of the newest checkpoint that loads, the one training resumes from (a corrupt newer
         file is skipped there too), so this loads it: a file name alone would announce the wrong epoch."""
-        from nas.checkpoint import latest_checkpoint
+        from nas.engine.checkpoint import latest_checkpoint
 
         if (self.directory / METRICS).is_file():
             return "finished"
@@ -223,9 +227,9 @@ def retrain_one(candidate: Candidate, recipe: Recipe, data: RetrainData, device:
     unless `force`, which deletes the run directory first. A run that fails (not one that is
     interrupted, which resumes) leaves no directory behind when this call created it.
     """
-    from nas.data import check_image_shape
-    from nas.model import build_model
-    from nas.train import train
+    from nas.arch.model import build_model
+    from nas.engine.data import check_image_shape
+    from nas.engine.train import train
 
     directory = Path(directory)
     n_classes = len(data.train.classes)
@@ -262,11 +266,11 @@ def _finish(candidate: Candidate, recipe: Recipe, data: RetrainData, device: tor
     """Score once on test, write weights, curves and metrics.json (last: its presence means finished)."""
     import torch
 
+    from nas.arch.counting import count_macs, count_params
     from nas.artifacts import versions
-    from nas.augment import channel_stats
-    from nas.checkpoint import save_weights
-    from nas.counting import count_macs, count_params
-    from nas.train import evaluate
+    from nas.engine.augment import channel_stats
+    from nas.engine.checkpoint import save_weights
+    from nas.engine.train import evaluate
 
     stats = channel_stats(data.train)  # the statistics training normalised with
     test = evaluate(model, data.test, device, tta=recipe.tta_level, stats=stats)
@@ -298,8 +302,8 @@ def _finish(candidate: Candidate, recipe: Recipe, data: RetrainData, device: tor
 
 
 def _latency(model: nn.Module, arch: Arch, device: torch.device) -> list[dict[str, float]]:
-    """Inference latency at batch 1 and 64 on the device that trained the run (nas.latency)."""
-    from nas.latency import measure_latency
+    """Inference latency at batch 1 and 64 on the device that trained the run (nas.engine.latency)."""
+    from nas.engine.latency import measure_latency
 
     return [{"batch": r.batch, "median_ms": r.median_ms, "p10_ms": r.p10_ms, "p90_ms": r.p90_ms}
             for r in (measure_latency(model, device, b, arch.input_size, arch.in_channels, warmup=3, runs=runs)
@@ -331,84 +335,3 @@ def write_curves(metrics: Mapping[str, Any], path: Path) -> Path:
     if not shared.is_file():
         write_text_atomic(get_plotlyjs(), shared)
     return write_text_atomic(fig.to_html(full_html=True, include_plotlyjs=f"../{PLOTLY_JS}", div_id="curves"), path)
-
-
-# ------------------------------------------------------------------------------------- loading
-
-
-def read_metrics(directory: Path) -> dict[str, Any]:
-    path = Path(directory) / METRICS
-    try:
-        return json.loads(path.read_text())
-    except OSError:
-        raise NasError(f"{path} does not exist: {directory} is not a finished retrain run "
-                       f"(re-run the same `nas retrain` command to finish it)") from None
-    except json.JSONDecodeError as e:
-        raise NasError(f"{path} is not valid JSON ({e}); delete the run directory and retrain") from None
-
-
-def load_model(directory: str | Path) -> nn.Module:
-    """The trained model of a finished run, in eval mode: rebuilt from arch.json, weights from safetensors."""
-    from nas.checkpoint import load_weights
-    from nas.model import build_model
-
-    directory = Path(directory)
-    try:
-        arch = Arch.from_json((directory / ARCH_FILE).read_text())
-    except OSError:
-        raise NasError(f"{directory / ARCH_FILE} does not exist: pass a run directory written by `nas retrain`") from None
-    model = build_model(arch)
-    load_weights(model, directory / WEIGHTS)
-    return model.eval()
-
-
-def load_stats(directory: str | Path):
-    """The normalisation the run trained with; pass it to `nas.train.evaluate(..., stats=)`."""
-    from nas.augment import ChannelStats
-
-    norm = read_metrics(directory)["normalization"]
-    return ChannelStats(tuple(norm["mean"]), tuple(norm["std"]))
-
-
-# ---------------------------------------------------------------------------- results for reports
-
-
-def finished_runs(root: Path) -> list[dict[str, Any]]:
-    """metrics.json of every finished run under `root` (unfinished ones are skipped)."""
-    root = Path(root)
-    runs = []
-    for path in sorted(root.glob(f"*/{METRICS}")) if root.is_dir() else []:
-        try:
-            runs.append({**json.loads(path.read_text()), "dir": str(path.parent)})
-        except (OSError, json.JSONDecodeError):
-            continue  # a torn or foreign file: that run simply does not count
-    return runs
-
-
-def summarize(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One entry per (architecture, protocol): test accuracy mean and std over its seeds."""
-    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
-    for r in runs:
-        groups.setdefault((r["arch_id"], r["protocol"]), []).append(r)
-    names = [g[0]["name"] for g in groups.values()]
-    entries = []
-    for (arch_id, protocol), rs in groups.items():
-        accs = [r["test_acc"] for r in rs]
-        name = rs[0]["name"] if names.count(rs[0]["name"]) == 1 else f"{rs[0]['name']} ({protocol})"
-        entries.append({
-            "name": name, "params": rs[0]["params"], "macs": rs[0]["macs"], "arch_id": arch_id, "protocol": protocol,
-            "trial": rs[0].get("trial"), "val_acc": rs[0].get("search_val_acc"),
-            "test_acc": statistics.fmean(accs), "test_acc_std": statistics.stdev(accs) if len(accs) > 1 else None,
-            "seeds": sorted(r["seed"] for r in rs), "arch": rs[0]["arch"],
-        })
-    return sorted(entries, key=lambda e: (-e["test_acc"], e["params"]))
-
-
-def retrain_root(results_dir: Path, study: str) -> Path:
-    return study_dir(results_dir, study) / "retrain"
-
-
-def baseline_root(results_dir: Path, name: str) -> Path:
-    """RESULTS/baselines/NAME, NAME made a safe folder name: it comes from an architecture file, where
-    "/tmp/x" or "../../x" would otherwise be a folder outside the results directory."""
-    return inside(results_dir, Path(results_dir) / "baselines" / folder_name(name))

@@ -1,4 +1,4 @@
-"""airbench's tricks as recipe fields and network knobs (nas/recipe.py PROTOCOLS["airbench"],
+"""airbench's tricks as recipe fields and network knobs (nas/engine/recipe.py PROTOCOLS["airbench"],
 examples/airbench94.json): each does what it says; a run with all of them resumes bit for bit (tests/test_train.py)."""
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas.arch import Arch, short_hash
-from nas.augment import crop_flip
-from nas.counting import count_macs, count_params
-from nas.data import load_split, split_validation
+from nas.arch.counting import count_macs, count_params
+from nas.arch.model import build_model
+from nas.engine.augment import crop_flip
+from nas.engine.data import load_split, split_validation
+from nas.engine.recipe import PROTOCOLS, Recipe, protocol
+from nas.engine.train import LrSchedule, evaluate, make_optimizer, train
 from nas.errors import NasError
-from nas.model import build_model
-from nas.recipe import PROTOCOLS, Recipe, protocol
-from nas.train import LrSchedule, evaluate, make_optimizer, train
 
 CPU = torch.device("cpu")
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,7 +90,7 @@ def test_alternating_flip_mirrors_each_image_every_other_epoch():
 def test_translate_tta_averages_the_mirror_pair_and_two_shifted_pairs(cifar):
     _, val = cifar
     model = build_model(SMALL).eval()
-    from nas.augment import channel_stats, normalize
+    from nas.engine.augment import channel_stats, normalize
 
     stats = channel_stats(val)
     x = normalize(val.images, stats)

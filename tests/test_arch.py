@@ -90,10 +90,11 @@ def test_proxies_are_valid_and_keep_the_default_space_s_widths_apart(block, grou
 
 
 def test_one_channel_rule_serves_the_architecture_and_the_space_survey():
-    import nas.space
-    from nas.arch import Options, channel_problem
+    import nas.arch.space
+    from nas.arch.families import channel_problem
+    from nas.arch.ops import Options
 
-    assert nas.space.channel_problem is channel_problem
+    assert nas.arch.space.channel_problem is channel_problem
     assert channel_problem(8, Options("basic", groups=4)) is None
     assert channel_problem(12, Options("bottleneck", groups=3)) is None
     assert channel_problem(12, Options("bottleneck", groups=2), layer=1) == ("groups=2 does not divide bottleneck width 3 "

@@ -1,4 +1,4 @@
-"""nas.augment: each batched transform checked against a per-image reference."""
+"""nas.engine.augment: each batched transform checked against a per-image reference."""
 
 from __future__ import annotations
 
@@ -10,9 +10,20 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nas.augment import (CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, Augment, ChannelStats, augment_batch,
-                         channel_stats, crop_flip, cutout, normalize, rotate)
-from nas.data import ImageSet
+from nas.engine.augment import (
+    CIFAR10_CLASSES,
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    Augment,
+    ChannelStats,
+    augment_batch,
+    channel_stats,
+    crop_flip,
+    cutout,
+    normalize,
+    rotate,
+)
+from nas.engine.data import ImageSet
 
 
 def batch(n: int = 64, size: int = 32, seed: int = 0) -> torch.Tensor:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import nas.bundled
-from nas.space import load_space
+from nas.arch.space import load_space
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACES = sorted(p.name for p in (ROOT / "search_spaces").glob("*.yaml"))
@@ -75,12 +75,12 @@ def test_an_installed_wheel_runs_outside_the_repository(wheel, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(site)}  # ahead of the editable install of the checkout
     check = (
         "import importlib.metadata, sys; from pathlib import Path\n"
-        "import nas, nas.bundled, nas.space\n"
+        "import nas, nas.bundled, nas.arch.space\n"
         f"site = Path({str(site)!r}).resolve()\n"
         "assert Path(nas.__file__).resolve().is_relative_to(site), nas.__file__\n"
         "space = nas.bundled.default_space()\n"
         "assert space.resolve().is_relative_to(site) and space.is_file(), space\n"
-        "nas.space.load_space(space)\n"
+        "nas.arch.space.load_space(space)\n"
         "assert nas.bundled.examples_dir().resolve().is_relative_to(site)\n"
         "print(sorted(p.name for p in nas.bundled.examples_dir().glob('*.json')))\n"
         "print(importlib.metadata.version('nas'))\n"

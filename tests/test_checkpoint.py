@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from nas.atomic import write_json_atomic
-from nas.checkpoint import (
+from nas.engine.checkpoint import (
     capture_rng,
     load_latest_checkpoint,
     load_weights,
@@ -124,7 +124,7 @@ def test_a_truncated_newest_checkpoint_falls_back_to_the_previous_one(tmp_path: 
     newest = save_checkpoint({"epoch": 2, "w": torch.ones(1000)}, tmp_path, 2)
     newest.write_bytes(newest.read_bytes()[:300])
 
-    with caplog.at_level(logging.WARNING, logger="nas.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="nas.engine.checkpoint"):
         state = load_latest_checkpoint(tmp_path)
 
     assert state["epoch"] == 1
@@ -147,7 +147,7 @@ def test_a_malicious_pickle_is_refused_and_never_executed(tmp_path: Path, caplog
     save_checkpoint({"epoch": 1}, ckpts, 1)
     torch.save({"epoch": 2, "x": _Payload(marker)}, ckpts / "ckpt-00002.pt")
 
-    with caplog.at_level(logging.WARNING, logger="nas.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="nas.engine.checkpoint"):
         state = load_latest_checkpoint(ckpts)
 
     assert state == {"epoch": 1}
@@ -227,7 +227,7 @@ _WRITER = textwrap.dedent(
     import sys
     from pathlib import Path
     import torch
-    from nas.checkpoint import load_latest_checkpoint, save_checkpoint
+    from nas.engine.checkpoint import load_latest_checkpoint, save_checkpoint
 
     directory = Path(sys.argv[1])
     latest = load_latest_checkpoint(directory)

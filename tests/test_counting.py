@@ -3,16 +3,16 @@
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from family_contract import family_archs, torch_counts
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from torch.utils.flop_counter import FlopCounterMode
 
 from nas import Arch, build_model, count_macs, count_params
-from nas.arch import BLOCK_TYPES
-from nas.counting import breakdown, count_many
+from nas.arch.counting import breakdown
+from nas.arch.families import FAMILIES
 from nas.errors import NasError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,52 +100,7 @@ def test_breakdown_sums_to_totals_and_names_each_stage():
     assert rows[2].output == "32x16x16"
 
 
-# -- the block families -----------------------------------------------------------------------------------
-@st.composite
-def family_archs(draw, max_layers: int = 3, block: str | None = None):
-    """Any family with every option combined, narrow and small (8-16 px) so torch checks it fast."""
-    n = draw(st.integers(1, max_layers))
-    a = dict(
-        block=block or draw(st.sampled_from(BLOCK_TYPES)),
-        blocks=tuple(draw(st.integers(1, 3)) for _ in range(n)),
-        channels=tuple(draw(st.sampled_from([4, 6, 8, 12, 16])) for _ in range(n)),
-        kernels=tuple(draw(st.sampled_from([1, 3, 5])) for _ in range(n)),
-        skip_kernels=tuple(draw(st.sampled_from([1, 3])) for _ in range(n)),
-        se_ratio=draw(st.sampled_from([0, 0, 2, 4])),
-        groups=draw(st.sampled_from([1, 1, 2, 3])),
-        dropout=draw(st.sampled_from([0.0, 0.2])),
-        num_classes=draw(st.sampled_from([10, 7])),
-        input_size=draw(st.sampled_from([8, 11, 16])),
-        in_channels=draw(st.sampled_from([3, 1])),
-        stem_channels=draw(st.sampled_from([None, None, 4, 6, 8, 12])),
-        activation=draw(st.sampled_from(["relu", "gelu"])),
-        stem=draw(st.sampled_from(["conv", "conv", "patch"])),
-        pooling=draw(st.sampled_from(["avg", "max"])),
-        head_bias=draw(st.booleans()),
-        head_scale=draw(st.sampled_from([1.0, 1 / 9])),
-    )
-    if a["block"] in ("resnext", "res2net"):
-        a["width_per_group"] = draw(st.integers(1, 4))
-    if a["block"] == "res2net":
-        a["scale"] = draw(st.integers(2, 4))
-    if a["se_ratio"] and draw(st.booleans()):
-        a["se_placement"] = "stem"
-    try:
-        final = Arch(**a).feature_sizes[-1]
-        return Arch(**a, pool=draw(st.none() | st.integers(1, final)))
-    except NasError:
-        assume(False)
-
-
-def torch_counts(arch: Arch) -> tuple[int, int]:
-    """(numel of every parameter, FLOPs / 2 of one image), from the built model itself."""
-    model = build_model(arch).eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        y = model(torch.zeros(2, arch.in_channels, arch.input_size, arch.input_size))
-    assert y.shape == (2, arch.num_classes)
-    return sum(p.numel() for p in model.parameters()), counter.get_total_flops() // 4
-
-
+# -- the block families (each family's own checks: tests/family_contract.py) ----------------------------
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
 @given(family_archs())
 def test_every_family_counts_the_parameters_torch_builds(arch):
@@ -159,7 +114,7 @@ def test_every_family_counts_exactly_what_torch_builds_and_runs(arch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("block", BLOCK_TYPES)
+@pytest.mark.parametrize("block", list(FAMILIES))
 def test_every_family_counts_exactly_what_torch_builds_thousands_of_times(block):
     @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
     @given(family_archs(max_layers=4, block=block))
@@ -191,24 +146,3 @@ def test_the_example_files_count_what_the_readme_says(name, params, macs):
     arch = Arch.from_dict(json.loads((ROOT / "examples" / f"{name}.json").read_text())["arch"])
     assert (count_params(arch), count_macs(arch)) == (params, macs)
     assert params < 5_000_000
-
-
-@pytest.mark.parametrize("block", BLOCK_TYPES)
-def test_vectorised_counting_equals_counting_one_at_a_time_for_every_family(block):
-    """`nas space` counts arrays of candidates through the same layout: every family, stem widths that differ
-    from C_1 in some candidates and not in others (a per-candidate projection), two SE placements."""
-    rng = np.random.default_rng(0)
-    for stem, se_placement, extras in ((None, "blocks", {}), (16, "blocks", dict(stem="patch", pooling="max")),
-                                       (32, "stem", dict(head_bias=False, activation="gelu"))):
-        opts = dict(block=block, stem_channels=stem, se_ratio=8, se_placement=se_placement, groups=2,
-                    width_per_group=3 if block in ("resnext", "res2net") else 0, scale=3 if block == "res2net" else 0,
-                    **extras)
-        knobs = {name: rng.choice(values, (3, 64)) for name, values in (
-            ("channels", [16, 32, 48]), ("blocks", [1, 2, 3]), ("kernels", [1, 3, 5]), ("skip_kernels", [1, 3]))}
-        archs = [Arch(**{k: tuple(int(x) for x in v[:, j]) for k, v in knobs.items()}, input_size=16, **opts)
-                 for j in range(64)]
-        params, macs = count_many(list(knobs["channels"]), list(knobs["blocks"]), list(knobs["kernels"]),
-                                  list(knobs["skip_kernels"]), None, input_size=16, options=archs[0].options,
-                                  num_classes=10, in_channels=3)
-        assert params.tolist() == [count_params(a) for a in archs]
-        assert macs.tolist() == [count_macs(a) for a in archs]

@@ -1,4 +1,4 @@
-"""nas.data: loading, the content-keyed cache, splits. Real CIFAR-10 images, a few hundred of them."""
+"""nas.engine.data: loading, the content-keyed cache, splits. Real CIFAR-10 images, a few hundred of them."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-import nas.data as data
-from nas.data import ImageSet, load_split, split_validation, stratified_subset
+import nas.engine.data as data
+from nas.engine.data import ImageSet, load_split, split_validation, stratified_subset
 from nas.errors import NasError
 
 

@@ -214,7 +214,7 @@ def test_a_full_disk_keeps_the_last_checkpoint(tmpfs):
     import torch
 
     from nas.atomic import NoSpace
-    from nas.checkpoint import latest_checkpoint, save_checkpoint
+    from nas.engine.checkpoint import latest_checkpoint, save_checkpoint
 
     disk = tmpfs("1m")
     save_checkpoint({"w": torch.zeros(1000)}, disk / "ckpt", 1)
@@ -250,9 +250,9 @@ def test_retrain_announces_the_epoch_it_really_resumes_from(results, small_cifar
     """Checkpoints of epochs 2 and 3 of an unfinished run, the newest truncated: the run resumes after epoch
     2, and says so (it said 3, the newest file's name)."""
     import nas
-    from nas.data import load_split
-    from nas.model import build_model
-    from nas.train import select_device, train
+    from nas.arch.model import build_model
+    from nas.engine.data import load_split
+    from nas.engine.train import select_device, train
 
     flags = {"epochs": 3, "train_subset": 200, "batch_size": 50}
     planned = []

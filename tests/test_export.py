@@ -13,8 +13,8 @@ import torch
 
 import nas
 from nas import export as export_mod
+from nas.engine.latency import measure_latency
 from nas.errors import NasError
-from nas.latency import measure_latency
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,7 +37,7 @@ def test_an_export_matches_pytorch_on_real_test_images_and_records_its_input(run
     assert side["normalization"]["mean"] == metrics["normalization"]["mean"] and side["input"]["layout"] == "NCHW"
     assert len(side["output"]["classes"]) == 10 and side["parity"]["max_abs_diff"] <= side["parity"]["tolerance"] * 10
     # an independent reader of the file, fed with the sidecar's recipe, agrees with the trained model
-    test = nas.data.load_split(str(small_cifar), "test")
+    test = nas.engine.data.load_split(str(small_cifar), "test")
     norm = side["normalization"]
     x = ((test.images.float() / 255 - torch.tensor(norm["mean"])[:, None, None]) / torch.tensor(norm["std"])[:, None, None])
     with torch.no_grad():

@@ -15,10 +15,16 @@ import torch
 import nas.search
 import nas.search.objective
 import nas.stopping
-from nas.results import trials_frame
-from nas.search import SEARCH_RECIPE, Fidelity, SearchConfig, load_search_data, run_search
-from nas.space import load_space
-from nas.train import TrainResult
+from nas.arch.space import load_space
+from nas.engine.train import TrainResult
+from nas.report.tables import trials_frame
+from nas.search import (
+    SEARCH_RECIPE,
+    Fidelity,
+    SearchConfig,
+    load_search_data,
+    run_search,
+)
 
 RUNNING = optuna.trial.TrialState.RUNNING
 

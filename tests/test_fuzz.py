@@ -21,10 +21,10 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from nas.arch import Arch
-from nas.archfile import ENTRIES
+from nas.arch.archfile import ENTRIES
+from nas.arch.space import KEYS, MAX_LISTED, load_space
 from nas.cli import app
 from nas.errors import NasError
-from nas.space import KEYS, MAX_LISTED, load_space
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = yaml.safe_load((ROOT / "search_spaces" / "tiny.yaml").read_text())

@@ -9,12 +9,12 @@ import optuna
 import pytest
 import yaml
 
-from nas.counting import count_params
+from nas.arch.counting import count_params
+from nas.arch.space import parse_space
 from nas.errors import NasError
 from nas.record import GRID_POINT
 from nas.search import SEARCH_RECIPE, Fidelity, SearchConfig
 from nas.search.grid import combinations, grid
-from nas.space import parse_space
 
 RECIPE_GRID = {"name": "recipe-grid", "layers": [2], "blocks": [1], "channels": [[16], [32]],
                "train": {"optimizer": ["sgd", "adam", "rmsprop"], "lr": [0.01, 0.05, 0.2]}}

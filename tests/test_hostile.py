@@ -9,16 +9,16 @@ import signal
 from pathlib import Path
 
 import pytest
+from postgres import PASSWORD
 from typer.testing import CliRunner
 
 from nas import Study
-from nas.archfile import read_arch_file
+from nas.arch.archfile import read_arch_file
+from nas.arch.space import load_space
 from nas.artifacts import folder_name, inside, safe_url
 from nas.cli import app
+from nas.engine.recipe import Recipe, parse_overrides
 from nas.errors import NasError
-from nas.recipe import Recipe, parse_overrides
-from nas.space import load_space
-from postgres import PASSWORD
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_ARCH = "arch: {blocks: [1], channels: [8]}\n"

@@ -15,7 +15,7 @@ from optuna.trial import TrialState, create_trial
 from rich.console import Console
 
 from nas.arch import Arch
-from nas.counting import count_params
+from nas.arch.counting import count_params
 from nas.live import SearchView, top_table
 from nas.record import BUDGET_CONSTRAINT, Record
 

@@ -76,7 +76,7 @@ def test_preact_follows_the_wide_resnet_reference():
 
 
 def test_res2net_stage_blocks_pool_the_last_split_and_the_others_add_hierarchically():
-    from nas.model import Res2Split
+    from nas.arch.model import Res2Split
 
     model = build_model(FAMILIES[2]).eval()
     splits = [next(m for m in b.body if isinstance(m, Res2Split)) for b in _blocks(model)]
@@ -107,7 +107,7 @@ def test_plain_nets_max_pool_between_layers_and_have_no_shortcuts():
 
 
 def test_se_at_the_stem_is_one_unit_and_no_block_has_one():
-    from nas.model import SqueezeExcite
+    from nas.arch.model import SqueezeExcite
 
     model = build_model(FAMILIES[4])
     assert isinstance(model.stem[-1], SqueezeExcite)

@@ -12,17 +12,24 @@ import yaml
 
 import nas.search.objective
 from nas import Arch, count_params
-from nas.bounds import Bounds
 from nas.api import Study
-from nas.counting import count_macs
-from nas.data import ImageSet
+from nas.arch.bounds import Bounds
+from nas.arch.counting import count_macs
+from nas.arch.model import build_model
+from nas.arch.space import load_space, parse_space
+from nas.engine.data import ImageSet
+from nas.engine.train import TrainResult
 from nas.errors import NasError
-from nas.model import build_model
 from nas.record import MACS_CONSTRAINT, front, records
-from nas.search import SEARCH_RECIPE, Fidelity, SearchConfig, SearchData, confirm_pool, run_search
+from nas.search import (
+    SEARCH_RECIPE,
+    Fidelity,
+    SearchConfig,
+    SearchData,
+    confirm_pool,
+    run_search,
+)
 from nas.search.job import check_resumed
-from nas.space import load_space, parse_space
-from nas.train import TrainResult
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -107,7 +114,7 @@ def test_bad_objectives_name_the_choices(tmp_path, objectives, message):
 
 
 def test_the_space_survey_counts_what_fits_both_bounds():
-    from nas.survey import survey
+    from nas.arch.survey import survey
 
     raw = yaml.safe_load((ROOT / "search_spaces" / "tiny.yaml").read_text())
     s = survey(parse_space(raw), samples=1000, seed=0)

@@ -1,4 +1,4 @@
-"""nas.precision: auto picks bf16 exactly where the CPU has native bf16 kernels, and results record it."""
+"""nas.engine.precision: auto picks bf16 exactly where the CPU has native bf16 kernels, and results record it."""
 
 from __future__ import annotations
 
@@ -8,11 +8,17 @@ import pytest
 import torch
 from torch import nn
 
-from nas.data import load_split, split_validation
+from nas.engine.data import load_split, split_validation
+from nas.engine.precision import (
+    cpu_flags,
+    cpu_runs_bf16,
+    onednn_conv_kernel,
+    resolve_precision,
+    resolved,
+)
+from nas.engine.recipe import Recipe
+from nas.engine.train import train
 from nas.errors import NasError
-from nas.precision import cpu_flags, cpu_runs_bf16, onednn_conv_kernel, resolve_precision, resolved
-from nas.recipe import Recipe
-from nas.train import train
 
 CPU = torch.device("cpu")
 ZEN4 = "fpu sse sse2 avx2 avx512f avx512bw avx512_vnni avx512_bf16".split()  # an AMD EPYC (Zen 4) flag list

@@ -1,4 +1,4 @@
-"""nas.recipe: validation, serialisation, and overrides that keep the recipe trainable."""
+"""nas.engine.recipe: validation, serialisation, and overrides that keep the recipe trainable."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import math
 
 import pytest
 
-from nas import model, recipe
+from nas.arch import model
+from nas.engine import recipe
+from nas.engine.recipe import Recipe
 from nas.errors import NasError
-from nas.recipe import Recipe
 
 SEARCH_BASE = Recipe(epochs=4, batch_size=128, lr=0.2, nesterov=True, schedule="onecycle", label_smoothing=0.1,
                      weight_decay=5e-4)  # the search's base recipe

@@ -25,9 +25,9 @@ import pytest
 from optuna.trial import TrialState, create_trial
 
 from nas.errors import NasError
-from nas.report import render_report, write_report
-from nas.report_figures import FAMILY_COLORS
-from nas.results import finished_in_budget, pareto_front, pivot, trials_frame
+from nas.report.figures import family_color
+from nas.report.page import render_report, write_report
+from nas.report.tables import finished_in_budget, pareto_front, pivot, trials_frame
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "tests" / "artifacts"
@@ -100,7 +100,7 @@ def test_an_empty_study_still_renders() -> None:
 
 def test_a_seed_design_that_trained_is_not_drawn_again_as_an_untrained_baseline() -> None:
     """CIFAR-100's report named simplenet-13 twice: its trial's square and the size-only triangle of its file."""
-    from nas.report_figures import pareto_figure
+    from nas.report.figures import pareto_figure
 
     frame = _frame()
     seed = frame.index[finished_in_budget(frame)][0]
@@ -497,7 +497,7 @@ def test_search_figures_draw_depths_ranks_seeds_latency_and_a_table_that_fits(br
     # accuracy vs parameters: families coloured, both seed designs drawn as named trained points
     traces = {t["name"]: t for t in data("pareto", "map(t => ({name: t.name, n: t.x.length, text: t.text, "
                                                    "color: t.marker?.color}))")}
-    assert {f: traces[f]["color"] for f in FAMILIES} == {f: FAMILY_COLORS[f] for f in FAMILIES}
+    assert {f: traces[f]["color"] for f in FAMILIES} == {f: family_color(f) for f in FAMILIES}
     assert sorted(traces["seed designs"]["text"]) == sorted(["seed-a", LONG_SEED[:31] + "…"])  # hover: whole name
     assert "Pareto front" in traces
     labels = tools.evaluate(_LABEL_BOXES, session)
@@ -533,7 +533,7 @@ def _screenshot(tools: DevTools, session: str, path: Path) -> None:
 
 
 def test_the_pivot_takes_training_settings_first_then_the_most_important_knobs() -> None:
-    from nas.figures import varied_settings
+    from nas.report.writeup import varied_settings
 
     frame = _grid_frame()
     frame["sampled.channels_1"] = [16, 32] * 6  # two architecture knobs varied too, the fewer-valued one important
@@ -566,7 +566,7 @@ def _html_rows(table: str) -> list[list[str]]:
 
 
 def test_outcomes_are_counted_per_block_family_when_the_search_varied_it() -> None:
-    from nas.report import outcomes_table
+    from nas.report.page import outcomes_table
 
     frame = _frame()
     assert _html_rows(outcomes_table(frame))[0] == ["outcome", "trials", "share"]  # one family: no columns

@@ -14,7 +14,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from nas.arch import Arch
-from nas.counting import count_macs, count_params
+from nas.arch.counting import count_macs, count_params
 from nas.record import BUDGET_CONSTRAINT
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,7 +86,7 @@ def test_report_writes_html_with_retrained_results_and_baselines(results):
 
 def test_report_static_png_writes_every_figure_as_a_valid_png(results):
     from nas.errors import NasError
-    from nas.static_figures import check
+    from nas.report.static import check
 
     try:
         check("png")

@@ -8,11 +8,17 @@ import math
 import pandas as pd
 import pytest
 
-from nas.figures import parallel_figure
-from nas.report_figures import (
-    FAMILY_COLORS, _box, family_color, format_tau, latency_figure, place_labels, ranks_figure,
+from nas.arch.families import FAMILIES
+from nas.report.figures import (
+    _box,
+    family_color,
+    format_tau,
+    latency_figure,
+    place_labels,
+    ranks_figure,
 )
-from nas.report_text import run_schedule, schedule
+from nas.report.text import run_schedule, schedule
+from nas.report.writeup import parallel_figure
 
 
 def _boxes(points: list, positions: list[str]) -> list[tuple[float, float, float, float]]:
@@ -35,10 +41,11 @@ def test_a_label_avoids_markers_and_the_plot_edge() -> None:
 
 
 def test_known_block_families_keep_their_colour_and_new_ones_get_a_spare() -> None:
-    assert family_color("bottleneck", ["basic", "bottleneck"]) == FAMILY_COLORS["bottleneck"]
+    known = [family_color(f, ["basic"]) for f in FAMILIES]
+    assert family_color("bottleneck", ["basic", "bottleneck"]) == family_color("bottleneck") == known[1]
     spares = {family_color(f, ["mobile", "wide"]) for f in ("mobile", "wide")}
-    assert len(spares) == 2 and not spares & set(FAMILY_COLORS.values())
-    assert len(set(FAMILY_COLORS.values())) == len(FAMILY_COLORS) >= 6  # basic ... plain, all distinct
+    assert len(spares) == 2 and not spares & set(known)
+    assert len(set(known)) == len(FAMILIES) >= 7  # basic ... convgroup, all distinct
 
 
 @pytest.mark.parametrize(("args", "text"), [
@@ -80,8 +87,8 @@ def test_the_compute_figure_draws_the_front_against_macs_and_names_the_seed_desi
     from optuna.trial import TrialState, create_trial
 
     from nas.arch import Arch
-    from nas.report_figures import macs_figure
-    from nas.results import trials_frame
+    from nas.report.figures import macs_figure
+    from nas.report.tables import trials_frame
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize")

@@ -11,11 +11,15 @@ import pandas as pd
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import (
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
 from optuna.trial import TrialState, create_trial
 
 from nas.errors import NasError
-from nas.results import (
+from nas.report.tables import (
     best_so_far,
     depth_history,
     final_rung_ranks,

@@ -17,9 +17,16 @@ from safetensors.torch import load_file
 
 import nas
 from nas.arch import Arch
+from nas.engine.recipe import Recipe
 from nas.errors import NasError
-from nas.recipe import Recipe
-from nas.retrain import Candidate, file_candidate, load_stats, protocol_key, recipe_overrides, resolve_recipe, summarize
+from nas.retrain import (
+    Candidate,
+    file_candidate,
+    protocol_key,
+    recipe_overrides,
+    resolve_recipe,
+)
+from nas.runs import load_stats, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"blocks": [1, 1], "channels": [8, 16]}
@@ -84,8 +91,8 @@ def test_retrain_best_writes_every_artifact_and_load_model_reproduces_test_acc(s
     assert Arch.from_json((folder / "arch.json").read_text()).to_dict() == best.user_attrs["arch"]  # full width
 
     # one line rebuilds the trained model; evaluating it again gives exactly the reported accuracy
-    from nas.data import load_split
-    from nas.train import evaluate
+    from nas.engine.data import load_split
+    from nas.engine.train import evaluate
     model = nas.load_model(folder)
     assert not model.training
     monkeypatch.setenv("NAS_CACHE", env["NAS_CACHE"])  # the test split decoded by the subprocess

@@ -15,21 +15,33 @@ import pytest
 import torch
 import yaml
 
-import nas.data
+import nas.engine.data
 import nas.search
 import nas.search.objective
 import nas.search.rung
 from nas import Arch, count_params
-from nas.model import build_model
-from nas.recipe import Recipe
+from nas.arch.model import build_model
+from nas.arch.space import load_space, parse_space
+from nas.engine.data import ImageSet
+from nas.engine.recipe import Recipe
+from nas.engine.train import TrainResult
 from nas.record import BUDGET_CONSTRAINT
-from nas.results import leaderboard, trials_frame
-from nas.data import ImageSet
+from nas.report.tables import leaderboard, trials_frame
 from nas.retrain import select_trials
-from nas.search import (SEARCH_RECIPE, Fidelity, SearchConfig, SearchData, confirm, confirm_pool, enqueue_seeds,
-                        load_search_data, longer, open_study, over_budget_fraction, run_search)
-from nas.train import TrainResult
-from nas.space import load_space, parse_space
+from nas.search import (
+    SEARCH_RECIPE,
+    Fidelity,
+    SearchConfig,
+    SearchData,
+    confirm,
+    confirm_pool,
+    enqueue_seeds,
+    load_search_data,
+    longer,
+    open_study,
+    over_budget_fraction,
+    run_search,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "search_spaces" / "tiny.yaml"
@@ -128,7 +140,7 @@ def test_over_budget_proposals_vanish_after_start_up_and_are_rarer_than_random(t
 
 
 def test_search_never_reads_the_test_split(small_cifar, tmp_path, monkeypatch):
-    real = nas.data.load_split
+    real = nas.engine.data.load_split
     calls = []
 
     def guarded(source, split, cache_dir=None):
@@ -137,7 +149,7 @@ def test_search_never_reads_the_test_split(small_cifar, tmp_path, monkeypatch):
             raise AssertionError(f"the search read the {split!r} split")
         return real(source, split, cache_dir)
 
-    monkeypatch.setattr(nas.data, "load_split", guarded)
+    monkeypatch.setattr(nas.engine.data, "load_split", guarded)
     monkeypatch.setattr(nas.search.objective, "load_split", guarded)
     cfg = config(tmp_path, trials=2)
     run_search(load_space(TINY), cfg, load_search_data(str(small_cifar), cfg), torch.device("cpu"))
@@ -273,7 +285,7 @@ def test_final_rung_trains_the_best_of_each_depth_and_the_best_seed_longer_once(
 
 
 def test_the_fast_final_rung_trains_the_real_network_with_the_fast_protocol(small_cifar, tmp_path, monkeypatch):
-    from nas.recipe import protocol
+    from nas.engine.recipe import protocol
     from nas.search.rung import rung_recipe
 
     space = load_space(TINY)
@@ -375,7 +387,7 @@ def test_the_cost_probe_times_only_candidates_inside_both_bounds(tmp_path, monke
     """The trial-cost estimate trains a few random candidates briefly: each must fit --max-macs as well as the
     budget (the probe once checked parameters only, so a compute-bounded search timed networks it never trains)."""
     import nas.search.loop as loop
-    from nas.counting import count_macs
+    from nas.arch.counting import count_macs
 
     built: list[Arch] = []
 

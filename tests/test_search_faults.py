@@ -21,12 +21,20 @@ from typer.testing import CliRunner
 
 import nas.search.objective
 from nas import record
+from nas.arch.space import load_space
 from nas.cli import app
+from nas.engine.train import TrainResult
 from nas.errors import NasError
-from nas.search import SEARCH_RECIPE, Fidelity, SearchConfig, confirm_pool, load_search_data, open_study, run_search
+from nas.search import (
+    SEARCH_RECIPE,
+    Fidelity,
+    SearchConfig,
+    confirm_pool,
+    load_search_data,
+    open_study,
+    run_search,
+)
 from nas.search.storage import existing_attrs
-from nas.space import load_space
-from nas.train import TrainResult
 
 RUNNING, WAITING, FAIL = TrialState.RUNNING, TrialState.WAITING, TrialState.FAIL
 LONG = ("--pruner", "none", "--no-confirm")  # every epoch counts: a trial of epochs=10 trains for 10 s on 2 cores

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from nas.errors import NasError
-from nas.static_figures import INSTALL, check
+from nas.report.static import INSTALL, check
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,7 +19,7 @@ _EXPORT = """
 import sys
 from pathlib import Path
 import plotly.graph_objects as go
-from nas.static_figures import write_static
+from nas.report.static import write_static
 figs = {name: go.Figure(go.Scatter(x=[1, 2, 3], y=[3, 1, 2]), layout={"title": f"figure {name}", "height": 300})
         for name in ("pareto", "history")}
 print([str(p) for p in write_static(figs, Path(sys.argv[1]), sys.argv[2])])

@@ -1,4 +1,4 @@
-"""nas.train: determinism, divergence, pruning, exact resume, progress."""
+"""nas.engine.train: determinism, divergence, pruning, exact resume, progress."""
 
 from __future__ import annotations
 
@@ -12,14 +12,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import nas.train as train_mod
+import nas.engine.train as train_mod
 from nas.arch import Arch
-from nas.augment import channel_stats, normalize
-from nas.counting import count_params
-from nas.data import ImageSet, load_split, split_validation
+from nas.arch.counting import count_params
+from nas.engine.augment import channel_stats, normalize
+from nas.engine.data import ImageSet, load_split, split_validation
+from nas.engine.recipe import OPTIMIZERS, SCHEDULES, Recipe
+from nas.engine.train import (
+    EvalPoint,
+    Lookahead,
+    LrSchedule,
+    evaluate,
+    select_device,
+    train,
+)
 from nas.errors import NasError
-from nas.recipe import OPTIMIZERS, SCHEDULES, Recipe
-from nas.train import EvalPoint, Lookahead, LrSchedule, evaluate, select_device, train
 
 CPU = torch.device("cpu")
 
@@ -31,7 +38,7 @@ def cifar(cifar_folder, tmp_path_factory) -> tuple[ImageSet, ImageSet]:
 
 
 def tiny_net(seed: int = 0) -> nn.Module:
-    """Stands in for nas.model: conv-BN-ReLU twice, pool, linear (fast on CPU)."""
+    """Stands in for nas.arch.model: conv-BN-ReLU twice, pool, linear (fast on CPU)."""
     torch.manual_seed(seed)
     return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
                          nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
@@ -233,7 +240,7 @@ def test_lookahead_interpolates_slow_weights_every_k_steps():
 
 
 def test_bench_reports_both_pipelines_and_the_peak_without_asserting_speed(cifar):
-    from nas.bench import bench
+    from nas.engine.bench import bench
 
     r = bench(tiny_net(), cifar[0], CPU, Recipe(), batch_size=40, steps=2, rounds=1, workers=0)
     assert r.images_per_s > 0 and r.baseline_images_per_s > 0 and len(r.engine_samples) == 1
@@ -278,8 +285,8 @@ def test_compiled_model_trains_like_the_eager_one(cifar):
 
 
 def test_whiten_stem_decorrelates_patches_and_freezes_the_stem(cifar):
-    from nas.augment import channel_stats
-    from nas.train import whiten_stem
+    from nas.engine.augment import channel_stats
+    from nas.engine.train import whiten_stem
 
     images = cifar[0].images
     net = tiny_net()
@@ -296,7 +303,7 @@ def test_whiten_stem_decorrelates_patches_and_freezes_the_stem(cifar):
 
 
 def test_the_fast_protocol_is_reproducible_with_a_seed_and_differs_across_seeds(cifar):
-    from nas.recipe import protocol
+    from nas.engine.recipe import protocol
 
     fast = protocol("fast").updated({"epochs": 2, "batch_size": 40})
     assert fast.whiten and fast.tta and fast.lookahead

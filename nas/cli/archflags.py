@@ -9,8 +9,10 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 
-from nas.arch import ACTIVATIONS, BLOCK_TYPES, POOLINGS, SE_PLACEMENTS, STEMS, Arch
-from nas.archfile import read_arch_file
+from nas.arch import Arch
+from nas.arch.archfile import read_arch_file
+from nas.arch.families import FAMILIES
+from nas.arch.ops import ACTIVATIONS, POOLINGS, SE_PLACEMENTS, STEMS
 from nas.cli.app import command
 from nas.errors import NasError
 
@@ -21,7 +23,7 @@ ARCH_FLAGS: dict[str, tuple[Any, Any]] = {  # parameter: (annotation, default)
     "kernels": (Annotated[Optional[str], typer.Option(help="Conv kernel F_i: one odd value for all layers or one per layer. (default: 3)")], None),
     "skip_kernels": (Annotated[Optional[str], typer.Option("--skip-kernels", help="Shortcut conv kernel K_i (odd). (default: 1)")], None),
     "pool": (Annotated[Optional[int], typer.Option(help="Average-pool kernel P. (default: global)")], None),
-    "block": (Annotated[str, typer.Option(help=f"Block family: {' | '.join(BLOCK_TYPES)} (preact: Wide ResNet; plain: SimpleNet, one conv per block).")], "basic"),
+    "block": (Annotated[str, typer.Option(help="Block family: " + "; ".join(f"{f.name}: {f.summary}" for f in FAMILIES.values()) + ".")], "basic"),
     "stem_channels": (Annotated[Optional[int], typer.Option("--stem-channels", help="Stem width, e.g. 16 for Wide ResNet. (default: C_1)")], None),
     "width_per_group": (Annotated[int, typer.Option("--width-per-group", help="resnext, res2net: one group's inner width at layer 1, e.g. 64 for ResNeXt-29 8x64d.")], 0),
     "scale": (Annotated[int, typer.Option(help="res2net: channel splits per block, >= 2 (4 in the paper).")], 0),

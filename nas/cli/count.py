@@ -11,10 +11,10 @@ from rich.table import Table
 from rich.text import Text
 
 from nas.arch import Arch
+from nas.arch.bounds import Bounds
+from nas.arch.counting import breakdown, count_macs, count_params
 from nas.cli.app import Json, command, out, print_json
 from nas.cli.archflags import arch_command
-from nas.bounds import Bounds
-from nas.counting import breakdown, count_macs, count_params
 from nas.errors import NasError
 from nas.numbers import parse_count
 
@@ -72,8 +72,8 @@ def space(
     as_json: Json = False,
 ) -> None:
     """Size of a search space and how much of it fits a budget and a MACs bound (exact where it can be enumerated)."""
-    from nas.space import load_space
-    from nas.survey import survey
+    from nas.arch.space import load_space
+    from nas.arch.survey import survey
 
     cap = parse_count(budget) if budget is not None else None
     macs_cap = parse_count(max_macs, "--max-macs") if max_macs is not None else None

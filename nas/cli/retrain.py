@@ -8,9 +8,23 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from nas.cli.app import Device, Json, Protocol, ResultsDir, Storage, Study as StudyName, command, err, exit_stopped, open_study, out, pm, print_json
+from nas.cli.app import (
+    Device,
+    Json,
+    Protocol,
+    ResultsDir,
+    Storage,
+    command,
+    err,
+    exit_stopped,
+    open_study,
+    out,
+    pm,
+    print_json,
+)
+from nas.cli.app import Study as StudyName
 from nas.cli.results import Examples
-from nas.recipe import parse_overrides
+from nas.engine.recipe import parse_overrides
 from nas.stopping import Stopped
 
 StudyData = Annotated[Optional[str], typer.Option(help="Data source (as in `nas search`). (default: the data the study searched, else cifar10)")]
@@ -48,6 +62,7 @@ def retrain(
     continue from their last complete epoch. Runs: RESULTS/STUDY/retrain/ARCHID-PROTOCOL-seedK/.
     """
     from nas import retrain as rt
+    from nas.runs import summarize
 
     flags = {k: v for k, v in {"epochs": epochs, "lr": lr, "batch_size": batch_size, "optimizer": optimizer,
                                "schedule": schedule, "train_subset": train_subset}.items() if v is not None}
@@ -65,7 +80,7 @@ def retrain(
                           **{**flags, **parse_overrides(settings or [])})
     except Stopped as stop:
         raise exit_stopped(stop) from None
-    summary = rt.summarize(runs)
+    summary = summarize(runs)
     if as_json:
         keys = ("name", "seed", "test_acc", "params", "arch_id", "protocol", "search_val_acc", "wall_seconds", "dir")
         print_json({"runs": [{k: r.get(k) for k in keys} for r in runs], "summary": summary})

@@ -9,9 +9,9 @@ import typer
 from rich.table import Table
 
 from nas.arch import Arch
+from nas.arch.counting import count_params
 from nas.cli.app import Data, Device, Json, Protocol, out, print_json
 from nas.cli.archflags import arch_command
-from nas.counting import count_params
 from nas.errors import NasError
 
 
@@ -35,7 +35,7 @@ def train(
 ) -> None:
     """Train one architecture with one recipe and report validation accuracy (test accuracy with --eval test)."""
     from nas.api import train_architecture
-    from nas.recipe import parse_overrides
+    from nas.engine.recipe import parse_overrides
 
     if eval_split not in ("val", "test"):
         raise NasError(f"--eval={eval_split!r} is unknown: choose val or test")
@@ -82,11 +82,11 @@ def bench(
     if latency:
         return _latency(arch, batch_size, device, as_json)
 
-    from nas.bench import bench as run_bench
-    from nas.model import build_for_data
-    from nas.data import load_split
-    from nas.recipe import Recipe
-    from nas.train import select_device
+    from nas.arch.model import build_for_data
+    from nas.engine.bench import bench as run_bench
+    from nas.engine.data import load_split
+    from nas.engine.recipe import Recipe
+    from nas.engine.train import select_device
 
     recipe = Recipe(precision=precision)
     dev = select_device(device)
@@ -110,9 +110,9 @@ def bench(
 
 
 def _latency(arch: Arch, batch_size: int, device: str, as_json: bool) -> None:
-    from nas.latency import measure_latency
-    from nas.model import build_model
-    from nas.train import select_device
+    from nas.arch.model import build_model
+    from nas.engine.latency import measure_latency
+    from nas.engine.train import select_device
 
     dev, model = select_device(device), build_model(arch)
     rows = [measure_latency(model, dev, b, arch.input_size, arch.in_channels) for b in sorted({1, batch_size})]

@@ -8,9 +8,9 @@ from typing import Any
 
 import torch
 
-from nas.bounds import Bounds
+from nas.arch.bounds import Bounds
+from nas.engine.recipe import Recipe
 from nas.errors import NasError
-from nas.recipe import Recipe
 
 PRUNERS = ("halving", "hyperband", "median", "none")
 SAMPLERS = ("tpe", "random", "grid")
@@ -106,7 +106,7 @@ class SearchConfig:
 
     @property
     def bounds(self) -> Bounds:
-        """The hard limits every candidate must fit (nas.bounds): the one rule, asked everywhere."""
+        """The hard limits every candidate must fit (nas.arch.bounds): the one rule, asked everywhere."""
         return Bounds(self.budget, self.max_macs)
 
     def _check_objectives(self) -> None:

@@ -16,9 +16,9 @@ from itertools import product
 from typing import Any, Iterator
 
 from nas.arch import short_hash
+from nas.arch.space import Choice, Space
 from nas.errors import NasError
 from nas.search.config import SearchConfig
-from nas.space import Choice, Space
 
 MAX_COMBINATIONS = 200_000  # enumerated in seconds; a larger grid is a space meant for TPE
 

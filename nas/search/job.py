@@ -14,22 +14,22 @@ import optuna
 import torch
 
 from nas import artifacts, record
-from nas.bounds import Bounds
-from nas.data import check_image_shape
+from nas.arch.bounds import Bounds
+from nas.arch.space import Space, load_space
+from nas.arch.survey import survey
+from nas.engine.data import check_image_shape
+from nas.engine.train import select_device
 from nas.errors import NasError
 from nas.record import Record
 from nas.search.config import SearchConfig, default_fidelity, default_rung
+from nas.search.grid import Grid, grid
 from nas.search.loop import SearchFailed, run_search, trained
 from nas.search.objective import SearchData, check_batch_size, load_search_data
 from nas.search.recovery import Say, quiet
 from nas.search.rung import Verdict, confirm, confirm_pool, verdict
-from nas.search.grid import Grid, grid
 from nas.search.storage import exclusive, existing_attrs, open_study
 from nas.search.workers import check_concurrent_storage, run_workers
-from nas.space import Space, load_space
 from nas.stopping import Stop
-from nas.survey import survey
-from nas.train import select_device
 
 
 @dataclass(frozen=True)

@@ -11,14 +11,14 @@ import optuna
 import torch
 
 from nas import record, stopping
+from nas.arch.model import build_model
+from nas.arch.space import Space
+from nas.engine.train import train
 from nas.errors import NasError
-from nas.model import build_model
 from nas.search.config import SearchConfig
 from nas.search.objective import Builder, SearchData, TrialFault, make_objective
 from nas.search.recovery import Say, fail_dead_trials, quiet
 from nas.search.storage import open_study
-from nas.space import Space
-from nas.train import train
 
 
 class SearchFailed(NasError):

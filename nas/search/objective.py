@@ -23,17 +23,17 @@ import torch
 
 from nas import record, stopping
 from nas.arch import Arch, short_hash
-from nas.counting import count_macs, count_params
-from nas.data import ImageSet, load_split, split_validation, stratified_subset
+from nas.arch.counting import count_macs, count_params
+from nas.arch.model import build_model
+from nas.arch.space import Choice, Range, Space
+from nas.engine.data import ImageSet, load_split, split_validation, stratified_subset
+from nas.engine.precision import resolved
+from nas.engine.recipe import Recipe
+from nas.engine.train import EvalPoint, train
 from nas.errors import NasError
-from nas.model import build_model
-from nas.precision import resolved
 from nas.record import Outcome, set_outcome
-from nas.recipe import Recipe
 from nas.search.config import SearchConfig
 from nas.search.recovery import Say, fail_dead_trials, identity, quiet, waiting_message
-from nas.space import Choice, Range, Space
-from nas.train import EvalPoint, train
 
 Builder = Callable[[Arch, str, int], torch.nn.Module]  # build_model(arch, init, seed); tests inject recorders
 Values = float | tuple[float, ...]  # a trial's value: accuracy, or accuracy and costs (multi-objective)

@@ -17,12 +17,12 @@ import torch
 
 from nas import record, stopping
 from nas.arch import Arch
-from nas.model import build_model
+from nas.arch.model import build_model
+from nas.engine.recipe import Recipe, protocol
+from nas.engine.train import train
 from nas.record import Record
-from nas.recipe import Recipe, protocol
 from nas.search.config import CONFIRM_LONGER_BY, SearchConfig
 from nas.search.objective import Builder, SearchData
-from nas.train import train
 
 
 def longer(recipe: Recipe, by: int, available: int) -> Recipe:

@@ -14,10 +14,10 @@ from typing import Any, Callable
 
 import optuna
 
-from nas.bounds import Bounds
+from nas.arch.bounds import Bounds
+from nas.arch.space import Space
 from nas.errors import NasError
 from nas.search.config import SearchConfig
-from nas.space import Space
 
 
 class DepthView:

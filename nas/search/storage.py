@@ -20,13 +20,12 @@ from typing import Any
 import optuna
 
 from nas import record
+from nas.arch.space import Space
 from nas.artifacts import db_message, safe_url, storage_backend
 from nas.errors import NasError
 from nas.record import OBJECTIVE
 from nas.search.config import SearchConfig
 from nas.search.sampling import make_pruner, make_sampler
-from nas.space import Space
-
 
 
 def heartbeat_settings() -> tuple[int, int]:
@@ -58,7 +57,12 @@ def make_storage(url: str, attempts: int = 8) -> optuna.storages.RDBStorage:
     Processes opening a fresh database together race to create its tables; the losers see a
     duplicate-key error (PostgreSQL) or "table ... already exists" (SQLite, where a search checking the
     budget races the one creating the study) and simply retry, finding the tables made."""
-    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
+    from sqlalchemy.exc import (
+        IntegrityError,
+        OperationalError,
+        ProgrammingError,
+        SQLAlchemyError,
+    )
 
     storage_backend(url)
     interval, grace = heartbeat_settings()

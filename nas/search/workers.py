@@ -24,11 +24,11 @@ from typing import Callable
 import optuna
 import torch
 
+from nas.arch.space import Space
 from nas.errors import NasError
 from nas.search.config import SearchConfig
 from nas.search.loop import SearchFailed, run_search
 from nas.search.objective import load_search_data
-from nas.space import Space
 from nas.stopping import Stop, stop_on_signals
 
 STOP_GRACE_SECONDS = 30  # how long a stopping worker may take to record its trial before it is killed

@@ -3,8 +3,8 @@
 plotly.js is inlined once (no CDN), so the page renders with the network off. Every
 plot div has a stable id ("pareto", "history", "rung-ranks", "rank", "latency", ...) and every
 table too ("leaderboard", "outcomes", "final"), so tests and readers can find them; the same ids
-name the static files (`static`: figures/pareto.png). The numbers come from `nas.results`, the
-figures from `nas.report_figures` and `nas.figures`; this module assembles the page.
+name the static files (`static`: figures/pareto.png). The numbers come from `nas.report.tables`, the
+figures from `nas.report.figures` and `nas.report.writeup`; this module assembles the page.
 """
 
 from __future__ import annotations
@@ -19,14 +19,19 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
-from nas import report_figures as rf
 from nas.arch import Arch
+from nas.arch.counting import count_params
 from nas.atomic import write_text_atomic
-from nas.counting import count_params
 from nas.errors import NasError
-from nas.report_figures import format_tau
-from nas.report_text import count, final_schedule, pct, run_schedule, short_schedule
-from nas.results import finished_in_budget, final_rung_ranks, leaderboard, rank_correlation
+from nas.report import figures as rf
+from nas.report.figures import format_tau
+from nas.report.tables import (
+    final_rung_ranks,
+    finished_in_budget,
+    leaderboard,
+    rank_correlation,
+)
+from nas.report.text import count, final_schedule, pct, run_schedule, short_schedule
 
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 
@@ -243,7 +248,7 @@ def _rung_sections(frame: pd.DataFrame, fidelity: Mapping[str, Any], figures: _F
 
 def _settings_sections(frame: pd.DataFrame, importance: dict[str, float], figures: _Figures) -> list[str]:
     """What the search's settings did: parallel coordinates, importance, and a pivot of the two most varied."""
-    from nas import figures as write_up
+    from nas.report import writeup as write_up
 
     varied = write_up.varied_settings(frame, importance)
     sections = (["<h2>Settings of the trained trials</h2>", figures.div(write_up.parallel_figure(frame), "parallel")]
@@ -259,7 +264,7 @@ def _settings_sections(frame: pd.DataFrame, importance: dict[str, float], figure
 
 def _run_sections(runs: Sequence[dict], figures: _Figures, confusions: int = 4) -> list[str]:
     """Training curves of every retrained run, and per-class results of the best few."""
-    from nas import figures as write_up
+    from nas.report import writeup as write_up
 
     runs = [r for r in runs if r.get("curves")]  # runs written before curves were recorded are skipped
     if not runs:
@@ -274,7 +279,7 @@ def _run_sections(runs: Sequence[dict], figures: _Figures, confusions: int = 4) 
 
 def _with_schedule(run: dict[str, Any]) -> dict[str, Any]:
     """A run's metrics.json with its protocol as text: the epochs its recipe.json names (else its curves)."""
-    from nas.retrain import RECIPE_FILE
+    from nas.runs import RECIPE_FILE
 
     try:
         epochs = json.loads((Path(run["dir"]) / RECIPE_FILE).read_text()).get("epochs")
@@ -285,7 +290,7 @@ def _with_schedule(run: dict[str, Any]) -> dict[str, Any]:
 
 def _entries(runs: Sequence[dict[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:
     """summarize()'s entries (one per architecture and protocol), each with its runs' protocol text."""
-    from nas.retrain import summarize
+    from nas.runs import summarize
 
     texts = {(r["arch_id"], r["protocol"]): r["schedule"] for r in runs}
     return [{**{k: e.get(k) for k in keys}, "schedule": texts.get((e["arch_id"], e["protocol"]), "")}
@@ -308,11 +313,12 @@ def write_study_report(study: Any, results_dir: Path, examples: Path, frame: pd.
     """Rewrite RESULTS/<study>/report.html with the search, its retrained candidates and the baselines
     (every examples/ architecture for the study's class count: retrained where a run exists, else its size alone);
     `static` ("png" or "svg") also writes each figure to figures/NAME.png beside it."""
+    from nas.arch.archfile import read_arch_file
     from nas.artifacts import study_dir
-    from nas.figures import importances
     from nas.record import STUDY_BUDGET
-    from nas.results import trials_frame
-    from nas.retrain import baseline_root, file_candidate, finished_runs, retrain_root
+    from nas.report.tables import trials_frame
+    from nas.report.writeup import importances
+    from nas.runs import baseline_root, finished_runs, retrain_root
 
     budget = study.user_attrs.get(STUDY_BUDGET)
     if budget is None:
@@ -325,7 +331,7 @@ def write_study_report(study: Any, results_dir: Path, examples: Path, frame: pd.
     baseline_runs: list[dict[str, Any]] = []
     classes = set(frame["num_classes"].dropna().astype(int)) if "num_classes" in frame.columns else set()
     for path in sorted(Path(examples).glob("*.json")) if Path(examples).is_dir() else []:
-        c = file_candidate(path)
+        c = read_arch_file(path)
         if classes and c.arch.num_classes not in classes:  # a CIFAR-100 design is no baseline for CIFAR-10
             continue
         done = [_with_schedule(r) for r in finished_runs(baseline_root(results_dir, c.name))]
@@ -341,7 +347,7 @@ def write_study_report(study: Any, results_dir: Path, examples: Path, frame: pd.
 def check_static(static: str | None) -> None:
     """Refuse a static export that cannot run before any work (a format, kaleido, a browser)."""
     if static is not None:
-        from nas.static_figures import check
+        from nas.report.static import check
 
         check(static)
 
@@ -357,7 +363,7 @@ def write_report(df: pd.DataFrame, path: Path, *, budget: int, retrained: Sequen
                        importance=importance, fidelity=fidelity)
     written = write_text_atomic(page, Path(path))
     if static is not None:
-        from nas.static_figures import write_static
+        from nas.report.static import write_static
 
         write_static(figs, Path(path).parent / "figures", static)
     return written

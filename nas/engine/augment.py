@@ -9,16 +9,15 @@ applied to the whole batch only when enabled.
 from __future__ import annotations
 
 import functools
-
 import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from nas.data import ImageSet
+from nas.engine.data import ImageSet
+from nas.engine.recipe import Recipe
 from nas.errors import NasError
-from nas.recipe import Recipe
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)

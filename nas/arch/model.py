@@ -1,5 +1,5 @@
-"""Build a torch network from an `Arch`: nas/layout.py says which operations, in which order; this
-module only knows how to make each operation a module, as nas/counting.py only knows what it costs.
+"""Build a torch network from an `Arch`: nas/arch/layout.py says which operations, in which order; this
+module only knows how to make each operation a module, as nas/arch/counting.py only knows what it costs.
 
 The module tree of basic and bottleneck networks is the one they always had (conv and BN paired as
 `conv_bn`, a Dropout placeholder at p=0), so weights saved before the other families still load."""
@@ -10,10 +10,22 @@ import torch
 from torch import nn
 
 from nas.arch import Arch
+from nas.arch.layout import arch_stages
+from nas.arch.ops import (
+    SE,
+    Act,
+    Block,
+    Conv,
+    Drop,
+    Linear,
+    MaxPool,
+    Norm,
+    Op,
+    Pool,
+    Res2,
+)
+from nas.engine.recipe import INITS
 from nas.errors import NasError
-from nas.layout import SE, Act, Block, Conv, Drop, Linear, MaxPool, Norm, Op, Pool, Res2, arch_stages
-from nas.recipe import INITS
-
 
 
 def conv_bn(c_in: int, c_out: int, k: int, stride: int = 1, groups: int = 1) -> nn.Sequential:
@@ -46,7 +58,7 @@ class SqueezeExcite(nn.Module):
 
 
 class Res2Split(nn.Module):
-    """Res2Net's hierarchical split (nas.layout.Res2), as the official code's Bottle2neck runs it."""
+    """Res2Net's hierarchical split (nas.arch.layout.Res2), as the official code's Bottle2neck runs it."""
 
     def __init__(self, op: Res2) -> None:
         super().__init__()
@@ -95,7 +107,7 @@ def _unit(ops: tuple[Op, ...]) -> nn.Module:
 
 
 class ResBlock(nn.Module):
-    """One block of any family (nas.layout.Block): pre, body, shortcut, add, post."""
+    """One block of any family (nas.arch.layout.Block): pre, body, shortcut, add, post."""
 
     def __init__(self, spec: Block) -> None:
         super().__init__()

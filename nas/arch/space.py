@@ -39,11 +39,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
-from nas.arch import (ACTIVATIONS, BLOCK_TYPES, FAMILY_FIELDS, POOLINGS, SE_PLACEMENTS, SHORTCUTLESS, STEMS, Arch,
-                      Options, channel_problem, layer_sizes, stem_problem, unused_fields, uses_skip)
+from nas.arch import Arch
+from nas.arch.families import (
+    FAMILIES,
+    KNOBS,
+    channel_problem,
+    layer_sizes,
+    readers,
+    stem_problem,
+    unused_fields,
+    uses_skip,
+)
+from nas.arch.ops import ACTIVATIONS, POOLINGS, SE_PLACEMENTS, STEMS, Options
+from nas.engine.recipe import COUPLED, Recipe
 from nas.errors import NasError, label, shown
 from nas.numbers import parse_float, parse_int
-from nas.recipe import COUPLED, Recipe
 from nas.yamlfile import read_yaml
 
 PER_LAYER = ("blocks", "channels", "kernels", "skip_kernels")
@@ -431,21 +441,18 @@ def _stems(p: _Problems, raw: Any) -> tuple[int | None, ...]:
     return tuple(stems)
 
 
-FAMILY_RULES = {"width_per_group": ("must be >= 1 (one group's inner width at layer 1)", lambda v: v >= 1),
-                "scale": ("must be >= 2 (channel splits per res2net block)", lambda v: v >= 2)}
-
-
 def _family(p: _Problems, data: dict, block: tuple[str, ...], se_ratio: tuple[int, ...]) -> dict[str, tuple]:
     """The family knobs: stem_channels, width_per_group, scale, se_placement. A knob that no listed block
     reads is a problem (it would silently do nothing), and so is a listed block missing its knob."""
     out: dict[str, tuple] = {"stem_channels": _stems(p, data.get("stem_channels", DEFAULTS["stem_channels"]))}
-    for name, (rule, ok) in FAMILY_RULES.items():
-        users = FAMILY_FIELDS[name]
-        readers = [b for b in block if b in users]
-        out[name] = _ints(p, name, data[name], rule, ok) if name in data else tuple(DEFAULTS[name])
-        if readers and name not in data:
-            p.append(f"{name}: missing: block {readers[0]} needs {name} choices, e.g. {name}: [{16 if name != 'scale' else 4}]")
-        if name in data and not readers:
+    for name, (low, meaning) in KNOBS.items():
+        users = readers(name)
+        listed = [b for b in block if b in users]
+        out[name] = _ints(p, name, data[name], f"must be >= {low} ({meaning})", lambda v, low=low: v >= low) \
+            if name in data else tuple(DEFAULTS[name])
+        if listed and name not in data:
+            p.append(f"{name}: missing: block {listed[0]} needs {name} choices, e.g. {name}: [{max(low, 4)}]")
+        if name in data and not listed:
             p.add(name, data[name], f"is read by block {' or '.join(users)} only, and block: lists neither: "
                                     f"add one to block:, or remove {name}")
     for name, (words, what) in WORDS.items():
@@ -505,8 +512,8 @@ def parse_space(data: Any, name: str = "space") -> Space:
     pool = _pools(p, data.get("pool", DEFAULTS["pool"]))
     block = tuple(_listify(data.get("block", DEFAULTS["block"])))
     for b in block:
-        if b not in BLOCK_TYPES:
-            p.add("block", b, f"is not a block type: choose from {', '.join(BLOCK_TYPES)}")
+        if b not in FAMILIES:
+            p.add("block", b, f"is not a block type: choose from {', '.join(FAMILIES)}")
     se_ratio = _ints(p, "se_ratio", data.get("se_ratio", DEFAULTS["se_ratio"]), "0 (off) or a reduction ratio >= 1", lambda v: v >= 0)
     groups = _ints(p, "groups", data.get("groups", DEFAULTS["groups"]), "groups must be >= 1", lambda v: v >= 1)
     dropout = _dropouts(p, data.get("dropout", DEFAULTS["dropout"]))
@@ -587,7 +594,7 @@ def _first_layer(space: Space, o: Options, chans: tuple[int, ...]) -> list[tuple
         return [(chans, (1,))]
     same = () if None in space.stem_channels else tuple(c for c in chans if c == s)
     other = tuple(c for c in chans if c != s)
-    skips = space.skip_kernels[0] if o.block not in SHORTCUTLESS else (1,)
+    skips = space.skip_kernels[0] if FAMILIES[o.block].residual else (1,)
     return [(c, k) for c, k in ((same, (1,)), (other, skips)) if c]
 
 
@@ -599,7 +606,7 @@ def static_combos(space: Space):
         for pool in space.pool:  # in the file's order, then the options': the order a sampled survey draws in
             for o in (o for o, fits in zip(options, pools) if pool in fits):
                 chans = [valid_channels(space, o, i) for i in range(n)]
-                later = [space.skip_kernels[i] if o.block not in SHORTCUTLESS else (1,) for i in range(1, n)]
+                later = [space.skip_kernels[i] if FAMILIES[o.block].residual else (1,) for i in range(1, n)]
                 for first, skips in _first_layer(space, o, chans[0]):
                     yield Combo(n, pool, o, (first, *chans[1:]), (skips, *later))
 

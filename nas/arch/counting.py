@@ -5,9 +5,9 @@ bias, not running statistics). MACs are the multiply-accumulates of convolutions
 layers in one forward pass of one image, which is what torch's FlopCounterMode counts
 (FLOPs / 2); BN, ReLU, pooling, additions and concatenations are not counted.
 
-The network's structure comes from nas/layout.py, which the builder reads too; this module only
+The network's structure comes from nas/arch/layout.py, which the builder reads too; this module only
 knows what one operation costs. The per-layer knobs may be NumPy arrays of one shape (whole numbers;
-nas.survey passes float64, which cannot overflow), so `nas space` counts millions of candidates of
+nas.arch.survey passes float64, which cannot overflow), so `nas space` counts millions of candidates of
 every block family with the very same formulas.
 """
 
@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Sequence
 
-from nas.arch import Arch, Options
-from nas.layout import SE, Block, Conv, Int, Linear, Norm, Op, Res2, Stage, arch_stages, stages
+from nas.arch import Arch
+from nas.arch.layout import arch_stages, stages
+from nas.arch.ops import SE, Block, Conv, Int, Linear, Norm, Op, Options, Res2, Stage
 
 
 def _conv(c_in: Int, c_out: Int, k: Int, groups: Int) -> Int:
@@ -60,7 +61,7 @@ def _cached_cost(block: Block) -> tuple[int, int]:
 
 
 def block_cost(block: Block) -> tuple[Int, Int]:
-    """(params, macs) of one block; memoised like nas.layout.make_block (NumPy arrays cannot be hashed)."""
+    """(params, macs) of one block; memoised like nas.arch.layout.make_block (NumPy arrays cannot be hashed)."""
     try:
         return _cached_cost(block)
     except TypeError:

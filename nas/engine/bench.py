@@ -20,19 +20,19 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
-from nas.augment import channel_stats
-from nas.data import ImageSet
+from nas.engine.augment import channel_stats
+from nas.engine.data import ImageSet
+from nas.engine.precision import onednn_conv_kernel, resolve_precision, resolved
+from nas.engine.recipe import Recipe
+from nas.engine.train import train
 from nas.errors import NasError
-from nas.recipe import Recipe
-from nas.precision import onednn_conv_kernel, resolve_precision, resolved
-from nas.train import train
 
 
 @dataclass(frozen=True)
 class BenchResult:
     device: str
     precision: str  # the engine's, resolved: fp32, bf16 or fp16
-    conv_kernel: str | None  # CPU: the oneDNN kernel a conv in that precision dispatches to (nas.precision)
+    conv_kernel: str | None  # CPU: the oneDNN kernel a conv in that precision dispatches to (nas.engine.precision)
     batch_size: int
     steps: int  # timed optimiser steps per round and side
     rounds: int

@@ -5,23 +5,10 @@ says otherwise) + BN + ReLU; N layers, layer i has B_i blocks with C_i output ch
 block of every layer after the first downsamples (stride 2; a 2x2 max-pool for plain blocks);
 average pool of kernel P; Linear(features -> classes).
 
-Block families (`block`), each spelled out once in nas/layout.py:
-- basic: conv(F)-BN-ReLU-conv(F)-BN, add, ReLU.
-- bottleneck: 1x1 to C_i/4, conv(F), 1x1 back, BN after each (torchvision's ResNet-50 block).
-- preact: Wide ResNet's BN-ReLU-conv(F)-BN-ReLU-(dropout)-conv(F), add; a bare-conv stem, a final
-  BN-ReLU before pooling, and 1x1 (K_i) projections without BN that read the pre-activated input.
-- resnext: the bottleneck with inner width D_i = groups x width_per_group x C_i / C_1, grouped conv(F)
-  (prlz77/ResNeXt.pytorch's CIFAR ResNeXt-29: D = cardinality x int(base_width x C_i / C_1)).
-- res2net: the resnext bottleneck with its conv(F) replaced by Res2Net's hierarchy of `scale` splits
-  of width D_i (scale - 1 convs F, each with BN and ReLU), as the official Res2Net code builds it.
-- plain: no shortcut; each "block" is one conv(F)-BN-ReLU unit (SimpleNet), downsampling is a 2x2
-  max-pool before a layer's first unit. Per-layer kernels F_i apply to a layer's units, so a design
-  with 1x1 units near the end gives them a layer of their own: SimpleNet's 13 convs are a 64-wide
-  stem plus layers B=(3,3,2,1,2,1) with F=(3,3,3,3,1,3), five max-pools as in the paper.
-- convgroup: airbench's ConvGroup, no shortcut: every layer (the first too) is conv(F)-maxpool2-BN-act,
-  then B_i - 1 units conv(F)-BN-act; the pool floors (31 -> 15), as nn.MaxPool2d(2) does. airbench94 is
-  stem='patch' (2x2 conv, 24 filters, bias, no padding, no BN) and three groups B=2 of C=64,256,256,
-  activation gelu, pooling max, a bias-free head scaled by 1/9 (examples/airbench94.json).
+Block families (`block`): basic, bottleneck, preact (Wide ResNet), resnext, res2net, plain (SimpleNet: one
+conv-BN-ReLU unit per block, max-pool downsampling; its 13 convs are a 64-wide stem plus layers
+B=(3,3,2,1,2,1) with F=(3,3,3,3,1,3)), convgroup (airbench: every layer conv-maxpool-BN-act, then B_i - 1
+units conv-BN-act); each is one record in nas/arch/families.py, the registry every rule here reads.
 
 Network-wide extras: activation (relu, gelu) everywhere; stem 'conv' (conv3x3-BN-act) or 'patch'
 (airbench's 2x2 patch conv with bias and no padding, then the activation: the whitening stem); pooling
@@ -37,18 +24,18 @@ from dataclasses import asdict, dataclass, fields
 from functools import cached_property
 from typing import Any
 
+from nas.arch.families import (
+    FAMILIES,
+    channel_problem,
+    family,
+    family_problem,
+    layer_sizes,
+    stem_problem,
+    uses_skip,
+)
+from nas.arch.ops import ACTIVATIONS, POOLINGS, STEMS, Options
 from nas.errors import NasError, shown
 
-BLOCK_TYPES = ("basic", "bottleneck", "preact", "resnext", "res2net", "plain", "convgroup")
-SHORTCUTLESS = ("plain", "convgroup")  # families without a residual addition: no skip kernel matters
-ACTIVATIONS = ("relu", "gelu")
-STEMS = ("conv", "patch")  # conv3x3-BN-act; airbench's 2x2 patch conv (bias, no padding) + act
-POOLINGS = ("avg", "max")
-PATCH = 2  # the patch stem's kernel: 2x2 patches, as airbench whitens
-SE_PLACEMENTS = ("blocks", "stem")  # SE after every block's branch, or one SE unit after the stem
-BOTTLENECK_DIVISOR = 4  # bottleneck inner width = C_i // 4, as in torchvision's ResNet-50
-FAMILY_FIELDS = {"width_per_group": ("resnext", "res2net"), "scale": ("res2net",)}  # field: the blocks that read it
-GROUPED_INPUT = ("basic", "preact", "plain", "convgroup")  # blocks whose first conv is grouped, so groups must divide its input
 NEW_DEFAULTS = {"stem_channels": None, "width_per_group": 0, "scale": 0, "se_placement": "blocks", "activation": "relu",
                 "stem": "conv", "pooling": "avg", "head_bias": True, "head_scale": 1.0}  # left out of ids
 
@@ -77,116 +64,7 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-@dataclass(frozen=True)
-class Options:
-    """The network-wide options every block reads: what `nas space` holds fixed per group of
-    candidates while the per-layer knobs vary (nas/counting.count_many)."""
-
-    block: str = "basic"
-    se_ratio: int = 0
-    groups: int = 1
-    dropout: float = 0.0
-    stem_channels: int | None = None
-    width_per_group: int = 0
-    scale: int = 0
-    se_placement: str = "blocks"
-    activation: str = "relu"
-    stem: str = "conv"
-    pooling: str = "avg"
-    head_bias: bool = True
-    head_scale: float = 1.0
-
-    @property
-    def se_in_blocks(self) -> bool:
-        return bool(self.se_ratio) and self.se_placement == "blocks"
-
-
-def layer_sizes(n: int, input_size: int, o: Options) -> tuple[int, tuple[int, ...]]:
-    """(the stem's output side, the side after each of `n` layers). A patch stem has no padding (s - 1);
-    layers after the first halve with stride 2 and 'same' padding, ceil(s / 2); convgroup layers all pool,
-    the first too, with floor(s / 2)."""
-    stem = input_size - (PATCH - 1) if o.stem == "patch" else input_size
-    sizes, s = [], stem
-    for i in range(n):
-        if o.block == "convgroup":
-            s //= 2
-        elif i > 0:
-            s = (s + 1) // 2
-        sizes.append(s)
-    return stem, tuple(sizes)
-
-
 OPTION_FIELDS = tuple(f.name for f in fields(Options))
-
-
-def unused_fields(block: str, se_ratio: int) -> dict[str, Any]:
-    """The options this block family does not read, at their off values: a space sets them so, whatever was
-    sampled, and a candidate that differs only there is the same network."""
-    off = {name: 0 for name, users in FAMILY_FIELDS.items() if block not in users}
-    return off if se_ratio else {**off, "se_placement": "blocks"}
-
-
-def uses_skip(block: str, layer: int, stem_channels: int | None, c1: int) -> bool:
-    """Whether layer `layer`'s first block projects its shortcut (so K_i matters): every layer after the
-    first changes shape, and layer 1 does when the stem's width differs from C_1. Plain blocks have none."""
-    return block not in SHORTCUTLESS and (layer > 0 or (stem_channels is not None and stem_channels != c1))
-
-
-def channel_problem(c: int, o: Options, layer: int = 0) -> str | None:
-    """Why `c` channels cannot make layer `layer`'s blocks with these options, or None: the one
-    channel rule, which Arch enforces and the space survey uses to count valid candidates."""
-    se_here = o.se_in_blocks or (o.se_ratio and o.se_placement == "stem" and layer == 0 and o.stem_channels is None)
-    if se_here and c < o.se_ratio:
-        where = "SE would have 0 hidden units" if o.se_in_blocks else "the stem (C_1 wide) holds the SE unit"
-        return (f"se_ratio={o.se_ratio} exceeds channels[{layer}]={c}: {where}; "
-                "lower se_ratio or widen the layer")
-    if o.block == "bottleneck" and c < BOTTLENECK_DIVISOR:
-        return (f"channels[{layer}]={c} is too narrow for a bottleneck block (inner width C//4 would be 0): "
-                "use >= 4 channels or block='basic'")
-    if o.block in FAMILY_FIELDS["width_per_group"]:
-        return None  # the inner width is groups x (a width >= 1): always a multiple of groups
-    what, width = ("bottleneck width", c // BOTTLENECK_DIVISOR) if o.block == "bottleneck" else ("channels", c)
-    if width % o.groups:
-        return f"groups={o.groups} does not divide {what} {width} of layer {layer}: pick groups that divide it"
-    return None
-
-
-def stem_problem(o: Options) -> str | None:
-    """Why the stem width stem_channels cannot feed these blocks, or None (C_1's own rules are channel_problem's)."""
-    s = o.stem_channels
-    if s is None:
-        return None
-    if o.block in GROUPED_INPUT and s % o.groups:
-        return (f"groups={o.groups} does not divide stem_channels={s}: a {o.block} block's first conv is grouped "
-                "and reads the stem; pick a stem width that groups divides")
-    if o.se_ratio and o.se_placement == "stem" and s < o.se_ratio:
-        return (f"se_ratio={o.se_ratio} exceeds stem_channels={s}: the stem's SE unit would have 0 hidden units; "
-                "lower se_ratio or widen the stem")
-    return None
-
-
-def _family_problem(o: Options) -> str | None:
-    """A family option given to a family that does not read it, or missing where one needs it."""
-    rules = {"width_per_group": (1, "the width of one group at layer 1, e.g. 64 in ResNeXt-29 8x64d"),
-             "scale": (2, "the number of channel splits, 4 in the Res2Net paper")}
-    for name, (low, meaning) in rules.items():
-        v, users = getattr(o, name), FAMILY_FIELDS[name]
-        if not _is_int(v) or v < 0:
-            return f"{name}={shown(v)} is invalid: must be an integer >= 0 ({meaning})"
-        if o.block in users and v < low:
-            return f"{name}={v} is invalid for block={o.block!r}: must be >= {low} ({meaning}); set {name}"
-        if o.block not in users and v:
-            return (f"{name}={v} is invalid for block={o.block!r}: only block {' or '.join(users)} reads it; "
-                    f"set {name} to 0 (or leave it out), or choose block {users[0]}")
-    if o.se_placement not in SE_PLACEMENTS:
-        return f"se_placement={shown(o.se_placement)} is unknown: choose one of {', '.join(SE_PLACEMENTS)}"
-    if o.se_placement == "stem" and not o.se_ratio:
-        return ("se_placement='stem' is invalid with se_ratio=0: the stem's SE unit needs a reduction ratio; "
-                "set se_ratio (e.g. 16; --se on the command line) or se_placement='blocks'")
-    s = o.stem_channels
-    if s is not None and (not _is_int(s) or s < 1):
-        return f"stem_channels={shown(s)} is invalid: must be an integer >= 1, or None for C_1"
-    return None
 
 
 @dataclass(frozen=True)
@@ -244,8 +122,7 @@ class Arch:
             v = getattr(self, name)
             if not _is_int(v) or v < low:
                 raise NasError(f"{name}={shown(v)} is invalid: must be an integer >= {low}")
-        if self.block not in BLOCK_TYPES:
-            raise NasError(f"block={shown(self.block)} is unknown: choose one of {', '.join(BLOCK_TYPES)}")
+        family(self.block)  # an unknown family is one line naming the registered ones
         if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
             raise NasError(f"dropout={shown(self.dropout)} is invalid: must be in [0, 1)")
         for name, choices in (("activation", ACTIVATIONS), ("stem", STEMS), ("pooling", POOLINGS)):
@@ -266,7 +143,7 @@ class Arch:
                     f"so pool must be an integer from 1 to {final} (or None for global pooling)"
                 )
         o = self.options
-        problem = _family_problem(o) or stem_problem(o)
+        problem = family_problem(o) or stem_problem(o)
         problem = problem or next(filter(None, (channel_problem(c, o, i) for i, c in enumerate(self.channels))), None)
         if problem:
             raise NasError(problem)
@@ -309,8 +186,8 @@ class Arch:
             raise NasError(f"width={width!r} must be in (0, 1]: it scales channels down for proxy training")
         if width == 1:
             return self
-        grouped = self.block not in FAMILY_FIELDS["width_per_group"]
-        step = (self.groups if grouped else 1) * (BOTTLENECK_DIVISOR if self.block == "bottleneck" else 1)
+        f = FAMILIES[self.block]
+        step = (1 if "width_per_group" in f.reads else self.groups) * f.divisor
         scale = lambda c: max(step, -(-round(c * width) // step) * step)  # noqa: E731
         channels = tuple(scale(c) for c in self.channels)
         stem = None if self.stem_channels is None else scale(self.stem_channels)

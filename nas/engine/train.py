@@ -22,11 +22,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas.augment import Augment, ChannelStats, augment_batch, channel_stats, normalize
-from nas.data import ImageSet, stratified_subset
+from nas.engine.augment import (
+    Augment,
+    ChannelStats,
+    augment_batch,
+    channel_stats,
+    normalize,
+)
+from nas.engine.data import ImageSet, stratified_subset
+from nas.engine.precision import resolve_precision, resolved
+from nas.engine.recipe import Recipe
 from nas.errors import NasError, note
-from nas.precision import resolve_precision, resolved
-from nas.recipe import Recipe
 
 LOOKAHEAD_K = 5  # fast steps per slow update (Zhang et al. 2019 defaults)
 LOOKAHEAD_ALPHA = 0.5
@@ -596,7 +602,13 @@ def _result(status: str, st: _State, started: float, precision: str) -> TrainRes
 
 def _progress_bar():
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     # stderr, so `--json` output on stdout stays one clean object
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -608,7 +620,7 @@ def _progress_bar():
 
 
 def _save(directory: Path, r: Recipe, run: _Run, st: _State, started: float) -> None:
-    from nas.checkpoint import capture_rng, save_checkpoint
+    from nas.engine.checkpoint import capture_rng, save_checkpoint
 
     state = {
         "version": CHECKPOINT_VERSION,
@@ -639,7 +651,7 @@ def _stored_recipe(data) -> Recipe | None:
 
 
 def _resume(directory: Path, r: Recipe, run: _Run, st: _State) -> None:
-    from nas.checkpoint import load_latest_checkpoint, restore_rng
+    from nas.engine.checkpoint import load_latest_checkpoint, restore_rng
 
     state = load_latest_checkpoint(directory)
     if state is None:

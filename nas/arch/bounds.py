@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nas.arch import Arch
-from nas.counting import count_macs, count_params
+from nas.arch.counting import count_macs, count_params
 
 
 @dataclass(frozen=True)

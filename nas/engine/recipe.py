@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 from nas.errors import NasError, shown
 
-INITS = ("kaiming", "xavier", "dirac")  # the schemes nas.model.init_weights implements
+INITS = ("kaiming", "xavier", "dirac")  # the schemes nas.arch.model.init_weights implements
 OPTIMIZERS = ("sgd", "adam", "adamw", "adagrad", "adamax", "adadelta", "rmsprop")
 SCHEDULES = ("cosine", "onecycle", "step", "plateau", "exponential", "cyclic", "restarts", "constant", "triangular")
 LOOKAHEAD_SCHEDULES = ("constant", "airbench")  # alpha 0.5 on the weights; airbench's rising EMA, BN statistics too
@@ -40,7 +40,7 @@ class Recipe:
     label_smoothing: float = 0.0
     grad_clip: float = 0.0  # max gradient norm; 0 = off
     lookahead: bool = False  # Lookahead(k=5, alpha=0.5) around the optimiser
-    init: str = "kaiming"  # kaiming xavier; applied by nas.model.build_model
+    init: str = "kaiming"  # kaiming xavier; applied by nas.arch.model.build_model
     crop_padding: int = 4  # pixels padded on each side before the random crop; 0 = no crop
     pad_mode: str = "zeros"  # zeros reflect
     flip: bool = True  # random horizontal flip, p = 0.5
@@ -117,7 +117,7 @@ class Recipe:
 
     @property
     def tta_level(self) -> int:
-        """Test-time augmentation as nas.train.evaluate takes it: 0 none, 1 flip, 2 flip and translate."""
+        """Test-time augmentation as nas.engine.train.evaluate takes it: 0 none, 1 flip, 2 flip and translate."""
         return int(self.tta) + int(self.tta and self.tta_translate)
 
     def identity(self) -> dict[str, Any]:

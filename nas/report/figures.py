@@ -2,8 +2,8 @@
 results), the search history per depth, the short schedule's ranks against the final rung's, and retrained
 accuracy against inference latency.
 
-Pure functions of the trials table (`nas.results` computes from it) and of result dicts: this module only
-draws; `nas.report` places the figures. Every score's hover names its protocol (`nas.report_text`).
+Pure functions of the trials table (`nas.report.tables` computes from it) and of result dicts: this module only
+draws; `nas.report.page` places the figures. Every score's hover names its protocol (`nas.report.text`).
 """
 
 from __future__ import annotations
@@ -18,15 +18,23 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from nas import record
-from nas.report_text import count, final_schedule, pct, run_schedule, short_schedule
-from nas.results import ARCH_KNOBS, depth_history, finished_in_budget, leaderboard, pareto_front, rank_correlation
+from nas.arch.families import FAMILIES
+from nas.report.tables import (
+    ARCH_KNOBS,
+    depth_history,
+    finished_in_budget,
+    leaderboard,
+    pareto_front,
+    rank_correlation,
+)
+from nas.report.text import count, final_schedule, pct, run_schedule, short_schedule
 
 WIDTH = 1200  # the page's plot width (its max-width); labels are placed for it and static files drawn at it
 COLORS = {"front": "#e41a1c", "retrained": "#edc948", "baselines": "#555555", "budget": "#555555", "best": "#111111"}
-# Block families (Arch.block): fixed colours, so one family looks the same in every report.
-FAMILY_COLORS = {"basic": "#4e79a7", "bottleneck": "#f28e2b", "preact": "#59a14f", "resnext": "#b07aa1",
-                 "res2net": "#9c755f", "plain": "#8c8c8c"}
-OTHER_FAMILY_COLORS = ("#76b7b2", "#ff9da7", "#bab0ac", "#17becf")
+# Block families take these in the registry's order (nas.arch.families), so one family looks the same in every
+# report; families a study holds but this install does not register take the colours after them.
+FAMILY_PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#9c755f", "#8c8c8c", "#76b7b2", "#ff9da7", "#bab0ac",
+                  "#17becf", "#edc948", "#af7aa1")
 DEPTH_COLORS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666")
 LABEL_POSITIONS = ("top center", "bottom center", "top right", "bottom right", "top left", "bottom left",
                    "middle right", "middle left")
@@ -37,11 +45,9 @@ _UNTRAINED_ROWS = (0.05, 0.14, 0.23)  # heights (fractions of the plot) of basel
 
 
 def family_color(family: str, families: Sequence[str] = ()) -> str:
-    """A block family's colour: fixed for the known ones, else one of the spares by its place in `families`."""
-    if family in FAMILY_COLORS:
-        return FAMILY_COLORS[family]
-    others = sorted(f for f in families if f not in FAMILY_COLORS)
-    return OTHER_FAMILY_COLORS[others.index(family) % len(OTHER_FAMILY_COLORS) if family in others else 0]
+    """A block family's colour: by its place in the registry, else after them by its place among `families`."""
+    order = [*FAMILIES, *sorted(f for f in {*families, family} if f not in FAMILIES)]
+    return FAMILY_PALETTE[order.index(family) % len(FAMILY_PALETTE)]
 
 
 def depth_color(depth: Any) -> str:

@@ -20,7 +20,7 @@ from typing import Iterable, Iterator, Literal, Mapping
 import torch
 
 from nas.atomic import write_atomic
-from nas.checkpoint import why_unloadable
+from nas.engine.checkpoint import why_unloadable
 from nas.errors import NasError, note
 
 CACHE_VERSION = 2  # bump when the cached layout changes, so stale caches are not read

@@ -2,7 +2,7 @@
 training curves across runs, per-class accuracy and confusion matrices, a recipe pivot, the search's
 settings in parallel coordinates, and which settings mattered (Optuna's importance evaluators).
 
-Pure functions of plain data (metrics.json contents, the trials table): `nas.report` places them.
+Pure functions of plain data (metrics.json contents, the trials table): `nas.report.page` places them.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from nas.recipe import Recipe
-from nas.results import SAMPLED_PREFIX, finished_in_budget, pivot
+from nas.engine.recipe import Recipe
+from nas.report.tables import SAMPLED_PREFIX, finished_in_budget, pivot
 
 MIN_TRIALS_FOR_IMPORTANCE = 8  # fewer trained trials say nothing about which setting mattered
 PALETTE = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666")

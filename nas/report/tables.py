@@ -1,7 +1,7 @@
 """Search results as plain tables: trials, Pareto front, leaderboard, rank correlation.
 
 Computing is kept apart from drawing (as in Optuna's visualization package): everything
-here is pandas/NumPy, tested without plotly; `nas.report` only draws these tables. Trials are
+here is pandas/NumPy, tested without plotly; `nas.report.page` only draws these tables. Trials are
 read through `nas.record`, which owns what the search stores and the rule for "best".
 """
 

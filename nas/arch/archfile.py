@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from nas.arch import Arch
+from nas.engine.recipe import Recipe
 from nas.errors import NasError, label
-from nas.recipe import Recipe
 from nas.yamlfile import read_yaml
 
 ENTRIES = ("name", "note", "arch", "recipe")

@@ -1,7 +1,7 @@
 """How much of a space fits a budget: exact enumeration where the space is small enough,
 uniform sampling over candidates otherwise, both through the vectorised counter.
 
-Every block family vectorises (nas/layout.py never branches on a per-layer knob), so each group of
+Every block family vectorises (nas/arch/layout.py never branches on a per-layer knob), so each group of
 candidates sharing N, pool and the network-wide options is one call of `count_many`.
 
 The arrays are float64, not int64: a hostile choice (blocks: 2**63) cannot overflow them, and every
@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nas.bounds import Bounds
-from nas.counting import count_many
+from nas.arch.bounds import Bounds
+from nas.arch.counting import count_many
+from nas.arch.space import PER_LAYER, Combo, Space, combo_size, static_combos
 from nas.errors import NasError
-from nas.space import PER_LAYER, Combo, Space, combo_size, static_combos
 
 ENUMERATE_LIMIT = 4_000_000  # candidates counted exactly before switching to sampling
 EXACT_BELOW = 2.0 ** 53  # float64 holds every integer below this exactly

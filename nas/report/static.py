@@ -18,7 +18,7 @@ import plotly.graph_objects as go
 
 from nas.atomic import write_bytes_atomic
 from nas.errors import NasError
-from nas.report_figures import WIDTH
+from nas.report.figures import WIDTH
 
 FORMATS = ("png", "svg")
 PNG_SCALE = 2  # print resolution: 2400 px wide at the page's 1200
