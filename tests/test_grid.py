@@ -15,6 +15,7 @@ from nas.errors import NasError
 from nas.record import GRID_POINT
 from nas.search import SEARCH_RECIPE, Fidelity, SearchConfig
 from nas.search.grid import combinations, grid
+from nas.search.strategies import check
 
 RECIPE_GRID = {"name": "recipe-grid", "layers": [2], "blocks": [1], "channels": [[16], [32]],
                "train": {"optimizer": ["sgd", "adam", "rmsprop"], "lr": [0.01, 0.05, 0.2]}}
@@ -50,8 +51,8 @@ def test_a_grid_needs_listed_values_and_a_size_it_can_enumerate():
     huge = yaml.safe_load((Path(__file__).parents[1] / "search_spaces" / "default.yaml").read_text())
     with pytest.raises(NasError, match=r"combinations \(at most 200,000\): list fewer choices"):
         grid(parse_space(huge), config())
-    with pytest.raises(NasError, match="drop --objectives"):
-        config(objectives=("accuracy", "params"))
+    with pytest.raises(NasError, match="--sampler grid cannot search a front .* drop --objectives"):
+        check(config(objectives=("accuracy", "params")))
 
 
 def test_a_grid_search_trains_exactly_the_grid_and_its_pivot_is_the_hand_computed_one(

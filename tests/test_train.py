@@ -17,7 +17,9 @@ from nas.arch import Arch
 from nas.arch.counting import count_params
 from nas.engine.augment import channel_stats, normalize
 from nas.engine.data import ImageSet, load_split, split_validation
-from nas.engine.recipe import OPTIMIZERS, SCHEDULES, Recipe
+from nas.engine.optimizers import OPTIMIZERS
+from nas.engine.recipe import Recipe
+from nas.engine.schedules import SCHEDULES
 from nas.engine.train import (
     EvalPoint,
     Lookahead,

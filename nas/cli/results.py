@@ -10,7 +10,17 @@ from rich.table import Table
 
 from nas.arch import Arch
 from nas.bundled import examples_dir
-from nas.cli.app import Json, ResultsDir, Storage, Study as StudyName, command, open_study, out, pm, print_json
+from nas.cli.app import (
+    Json,
+    ResultsDir,
+    Storage,
+    command,
+    open_study,
+    out,
+    pm,
+    print_json,
+)
+from nas.cli.app import Study as StudyName
 from nas.errors import NasError
 
 if TYPE_CHECKING:

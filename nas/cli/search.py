@@ -9,7 +9,18 @@ import typer
 from rich.text import Text
 
 from nas.bundled import default_space
-from nas.cli.app import Data, Device, ResultsDir, Storage, Study as StudyName, command, err, exit_stopped, open_study, out
+from nas.cli.app import (
+    Data,
+    Device,
+    ResultsDir,
+    Storage,
+    command,
+    err,
+    exit_stopped,
+    open_study,
+    out,
+)
+from nas.cli.app import Study as StudyName
 from nas.cli.results import board_table
 from nas.numbers import parse_count
 from nas.stopping import Stopped

@@ -16,8 +16,15 @@ from nas.artifacts import safe_url
 from nas.cli.app import out
 from nas.live import SearchView
 from nas.record import Record
-from nas.search import CONFIRM_LONGER_BY, Job, estimate_trial_seconds, measured_trial_seconds, trained
+from nas.search import (
+    CONFIRM_LONGER_BY,
+    Job,
+    estimate_trial_seconds,
+    measured_trial_seconds,
+    trained,
+)
 from nas.search.rung import MAX_FRONT_RUNG
+from nas.search.strategies import strategy
 
 
 class PrintedSearch(SearchHooks):
@@ -50,7 +57,7 @@ class PrintedSearch(SearchHooks):
         if cfg.multi_objective:
             out.print(f"objectives: {', '.join(cfg.objectives)} (a front: every trial trains the whole short "
                       f"schedule, as Optuna prunes no multi-objective study)")
-        if len(job.space.layers) > 1 and cfg.sampler == "tpe":
+        if len(job.space.layers) > 1 and strategy(cfg.sampler).per_depth:
             pruned = "" if cfg.multi_objective else ", and trials are pruned against their own depth"
             out.print(f"depths {', '.join(map(str, job.space.layers))} take turns{pruned} (the short schedule ranks "
                       f"within a depth, not across)")

@@ -9,13 +9,13 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
+from nas.engine.optimizers import OPTIMIZERS
+from nas.engine.schedules import SCHEDULES
 from nas.errors import NasError, shown
 
 INITS = ("kaiming", "xavier", "dirac")  # the schemes nas.arch.model.init_weights implements
-OPTIMIZERS = ("sgd", "adam", "adamw", "adagrad", "adamax", "adadelta", "rmsprop")
-SCHEDULES = ("cosine", "onecycle", "step", "plateau", "exponential", "cyclic", "restarts", "constant", "triangular")
 LOOKAHEAD_SCHEDULES = ("constant", "airbench")  # alpha 0.5 on the weights; airbench's rising EMA, BN statistics too
 PAD_MODES = ("zeros", "reflect")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -30,12 +30,12 @@ class Recipe:
 
     epochs: int = 200
     batch_size: int = 128  # images per optimiser step
-    optimizer: str = "sgd"  # sgd adam adamw adagrad adamax adadelta rmsprop
+    optimizer: str = "sgd"  # a name in nas.engine.optimizers (sgd adam adamw adagrad adamax adadelta rmsprop)
     lr: float = 0.1  # peak learning rate (after warm-up)
     momentum: float = 0.9  # SGD momentum; beta1 for adam, adamw, adamax; unused by adagrad, adadelta, rmsprop
     nesterov: bool = False  # SGD only
     weight_decay: float = 5e-4  # L2 on every parameter, as the reports did
-    schedule: str = "cosine"  # cosine onecycle step plateau exponential cyclic restarts (SGDR) constant
+    schedule: str = "cosine"  # a name in nas.engine.schedules (cosine onecycle step plateau exponential cyclic ...)
     warmup_epochs: float = 0.0  # linear warm-up from 0 to lr, then the schedule
     label_smoothing: float = 0.0
     grad_clip: float = 0.0  # max gradient norm; 0 = off
@@ -71,8 +71,10 @@ class Recipe:
         _require(math.isfinite(self.lr) and self.lr > 0, "lr", self.lr, "must be finite and > 0")
         _require(0 <= self.momentum < 1, "momentum", self.momentum, "must be in [0, 1)")
         if self.nesterov:
-            _require(self.optimizer == "sgd", "nesterov", self.nesterov,
-                     f"applies only to optimizer 'sgd' (got optimizer={self.optimizer!r}); set nesterov false")
+            takers = [o.name for o in OPTIMIZERS.values() if o.nesterov]
+            _require(OPTIMIZERS[self.optimizer].nesterov, "nesterov", self.nesterov,
+                     f"applies only to optimizer {' or '.join(map(repr, takers))} (got optimizer={self.optimizer!r}); "
+                     "set nesterov false")
             _require(self.momentum > 0, "nesterov", self.nesterov, "needs momentum > 0; set momentum, e.g. 0.9")
         _require(math.isfinite(self.weight_decay) and self.weight_decay >= 0, "weight_decay", self.weight_decay,
                  "must be finite and >= 0")
@@ -108,7 +110,7 @@ class Recipe:
         setting does not abort an adam trial; overrides that ask for nesterov there still raise.
         """
         recipe = Recipe.from_dict({**self.to_dict(), **overrides, "nesterov": False})
-        nesterov = overrides.get("nesterov", self.nesterov and recipe.optimizer == "sgd" and recipe.momentum > 0)
+        nesterov = overrides.get("nesterov", self.nesterov and OPTIMIZERS[recipe.optimizer].nesterov and recipe.momentum > 0)
         return dataclasses.replace(recipe, nesterov=nesterov)
 
     def to_dict(self) -> dict[str, Any]:
@@ -160,7 +162,7 @@ def _require(ok: bool, name: str, value: Any, rule: str) -> None:
         raise NasError(f"recipe field {name}={shown(value)} {rule}")
 
 
-def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+def _choice(name: str, value: str, choices: Iterable[str]) -> None:
     _require(value in choices, name, value, f"must be one of: {', '.join(choices)}")
 
 

@@ -30,8 +30,10 @@ from nas.engine.augment import (
     normalize,
 )
 from nas.engine.data import ImageSet, stratified_subset
+from nas.engine.optimizers import OPTIMIZERS
 from nas.engine.precision import resolve_precision, resolved
 from nas.engine.recipe import Recipe
+from nas.engine.schedules import SCHEDULES
 from nas.errors import NasError, note
 
 LOOKAHEAD_K = 5  # fast steps per slow update (Zhang et al. 2019 defaults)
@@ -163,17 +165,7 @@ def make_optimizer(model: nn.Module, r: Recipe, total_steps: int = 1) -> torch.o
         params = [{"params": params, "lr_scale": 1.0},
                   {"params": [m.bias for m in norms if id(m.bias) in fast], "lr_scale": r.bias_lr_scale,
                    "weight_decay": r.weight_decay / r.bias_lr_scale}]
-    betas = (r.momentum, 0.999)  # `momentum` is beta1 for the Adam family
-    opt = {
-        "sgd": lambda: torch.optim.SGD(params, r.lr, momentum=r.momentum, nesterov=r.nesterov,
-                                       weight_decay=r.weight_decay),
-        "adam": lambda: torch.optim.Adam(params, r.lr, betas=betas, weight_decay=r.weight_decay),
-        "adamw": lambda: torch.optim.AdamW(params, r.lr, betas=betas, weight_decay=r.weight_decay),
-        "adamax": lambda: torch.optim.Adamax(params, r.lr, betas=betas, weight_decay=r.weight_decay),
-        "adagrad": lambda: torch.optim.Adagrad(params, r.lr, weight_decay=r.weight_decay),
-        "adadelta": lambda: torch.optim.Adadelta(params, r.lr, weight_decay=r.weight_decay),
-        "rmsprop": lambda: torch.optim.RMSprop(params, r.lr, weight_decay=r.weight_decay),
-    }[r.optimizer]()
+    opt = OPTIMIZERS[r.optimizer].build(params, r.lr, r.momentum, r.nesterov, r.weight_decay)
     if not r.lookahead:
         return opt
     if r.lookahead_schedule == "airbench":  # decay 0.95^5 (t/T)^3 of the average per update, statistics too
@@ -183,21 +175,14 @@ def make_optimizer(model: nn.Module, r: Recipe, total_steps: int = 1) -> torch.o
 
 
 class LrSchedule:
-    """Multiplier of the peak lr at each step: linear warm-up, then the recipe's schedule.
-
-    A pure function of the step except for 'plateau', whose small state is checkpointed. Each shape is
-    scaled to the run's length, so one setting means the same at 4 epochs and at 200.
-    """
+    """Multiplier of the peak lr at each step: linear warm-up, then the recipe's schedule (nas.engine.schedules)
+    over the rest; for a schedule that follows the loss (plateau), times the cuts `observe` made, the small
+    state a checkpoint keeps."""
 
     PLATEAU_FACTOR = 0.1
-    ONECYCLE_PCT, ONECYCLE_DIV, ONECYCLE_FINAL_DIV = 0.3, 25.0, 1e4  # torch OneCycleLR defaults
-    EXPONENTIAL_END = 0.01  # exponential decay reaches 1% of the peak at the end
-    CYCLES, CYCLIC_LOW = 4, 0.1  # cyclic: 4 triangles between 10% and 100% of the peak (CyclicLR's shape)
-    RESTARTS = (1, 2, 4)  # SGDR (T_mult 2): cosine cycles of 1/7, 2/7 and 4/7 of the run
-    TRIANGLE_PEAK = 0.23  # triangular: where the lr peaks, as a fraction of the run (airbench)
 
     def __init__(self, r: Recipe, steps_per_epoch: int) -> None:
-        self.kind = r.schedule
+        self.schedule = SCHEDULES[r.schedule]
         self.total = r.epochs * steps_per_epoch
         self.warmup = round(r.warmup_epochs * steps_per_epoch)
         # ReduceLROnPlateau's patience of 10 epochs at 200 epochs, scaled to shorter runs
@@ -208,32 +193,12 @@ class LrSchedule:
         if step < self.warmup:
             return (step + 1) / self.warmup
         t = (step - self.warmup) / max(1, self.total - self.warmup)  # in [0, 1)
-        if self.kind == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * t))
-        if self.kind == "onecycle":
-            lo, end, p = 1 / self.ONECYCLE_DIV, 1 / (self.ONECYCLE_DIV * self.ONECYCLE_FINAL_DIV), self.ONECYCLE_PCT
-            if t < p:
-                return lo + (1 - lo) * (1 - math.cos(math.pi * t / p)) / 2
-            return end + (1 - end) * (1 + math.cos(math.pi * (t - p) / (1 - p))) / 2
-        if self.kind == "step":
-            return 0.1 ** ((t >= 0.5) + (t >= 0.75))
-        if self.kind == "exponential":
-            return self.EXPONENTIAL_END ** t
-        if self.kind == "cyclic":
-            phase = (t * self.CYCLES) % 1
-            return self.CYCLIC_LOW + (1 - self.CYCLIC_LOW) * (1 - abs(2 * phase - 1))
-        if self.kind == "restarts":
-            return 0.5 * (1 + math.cos(math.pi * _restart_phase(t, self.RESTARTS)))
-        if self.kind == "triangular":  # airbench: 0.2 -> 1 over the first 23%, then down to 0.07
-            peak = self.TRIANGLE_PEAK
-            return 0.2 + 0.8 * t / peak if t < peak else 1 - 0.93 * (t - peak) / (1 - peak)
-        if self.kind == "plateau":
-            return self.scale
-        return 1.0  # constant
+        return self.schedule.shape(t) * self.scale
 
     def observe(self, loss: float) -> None:
-        """Feed an evaluation loss; 'plateau' cuts the lr after `patience` points without a 0.01% gain."""
-        if self.kind != "plateau":
+        """Feed an evaluation loss; a loss-following schedule cuts the lr after `patience` points without a
+        0.01% gain."""
+        if not self.schedule.follows_loss:
             return
         if loss < self.best * (1 - 1e-4):
             self.best, self.bad = loss, 0
@@ -271,16 +236,6 @@ def whiten_stem(model: nn.Module, images: torch.Tensor, stats: ChannelStats, sam
     filters = torch.cat([top, -top]).reshape(-1, c_in, k, k)
     conv.weight[:len(filters)] = filters.to(conv.weight.dtype)
     conv.weight.requires_grad_(False)
-
-
-def _restart_phase(t: float, lengths: tuple[int, ...]) -> float:
-    """Where `t` in [0, 1) falls within its SGDR cycle, as a fraction of that cycle."""
-    position = t * sum(lengths)
-    for length in lengths:
-        if position < length:
-            return position / length
-        position -= length
-    return 1.0
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,11 +11,24 @@
     job        the whole search as `nas search` runs it: plan, start, run, final rung
 """
 
-from nas.search.config import (CONFIRM_LONGER_BY, CPU_FIDELITY, CUDA_FIDELITY, SEARCH_RECIPE, Fidelity, SearchConfig,
-                               default_fidelity)
+from nas.search.config import (
+                               CONFIRM_LONGER_BY,
+                               CPU_FIDELITY,
+                               CUDA_FIDELITY,
+                               SEARCH_RECIPE,
+                               Fidelity,
+                               SearchConfig,
+                               default_fidelity,
+)
 from nas.search.job import Job, enqueue_seeds, final_rung, plan, run, start
-from nas.search.loop import (SearchFailed, estimate_trial_seconds, measured_trial_seconds, over_budget_fraction,
-                             run_search, trained)
+from nas.search.loop import (
+                               SearchFailed,
+                               estimate_trial_seconds,
+                               measured_trial_seconds,
+                               over_budget_fraction,
+                               run_search,
+                               trained,
+)
 from nas.search.objective import SearchData, load_search_data, make_objective
 from nas.search.rung import Verdict, confirm, confirm_pool, longer, verdict
 from nas.search.sampling import CandidateSampler, SameDepthPruner

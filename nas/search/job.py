@@ -22,12 +22,13 @@ from nas.engine.train import select_device
 from nas.errors import NasError
 from nas.record import Record
 from nas.search.config import SearchConfig, default_fidelity, default_rung
-from nas.search.grid import Grid, grid
+from nas.search.grid import Grid
 from nas.search.loop import SearchFailed, run_search, trained
 from nas.search.objective import SearchData, check_batch_size, load_search_data
 from nas.search.recovery import Say, quiet
 from nas.search.rung import Verdict, confirm, confirm_pool, verdict
 from nas.search.storage import exclusive, existing_attrs, open_study
+from nas.search.strategies import check, strategy
 from nas.search.workers import check_concurrent_storage, run_workers
 from nas.stopping import Stop
 
@@ -69,6 +70,7 @@ def plan(space_file: Path, budget: int, trials: int, data: str = "cifar10", stud
     cfg = SearchConfig(budget=budget, trials=trials, study=study, storage=url,
                        fidelity=default_fidelity(dev, **(fidelity or {})),
                        **{"final_rung": default_rung(dev), **{k: v for k, v in settings.items() if v is not None}})
+    check(cfg)  # the sampler and pruner are registered entries, and the strategy can search what is asked
     check_concurrent_storage(artifacts.storage_backend(url), artifacts.safe_url(url), workers)
     s = survey(space, samples=20_000, seed=cfg.seed)
     if s.fits(Bounds(budget)) == 0:
@@ -85,7 +87,8 @@ def plan(space_file: Path, budget: int, trials: int, data: str = "cifar10", stud
     space = space.for_data(len(search_data.train.classes))
     check_image_shape(search_data.train, space.input_size, space.in_channels, f"space {space.name!r}")
     check_resumed(cfg, existing_attrs(cfg))  # connects to the database (a bad URL or password fails here)
-    points = grid(space, cfg) if cfg.sampler == "grid" else None
+    queue = strategy(cfg.sampler).points
+    points = queue(space, cfg) if queue else None
     if points is not None:
         if not points.points:
             raise NasError(f"{points.summary()}: no point of the grid fits; raise --budget or list smaller choices")

@@ -34,6 +34,7 @@ from nas.errors import NasError
 from nas.record import Outcome, set_outcome
 from nas.search.config import SearchConfig
 from nas.search.recovery import Say, fail_dead_trials, identity, quiet, waiting_message
+from nas.search.strategies import strategy
 
 Builder = Callable[[Arch, str, int], torch.nn.Module]  # build_model(arch, init, seed); tests inject recorders
 Values = float | tuple[float, ...]  # a trial's value: accuracy, or accuracy and costs (multi-objective)
@@ -100,8 +101,10 @@ def make_objective(space: Space, cfg: SearchConfig, data: SearchData, device: to
     """The function Optuna calls per trial. `build` is injectable so tests can prove that
     over-budget candidates are never built; `say` tells the person watching what a waiting trial waits for."""
 
+    queued = strategy(cfg.sampler).points is not None
+
     def objective(trial: optuna.Trial) -> Values:
-        if cfg.sampler == "grid" and record.GRID_POINT not in trial.user_attrs:  # the queue holds the whole grid
+        if queued and record.GRID_POINT not in trial.user_attrs:  # the queue holds every point the strategy has
             set_outcome(trial, Outcome.SURPLUS, "not trained: every point of the grid has been taken")
             trial.study.stop()
             raise TrialFault("grid done")

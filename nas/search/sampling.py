@@ -17,7 +17,6 @@ import optuna
 from nas.arch.bounds import Bounds
 from nas.arch.space import Space
 from nas.errors import NasError
-from nas.search.config import SearchConfig
 
 
 class DepthView:
@@ -130,18 +129,6 @@ def budget_check(space: Space, bounds: Bounds) -> Callable[[dict[str, Any]], boo
     return fits
 
 
-def make_sampler(cfg: SearchConfig, space: Space | None = None) -> optuna.samplers.BaseSampler:
-    """The configured sampler; given the space, one per depth, taking turns, redrawing over-budget proposals.
-    TPE is multi-objective as it is (it ranks trials by non-domination), so one sampler serves both kinds of
-    search: with 50-200 trials, NSGA-II's generations would be too few to evolve a front."""
-    if cfg.sampler in ("random", "grid"):  # the unlearned baseline, never wrapped; a grid's points are all queued
-        return optuna.samplers.RandomSampler(seed=cfg.sampler_seed)
-    if space is not None:
-        return CandidateSampler(lambda i: tpe(cfg.sampler_seed + i), space.layers,
-                                budget_check(space, cfg.bounds))
-    return tpe(cfg.sampler_seed)
-
-
 def tpe(seed: int) -> optuna.samplers.TPESampler:
     # multivariate models the knobs jointly, which is how TPE learns the budget (a sum over knobs);
     # group=True keeps that for conditional knobs where one sampler sees several depths.
@@ -150,16 +137,3 @@ def tpe(seed: int) -> optuna.samplers.TPESampler:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=10, multivariate=True, group=True,
                                           constant_liar=True)
-
-
-def make_pruner(cfg: SearchConfig) -> optuna.pruners.BasePruner:
-    steps = cfg.fidelity.epochs * cfg.fidelity.evals_per_epoch
-    if cfg.pruner == "halving":  # one bracket: no start-up trials wasted per bracket
-        return SameDepthPruner(optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3))
-    if cfg.pruner == "hyperband":  # its brackets are studies of their own: it compares across depths
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=steps, reduction_factor=3)
-    if cfg.pruner == "median":
-        return SameDepthPruner(optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1))
-    return optuna.pruners.NopPruner()
-
-

@@ -25,7 +25,7 @@ from nas.artifacts import db_message, safe_url, storage_backend
 from nas.errors import NasError
 from nas.record import OBJECTIVE
 from nas.search.config import SearchConfig
-from nas.search.sampling import make_pruner, make_sampler
+from nas.search.strategies import make_pruner, make_sampler
 
 
 def heartbeat_settings() -> tuple[int, int]:
