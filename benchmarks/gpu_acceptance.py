@@ -27,8 +27,8 @@ Everything the CLI does runs as `python -m nas ...` subprocesses (the command li
 surface); the engine checks call nas.engine.train, nas.arch.model and nas.search in this process.
 
 Time: --budget-s (default 540) bounds the whole run, so it fits a 10-minute GPU command with time
-to spare for installing wheels. The engine checks and benches have fixed small sizes (estimated at
-about 100 s on an H100, most of it decoding CIFAR-10 once and `nas bench`); the search gets 60% of
+to spare for installing wheels. The engine checks and benches have fixed small sizes (most of their time
+goes to decoding CIFAR-10 once and to `nas bench`; summary.json records each one's seconds); the search gets 60% of
 what is left (its final rung's cost estimated first, the trials sized to the rest), the two
 retrains share the remainder, and each sizes its schedule from training images/s measured here
 just before it. A stage that overruns its share is stopped (SIGTERM, then kill) and fails, and the
@@ -96,6 +96,7 @@ sys.path.insert(0, str(ROOT))  # runs as a plain file, with or without `pip inst
 
 import torch  # noqa: E402
 
+from nas import record  # noqa: E402
 from nas.arch import Arch  # noqa: E402
 from nas.arch.counting import count_macs, count_params  # noqa: E402
 from nas.arch.model import build_model  # noqa: E402
@@ -486,7 +487,7 @@ def check_oom(run: Acceptance, fig: dict[str, Any]) -> None:
         return model
 
     study = run_search(load_space(ROOT / "search_spaces" / "tiny.yaml"), cfg, data, run.device, build=build)
-    built = [t for t in study.trials if t.user_attrs.get("outcome") not in ("over_budget", "invalid", "duplicate")]
+    built = [t for t in study.trials if t.user_attrs.get(record.OUTCOME) not in record.REJECTED]
     outcomes = [t.user_attrs.get("outcome") for t in built]
     fig.update(outcomes=outcomes, oom_reason=built[0].user_attrs.get("reason") if built else None,
                real_cuda_oom=cuda, trial_train_images=images)
@@ -613,7 +614,7 @@ def check_search(run: Acceptance, fig: dict[str, Any], study: str) -> None:
     counts: dict[str, int] = {}
     for t in trials:
         counts[t["outcome"]] = counts.get(t["outcome"], 0) + 1
-    trained = sum(counts.get(o, 0) for o in ("complete", "pruned", "nonfinite"))
+    trained = sum(counts.get(o, 0) for o in record.TRAINED)
     fig.update(outcomes=counts, trained=trained)
     spans = [(datetime.datetime.fromisoformat(t["datetime_start"]), float(t["duration_s"] or 0)) for t in trials
              if t.get("datetime_start")]

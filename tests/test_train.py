@@ -17,9 +17,9 @@ from nas.arch import Arch
 from nas.arch.counting import count_params
 from nas.engine.augment import channel_stats, normalize
 from nas.engine.data import ImageSet, load_split, split_validation
-from nas.engine.optimizers import OPTIMIZERS
+from nas.engine.optimizers import OPTIMIZERS, Optimizer
 from nas.engine.recipe import Recipe
-from nas.engine.schedules import SCHEDULES
+from nas.engine.schedules import SCHEDULES, Schedule
 from nas.engine.train import (
     EvalPoint,
     Lookahead,
@@ -324,9 +324,20 @@ AIRBENCH_TRICKS = dict(alternate_flip=True, bn_weight_frozen=True, bias_lr_scale
 @pytest.mark.parametrize("option", [{"optimizer": o} for o in OPTIMIZERS] + [{"schedule": s} for s in SCHEDULES]
                          + [AIRBENCH_TRICKS])
 def test_every_optimizer_and_schedule_resumes_bit_identically(cifar, tmp_path, option):
-    """Each optimizer and schedule, with warm-up, stopped mid-run and resumed from its checkpoint, ends with
-    the weights and history of the run that was never stopped; so does a run with every airbench trick (its
+    """Each registered optimizer and schedule, with warm-up, stopped mid-run and resumed from its checkpoint, ends
+    with the weights and history of the run that was never stopped; so does a run with every airbench trick (its
     flip order, BN-bias parameter group and EMA of the BN statistics)."""
+    resumes_bit_identically(cifar, tmp_path, option)
+
+
+def test_an_optimizer_and_a_schedule_added_as_one_entry_each_train_and_resume(cifar, tmp_path, monkeypatch):
+    monkeypatch.setitem(OPTIMIZERS, "nadam", Optimizer("nadam", "NAdam", "beta1"))
+    monkeypatch.setitem(SCHEDULES, "linear", Schedule("linear", lambda t: 1 - t))
+    resumes_bit_identically(cifar, tmp_path, {"optimizer": "nadam", "schedule": "linear", "momentum": 0.9})
+    assert LrSchedule(Recipe(epochs=4, schedule="linear"), 10).factor(20) == pytest.approx(0.5)
+
+
+def resumes_bit_identically(cifar, tmp_path, option) -> None:
     r = dataclasses.replace(FAST, epochs=2, evals_per_epoch=2, warmup_epochs=0.5, **option)
     whole_net = tiny_net()
     whole = train(whole_net, r, *cifar, CPU)

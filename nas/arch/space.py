@@ -512,7 +512,7 @@ def parse_space(data: Any, name: str = "space") -> Space:
     pool = _pools(p, data.get("pool", DEFAULTS["pool"]))
     block = tuple(_listify(data.get("block", DEFAULTS["block"])))
     for b in block:
-        if b not in FAMILIES:
+        if not isinstance(b, str) or b not in FAMILIES:
             p.add("block", b, f"is not a block type: choose from {', '.join(FAMILIES)}")
     se_ratio = _ints(p, "se_ratio", data.get("se_ratio", DEFAULTS["se_ratio"]), "0 (off) or a reduction ratio >= 1", lambda v: v >= 0)
     groups = _ints(p, "groups", data.get("groups", DEFAULTS["groups"]), "groups must be >= 1", lambda v: v >= 1)

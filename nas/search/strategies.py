@@ -57,13 +57,13 @@ def register_pruner(p: Pruner) -> Pruner:
 
 
 def strategy(name: str) -> Strategy:
-    if name not in STRATEGIES:
+    if not isinstance(name, str) or name not in STRATEGIES:
         raise NasError(f"--sampler={name!r} is unknown: choose one of {', '.join(STRATEGIES)}")
     return STRATEGIES[name]
 
 
 def pruner(name: str) -> Pruner:
-    if name not in PRUNERS:
+    if not isinstance(name, str) or name not in PRUNERS:
         raise NasError(f"--pruner={name!r} is unknown: choose one of {', '.join(PRUNERS)}")
     return PRUNERS[name]
 
