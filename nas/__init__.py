@@ -14,6 +14,7 @@ _PUBLIC = {  # name: (module, attribute)
     "SearchHooks": ("nas.api", "SearchHooks"),
     "SearchResult": ("nas.api", "SearchResult"),
     "Study": ("nas.api", "Study"),
+    "bench_architecture": ("nas.api", "bench_architecture"),
     "build_model": ("nas.arch.model", "build_model"),
     "count_macs": ("nas.arch.counting", "count_macs"),
     "count_params": ("nas.arch.counting", "count_params"),

@@ -33,8 +33,9 @@ if TYPE_CHECKING:  # torch loads with a search or a training: reading a study (l
     import pandas
     import torch
 
+    from nas.engine.bench import BenchResult
     from nas.search import Verdict
-    from nas.search import job as search_job
+    from nas.search.job import SearchPlan
 
 
 class SearchHooks:
@@ -42,7 +43,8 @@ class SearchHooks:
 
     progress = False  # progress bars for the final rung's trainings
 
-    def started(self, job: search_job.Job, study: optuna.Study, seeded: list[str]) -> None: ...
+    def started(self, plan: SearchPlan) -> None:
+        """The search is about to train: what it will do and its measured cost per trial."""
 
     def running(self) -> ContextManager[Any]:
         return contextlib.nullcontext()
@@ -52,7 +54,7 @@ class SearchHooks:
     def notice(self, message: str) -> None:
         """One line worth telling: what a trial waits for, a dead worker's trial failed and queued again."""
 
-    def rung_started(self, job: search_job.Job) -> None: ...
+    def rung_started(self, plan: SearchPlan) -> None: ...
 
     def on_rung(self, r: Record, result: dict[str, Any]) -> None: ...
 
@@ -150,13 +152,14 @@ class Study:
             try:
                 study, seeded = search_job.start(job)
                 before = search_job.interrupted(study)
-                hooks.started(job, study, seeded)
+                plan = search_job.describe(job, study, seeded)
+                hooks.started(plan)
                 with hooks.running():
                     study = search_job.run(job, study, stop, on_trial=hooks.on_trial, say=hooks.notice)
                 failed = search_job.nothing_usable(study) if search_job.trained(study) >= trials else None
                 if confirm and failed is None and search_job.trained(study) >= trials:
                     in_rung = True
-                    hooks.rung_started(job)
+                    hooks.rung_started(plan)
                     verdict = search_job.final_rung(job, study, hooks.on_rung, progress=hooks.progress)
             except KeyboardInterrupt:
                 raise Stopped(stop.signal, search_job.stopped_detail(study, before, in_rung)) from None
@@ -334,6 +337,21 @@ def train_architecture(arch: Arch, data: str = "cifar10", *, val_size: int = 500
         summary.update(test_acc=e.acc, test_loss=e.loss, test_per_class=e.per_class, test_confusion=e.confusion)
         summary["test_images"] = len(test_set)
     return summary
+
+
+def bench_architecture(arch: Arch, data: str = "cifar10", *, batch_size: int = 128, steps: int = 10, rounds: int = 3,
+                       precision: str = "auto", device: str = "auto") -> BenchResult:
+    """Training images/s of this engine against the standard recipe (PIL + DataLoader, fp32) on `arch`, with the
+    precision it resolved to and its share of the device's measured peak: what `nas bench` prints."""
+    from nas.arch.model import build_for_data
+    from nas.engine.bench import bench
+    from nas.engine.data import load_split
+    from nas.engine.recipe import Recipe
+
+    recipe = Recipe(precision=precision)
+    train_set = load_split(data, "train")
+    model = build_for_data(arch, len(train_set.classes), recipe.init, recipe.seed)
+    return bench(model, train_set, _device(device), recipe, batch_size=batch_size, steps=steps, rounds=rounds)
 
 
 def _device(name: str) -> torch.device:

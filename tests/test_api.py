@@ -28,9 +28,21 @@ def cli(*args: str):
 def cifar100_study(small_cifar100, tmp_path_factory) -> nas.Study:
     """A two-trial search of the tiny space (which fixes no class count) on 100-class data, made from Python."""
     study = nas.Study("api", tmp_path_factory.mktemp("results"))
+
+    class Plans(nas.SearchHooks):
+        plans: list = []
+
+        def started(self, plan) -> None:
+            self.plans.append(plan)
+
     result = study.search(budget=100_000, trials=2, space=TINY, data=str(small_cifar100), device="cpu",
-                          val_size=100, fidelity=FAST, confirm=False)
+                          val_size=100, fidelity=FAST, confirm=False, hooks=Plans())
     assert result.trained == 2
+    # a Python caller gets the plan the CLI prints, its cost measured, without the internal Job
+    (plan,) = Plans.plans
+    assert (plan.space, plan.budget, plan.trials, plan.done, plan.device) == ("tiny", 100_000, 2, 0, "cpu")
+    assert plan.seconds_per_trial > 0 and plan.minutes_left == pytest.approx(2 * plan.seconds_per_trial / 60)
+    assert plan.per_depth and plan.depths == (2, 3) and plan.val_images == 100
     return study
 
 
@@ -89,3 +101,10 @@ def test_a_mistyped_search_setting_names_the_valid_ones_before_any_work(tmp_path
     with pytest.raises(NasError, match=r"unknown setting\(s\) 'max_mac': valid settings are seed, .*max_macs"):
         nas.Study("typo", results_dir=tmp_path).search(budget=5e6, trials=1, max_mac="3e8")
     assert not (tmp_path / "typo").exists()
+
+
+def test_nas_bench_is_a_library_call_too(small_cifar):
+    r = nas.bench_architecture(nas.Arch(blocks=(1,), channels=(8,)), str(small_cifar), batch_size=32, steps=1,
+                               rounds=1, device="cpu")
+    assert r.precision in ("fp32", "bf16") and r.device == "cpu" and r.batch_size == 32
+    assert r.images_per_s > 0 and r.baseline_images_per_s > 0 and 0 < r.peak_fraction

@@ -82,17 +82,10 @@ def bench(
     if latency:
         return _latency(arch, batch_size, device, as_json)
 
-    from nas.arch.model import build_for_data
-    from nas.engine.bench import bench as run_bench
-    from nas.engine.data import load_split
-    from nas.engine.recipe import Recipe
-    from nas.engine.train import select_device
+    from nas.api import bench_architecture
 
-    recipe = Recipe(precision=precision)
-    dev = select_device(device)
-    train_set = load_split(data, "train")
-    model = build_for_data(arch, len(train_set.classes), recipe.init, recipe.seed)
-    r = run_bench(model, train_set, dev, recipe, batch_size=batch_size, steps=steps, rounds=rounds)
+    r = bench_architecture(arch, data, batch_size=batch_size, steps=steps, rounds=rounds, precision=precision,
+                           device=device)
     if as_json:
         print_json({**dataclasses.asdict(r), "arch": arch.to_dict(), "params": count_params(arch)})
         return

@@ -5,6 +5,7 @@ then the final rung decides (`final_rung`)."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,15 +22,21 @@ from nas.engine.data import check_image_shape
 from nas.engine.train import select_device
 from nas.errors import NasError
 from nas.record import Record
-from nas.search.config import SearchConfig, default_fidelity, default_rung
+from nas.search.config import Fidelity, SearchConfig, default_fidelity, default_rung
 from nas.search.grid import Grid
-from nas.search.loop import SearchFailed, run_search, trained
+from nas.search.loop import (
+    SearchFailed,
+    estimate_trial_seconds,
+    measured_trial_seconds,
+    run_search,
+    trained,
+)
 from nas.search.objective import SearchData, check_batch_size, load_search_data
 from nas.search.recovery import Say, quiet
 from nas.search.rung import Verdict, confirm, confirm_pool, verdict
 from nas.search.storage import exclusive, existing_attrs, open_study
 from nas.search.strategies import check, strategy
-from nas.search.workers import check_concurrent_storage, run_workers
+from nas.search.workers import check_concurrent_storage, cpu_threads, run_workers
 from nas.stopping import Stop
 
 
@@ -94,6 +101,62 @@ def plan(space_file: Path, budget: int, trials: int, data: str = "cifar10", stud
             raise NasError(f"{points.summary()}: no point of the grid fits; raise --budget or list smaller choices")
         cfg = dataclasses.replace(cfg, trials=min(cfg.trials, len(points.points)))
     return Job(space, Path(space_file), cfg, search_data, str(data), dev, Path(results_dir), workers, points)
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """What a search is about to do and what it will cost, as plain values: the CLI prints it, and a Python
+    caller gets it from SearchHooks.started (and `rung_started`) without reaching into the Job."""
+
+    space: str
+    depths: tuple[int, ...]
+    budget: int
+    max_macs: int | None
+    trials: int
+    done: int  # trials a resumed study has trained already
+    device: str
+    storage: str  # the URL with its password masked
+    fidelity: Fidelity
+    train_images: int  # per trial epoch
+    val_images: int
+    sampler: str
+    pruner: str
+    per_depth: bool  # depths take turns, each with its own sampler, and are pruned apart
+    objectives: tuple[str, ...]
+    grid: str | None  # a queued strategy's count of its points
+    seeded: tuple[str, ...]  # seed designs tried first
+    seconds_per_trial: float  # measured on the study's finished trials, else timed on a few steps; NaN if neither
+    final_rung: str  # RUNGS: how the final rung trains
+    rung_size: int | None  # candidates the final rung trains; None: the front's size, found at the end
+    workers: int
+    threads_per_worker: int
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    @property
+    def minutes_left(self) -> float:
+        """An upper estimate of the search's remaining minutes (pruning cuts it)."""
+        return max(self.trials - self.done, 0) * self.seconds_per_trial / 60
+
+
+def describe(job: Job, study: optuna.Study, seeded: list[str]) -> SearchPlan:
+    """The plan of `job` on `study` (opened by `start`), its cost measured: from the study's finished trials when
+    it has some, else by timing a few training steps of random in-budget candidates here."""
+    cfg = job.cfg
+    per_trial = measured_trial_seconds(study)
+    if math.isnan(per_trial):
+        per_trial = estimate_trial_seconds(job.space, cfg, job.data, job.device)
+    return SearchPlan(
+        space=job.space.name, depths=job.space.layers, budget=cfg.budget, max_macs=cfg.max_macs, trials=cfg.trials,
+        done=trained(study), device=str(job.device), storage=artifacts.safe_url(cfg.storage), fidelity=cfg.fidelity,
+        train_images=cfg.fidelity.train_subset or len(job.data.train), val_images=len(job.data.val),
+        sampler=cfg.sampler, pruner="none (multi-objective)" if cfg.multi_objective else cfg.pruner,
+        per_depth=strategy(cfg.sampler).per_depth and len(job.space.layers) > 1, objectives=cfg.objectives,
+        grid=job.grid.summary() if job.grid else None, seeded=tuple(seeded), seconds_per_trial=per_trial,
+        final_rung=cfg.final_rung, rung_size=job.rung_size, workers=job.workers,
+        threads_per_worker=cpu_threads(job.workers))
 
 
 def check_resumed(cfg: SearchConfig, stored: dict[str, Any] | None) -> None:
