@@ -1,7 +1,7 @@
 """How much of a space fits a budget: exact enumeration where the space is small enough,
 uniform sampling over candidates otherwise, both through the vectorised counter.
 
-Every block family vectorises (nas/arch/layout.py never branches on a per-layer knob), so each group of
+Every block family vectorises (no builder in nas/arch/families.py branches on a per-layer knob), so each group of
 candidates sharing N, pool and the network-wide options is one call of `count_many`.
 
 The arrays are float64, not int64: a hostile choice (blocks: 2**63) cannot overflow them, and every
