@@ -11,6 +11,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from nas import record
 from nas.arch import Arch
@@ -22,8 +23,9 @@ def _describe(r: record.Record) -> str:
 
 def top_table(records: list[record.Record], k: int = 5) -> Table:
     table = Table(title=f"top {k}", title_justify="left")
-    for col in ("trial", "val acc", "params", "architecture"):
-        table.add_column(col, justify="right" if col != "architecture" else "left")
+    for col in ("trial", "val acc", "params"):
+        table.add_column(col, justify="right", no_wrap=True)  # numbers whole; the architecture wraps at words
+    table.add_column("architecture")
     for r in record.ranked(records)[:k]:
         table.add_row(str(r.number), f"{r.score:.2%}", f"{r.params:,}", _describe(r))
     return table
@@ -58,8 +60,9 @@ class SearchView(AbstractContextManager):
         best = record.best(records)
         best_text = (f"best {best.score:.2%} (trial {best.number}, {best.params:,} params): {_describe(best)}"
                      if best else "best: none yet")
-        if self._live:
-            self._live.update(Group(self.progress, summary, best_text, top_table(records)))
+        if self._live:  # lines wrap at words: the CLI's console prints unwrapped, and the live panel crops
+            lines = (Text(line, no_wrap=False, overflow="fold") for line in (summary, best_text))
+            self._live.update(Group(self.progress, *lines, top_table(records)))
             return
         outcome = record.outcome_of(trial)
         value = f" val_acc={trial.values[0]:.4f}" if trial.values and outcome in record.TRAINED else ""

@@ -167,6 +167,50 @@ def trained() -> Callable[[list], list]:
     return spent
 
 
+@pytest.fixture(scope="session")
+def terminal() -> Callable[..., tuple[int, list[str]]]:
+    """`terminal(argv, columns=80, env=None, timeout=120)`: `python ARGV` in a real pseudo-terminal `columns` wide,
+    as a person's window is (COLUMNS unset: the program finds the width itself). Returns its exit code and what it
+    wrote, line by line, with colours and cursor moves removed: a line longer than `columns` is one the window
+    wraps (no terminal emulator is needed to see that)."""
+    import fcntl
+    import pty
+    import re
+    import select
+    import struct
+    import termios
+    import time
+
+    def run(argv: list[str], columns: int = 80, env: dict[str, str] | None = None,
+            timeout: float = 120) -> tuple[int, list[str]]:
+        pid, fd = pty.fork()
+        if pid == 0:  # the child: its stdin/stdout/stderr are the terminal
+            fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+            environ = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "NO_COLOR")}
+            os.execve(sys.executable, [sys.executable, *argv], {**environ, "TERM": "xterm-256color", **(env or {})})
+        chunks, deadline = [], time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                if select.select([fd], [], [], 1)[0]:
+                    try:
+                        chunk = os.read(fd, 65536)
+                    except OSError:  # EIO: the child closed the terminal
+                        break
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+            else:
+                os.kill(pid, signal.SIGKILL)
+        finally:
+            os.close(fd)
+        _, status = os.waitpid(pid, 0)
+        text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07", "", b"".join(chunks).decode(errors="replace"))
+        # the terminal turns \n into \r\n; a bare \r redraws its line (a progress bar): what stays is after it
+        return os.waitstatus_to_exitcode(status), [line.rstrip("\r").rsplit("\r", 1)[-1] for line in text.split("\n")]
+
+    return run
+
+
 # -- hostile input: bounded memory ----------------------------------------------------------------------
 
 

@@ -109,3 +109,42 @@ def test_an_empty_study_says_so(tmp_path, monkeypatch, force_terminal):
         assert "best: none yet" in out and "0/3" in out
     else:
         assert re.fullmatch(r"trial 0: over_budget params=302,666 \| 0/3 trained \| over_budget 1 \| \d+s\n", out)
+
+
+LIVE_SCRIPT = """
+import sys, optuna
+from optuna.trial import TrialState, create_trial
+from nas.arch import Arch
+from nas.arch.counting import count_params
+from nas.cli.app import out
+from nas.live import SearchView
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+study = optuna.create_study(direction="maximize")
+with SearchView(out, target=3, already=0) as view:
+    for arch in ({archs}):
+        params = count_params(arch)
+        study.add_trial(create_trial(state=TrialState.COMPLETE, value=0.8 - len(study.trials) / 100, user_attrs={{
+            "arch": arch.to_dict(), "params": params, "outcome": "complete"}},
+            constraints={{"params_over_budget": params - 5_000_000.0}}))
+        view.update(study, study.trials[-1])
+"""
+
+
+def test_on_an_80_column_terminal_the_best_line_wraps_whole(tmp_path, terminal):
+    """The best line was cut at the window's edge, mid-architecture and with no ellipsis (the CLI's console does not
+    wrap what it prints, and the live panel crops): in a real 80-column pseudo-terminal, with the console `nas
+    search` prints on, the panel as the search leaves it holds the whole line and the top table, none wider."""
+    archs = (Arch(blocks=(2, 1, 1, 1), channels=(64, 128, 256, 512), block="bottleneck", se_ratio=4, groups=2,
+                  dropout=0.1), Arch(blocks=(1, 1, 1, 1), channels=(32, 64, 128, 256)))
+    script = tmp_path / "live.py"
+    script.write_text(LIVE_SCRIPT.format(archs=", ".join(f"Arch.from_dict({a.to_dict()!r})" for a in archs)))
+    code, lines = terminal([str(script)], columns=80)
+    assert code == 0, "\n".join(lines)
+    from rich.cells import cell_len
+
+    assert max(map(cell_len, lines)) <= 80, "\n".join(lines)
+    last = max(i for i, line in enumerate(lines) if line.startswith("best "))
+    panel = " ".join(" ".join(lines[last:]).split())  # the last frame, its wrapped lines joined
+    best = f"best 80.00% (trial 0, {count_params(archs[0]):,} params): {archs[0].describe()} top 5"
+    assert best in panel, "\n".join(lines[last:])

@@ -33,23 +33,25 @@ def nas_cli(*args: str):
     return result
 
 
-def _trial(arch: Arch, outcome: str, value: float | None, state: TrialState = TrialState.COMPLETE, lr: float = 0.1):
+def _trial(arch: Arch, outcome: str, value: float | None, state: TrialState = TrialState.COMPLETE, lr: float = 0.1,
+           budget: int = BUDGET, **attrs):
     params = count_params(arch)
     return create_trial(
         state=state, value=value if state == TrialState.COMPLETE else None,
         params={"layers": arch.num_layers, "lr": lr},
-        distributions={"layers": CategoricalDistribution([2, 3]), "lr": FloatDistribution(0.01, 0.5, log=True)},
+        distributions={"layers": CategoricalDistribution([2, 3, 4]), "lr": FloatDistribution(0.01, 0.5, log=True)},
         user_attrs={"arch": arch.to_dict(), "arch_id": arch.id, "params": params, "macs": count_macs(arch),
-                    "recipe": {"epochs": 4, "lr": lr}, "outcome": outcome, "val_curve": [[1, value or 0.0]]},
-        constraints={BUDGET_CONSTRAINT: float(params - BUDGET)},
+                    "recipe": {"epochs": 4, "lr": lr}, "outcome": outcome, "val_curve": [[1, value or 0.0]], **attrs},
+        constraints={BUDGET_CONSTRAINT: float(params - budget)},
     )
 
 
-def _study(results: Path, name: str, trials: list) -> None:
+def _study(results: Path, name: str, trials: list, budget: int = BUDGET) -> optuna.Study:
     (results / name).mkdir(parents=True)
     study = optuna.create_study(study_name=name, storage=f"sqlite:///{results / name / 'study.db'}", direction="maximize")
-    study.set_user_attr("budget", BUDGET)
+    study.set_user_attr("budget", budget)
     study.add_trials(trials)
+    return study
 
 
 def _finished_run(folder: Path, **metrics) -> None:
@@ -58,6 +60,10 @@ def _finished_run(folder: Path, **metrics) -> None:
 
 
 SMALL, MID, BIG = Arch(blocks=(1, 1), channels=(8, 16)), Arch(blocks=(1, 1), channels=(16, 32)), Arch(blocks=(2, 2), channels=(64, 64))
+RESNET10 = Arch.from_dict(json.loads((ROOT / "examples" / "resnet10.json").read_text())["arch"])
+# what a 5M search finds: long descriptions, params and MACs in the millions
+WIDE = (RESNET10, Arch(blocks=(2, 2, 2), channels=(64, 128, 256), block="bottleneck", se_ratio=4, groups=2, dropout=0.1),
+        Arch(blocks=(1, 1, 1, 1), channels=(32, 64, 128, 256)))
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +75,7 @@ def results(tmp_path_factory) -> Path:
     _study(root, "empty", [_trial(BIG, "over_budget", 0.0), _trial(SMALL, "pruned", None, TrialState.PRUNED)])
     _finished_run(root / "s" / "retrain" / f"{MID.id}-p1-seed0", name="trial-2", trial=2, search_val_acc=0.60,
                   arch_id=MID.id, params=count_params(MID), test_acc=0.71)
-    resnet10 = Arch.from_dict(json.loads((ROOT / "examples" / "resnet10.json").read_text())["arch"])
+    resnet10 = RESNET10
     _finished_run(root / "baselines" / "resnet10" / f"{resnet10.id}-p1-seed0", name="resnet10", trial=None,
                   search_val_acc=None, arch_id=resnet10.id, params=count_params(resnet10), test_acc=0.8123)
     return root
@@ -113,6 +119,35 @@ def test_leaderboard_ranks_finished_in_budget_trials_with_test_accuracy(results)
     assert [(row["trial"], row["val_acc"], row["test_acc"]) for row in board["leaderboard"]] == [(2, 0.6, 0.71), (0, 0.5, None)]
     table = nas_cli("leaderboard", "--study", "s", "--results-dir", str(results))
     assert table.returncode == 0 and "60.00%" in table.stdout and "71.00%" in table.stdout and "50.00%" in table.stdout
+
+
+@pytest.mark.parametrize("columns", [80, 200])
+def test_the_leaderboard_fits_the_terminal_it_prints_in(tmp_path, terminal, columns):
+    """In 80 columns (a terminal's default) it cut the params to `4,903,2…` and each architecture to one token per
+    line: now numbers are whole, each architecture is one line (in the table where the width allows, else under
+    it by rank) and no line is wider than the window, in a real pseudo-terminal."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = _study(tmp_path, "wide", [_trial(a, "complete", 0.9 - i / 100, budget=5_000_000,
+                                             **({"seed_design": "resnet10"} if i == 0 else {}))
+                                      for i, a in enumerate(WIDE)], budget=5_000_000)
+    study.set_user_attr("confirm.0", {"val_acc": 0.93, "epochs": 20, "train_subset": 5000, "seconds": 1})
+    for seed, acc in enumerate((0.9312, 0.9354)):
+        _finished_run(tmp_path / "wide" / "retrain" / f"{RESNET10.id}-p1-seed{seed}", name="trial-0", trial=0,
+                      seed=seed, arch_id=RESNET10.id, params=count_params(RESNET10), test_acc=acc)
+    code, lines = terminal(["-m", "nas", "leaderboard", "--study", "wide", "--results-dir", str(tmp_path)], columns)
+    assert code == 0, "\n".join(lines)
+    from rich.cells import cell_len
+
+    assert max(map(cell_len, lines)) <= columns, "\n".join(lines)
+    assert "…" not in "\n".join(lines)
+    assert any("93.33% ± 0.30%" in line for line in lines)  # retrained, two seeds
+    for arch in WIDE:
+        params, macs = f"{count_params(arch):,}", f"{count_macs(arch) / 1e6:,.1f}M"
+        assert any(params in line and macs in line for line in lines), (params, macs, "\n".join(lines))
+        described = [line for line in lines if arch.describe() in line]
+        assert len(described) == 1, (arch.describe(), "\n".join(lines))
+        assert (params in described[0]) == (columns == 200)  # in its row where it fits, else in the key below
+    assert any(RESNET10.describe() + " (resnet10)" in line for line in lines)  # the seed design it came from
 
 
 def test_leaderboard_pivot_prints_the_best_score_per_pair_of_settings(results):

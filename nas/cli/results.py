@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
+from rich.console import Group, RenderableType
 from rich.table import Table
 
 from nas.arch import Arch
@@ -61,7 +62,7 @@ def leaderboard(
     if as_json:
         print_json({"study": study, "budget": st.budget(), "leaderboard": rows})
         return
-    out.print(board_table(rows, study))
+    print_board(rows, study)
 
 
 def _print_pivot(st: nas.api.Study, settings: str, as_json: bool) -> None:
@@ -83,16 +84,52 @@ def _print_pivot(st: nas.api.Study, settings: str, as_json: bool) -> None:
     out.print(shown)
 
 
-def board_table(rows: list[dict[str, Any]], study: str) -> Table:
-    table = Table(title=f"leaderboard of {study} (val acc: 5x = the search's final rung, short = its schedule; "
-                        f"test acc: retrained; * on the Pareto front)", title_justify="left")
-    for col in ("rank", "trial", "val 5x", "val short", "test acc", "params", "MACs", "architecture"):
-        table.add_column(col, justify="left" if col == "architecture" else "right")
-    for r in rows:
-        table.add_row(str(r["rank"]), f"{r['trial']}{'*' if r['front'] else ''}", "" if r["confirm_acc"] is None else f"{r['confirm_acc']:.2%}",
-                      f"{r['val_acc']:.2%}", pm(r["test_acc"], r["test_acc_std"]), f"{r['params']:,}", f"{r['macs']:,}",
-                      r["arch"] + (f" ({r['seed_design']})" if r["seed_design"] else ""))
-    return table
+# what each column means, said in the title when the column is shown
+_LEGEND = {"val 5x": "val 5x: the search's final rung", "val short": "val short: its short schedule",
+           "test acc": "test acc: retrained"}
+
+
+def print_board(rows: list[dict[str, Any]], study: str) -> None:
+    """The leaderboard on stdout, fitted to its width (the title wraps too: soft wrap would leave it to the window)."""
+    out.print(board_table(rows, study, out.width), soft_wrap=False)
+
+
+def board_table(rows: list[dict[str, Any]], study: str, width: int) -> RenderableType:
+    """The leaderboard within `width` columns. Numbers never wrap or shorten; each architecture stays one line, in
+    its row where the table then fits, else in a key under the table by rank (a narrow column of its own cut it to
+    one token per line). Columns no row fills are left out."""
+    cells = {
+        "rank": [str(r["rank"]) for r in rows],
+        "trial": [f"{r['trial']}{'*' if r['front'] else ''}" for r in rows],
+        "val 5x": ["" if r["confirm_acc"] is None else f"{r['confirm_acc']:.2%}" for r in rows],
+        "val short": [f"{r['val_acc']:.2%}" for r in rows],
+        "test acc": [pm(r["test_acc"], r["test_acc_std"]) for r in rows],
+        "params": [f"{r['params']:,}" for r in rows],
+        "MACs": ["" if r["macs"] is None else f"{r['macs'] / 1e6:,.1f}M" for r in rows],
+    }
+    shown = {name: values for name, values in cells.items() if any(values)}
+    archs = [r["arch"] + (f" ({r['seed_design']})" if r["seed_design"] else "") for r in rows]
+    title = "; ".join([_LEGEND[c] for c in shown if c in _LEGEND] + ["* on the Pareto front"])
+
+    def table(with_arch: bool) -> Table:
+        t = Table(title=f"leaderboard of {study} ({title})", title_justify="left")
+        for name in shown:
+            t.add_column(name, justify="right", no_wrap=True)
+        if with_arch:
+            t.add_column("architecture", no_wrap=True)
+        for i, arch in enumerate(archs):
+            t.add_row(*(values[i] for values in shown.values()), *([arch] if with_arch else []))
+        return t
+
+    inline = table(with_arch=True)
+    if out.measure(inline, options=out.options.update_width(10**6)).maximum <= width:
+        return inline
+    key = Table.grid(padding=(0, 1))
+    key.add_column(justify="right", no_wrap=True)
+    key.add_column()  # wraps at spaces, under itself, only where one architecture is wider than the window
+    for rank, arch in zip(cells["rank"], archs):
+        key.add_row(rank, arch)
+    return Group(table(with_arch=False), "architecture by rank:", key)
 
 
 @command

@@ -21,7 +21,7 @@ from nas.cli.app import (
     out,
 )
 from nas.cli.app import Study as StudyName
-from nas.cli.results import board_table
+from nas.cli.results import print_board
 from nas.numbers import parse_count
 from nas.stopping import Stopped
 
@@ -84,5 +84,5 @@ def search(
     if confirm and result.trained < result.trials:
         out.print(f"final rung skipped: {result.trained}/{result.trials} trials trained; run the same command to finish")
     print_verdict(result.verdict)
-    out.print(board_table(st.leaderboard(top=10), study))
+    print_board(st.leaderboard(top=10), study)
     out.print(f"{result.trained}/{result.trials} candidates trained; files in {result.folder}/ (trials.csv, report.html, config.json)")
