@@ -337,6 +337,29 @@ def test_an_optimizer_and_a_schedule_added_as_one_entry_each_train_and_resume(ci
     assert LrSchedule(Recipe(epochs=4, schedule="linear"), 10).factor(20) == pytest.approx(0.5)
 
 
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_every_optimizer_steps_fused_or_foreach_on_cuda_and_like_the_plain_loop(name):
+    """On CUDA each optimizer takes torch's fused or foreach implementation; CPU keeps the plain loop. No GPU
+    here, so the CUDA flags are checked where torch also has the kernels, on CPU: the class accepts them and
+    three steps land where the loop's do."""
+    o = OPTIMIZERS[name]
+    assert o.implementation("cpu") == {} and o.implementation("cuda") in ({"fused": True}, {"foreach": True})
+    assert o.implementation("cuda") == ({"fused": True} if name in ("sgd", "adam", "adamw") else {"foreach": True})
+    nets = [tiny_net(), tiny_net()]
+    opts = [o.build(nets[0].parameters(), 0.01, 0.9, o.nesterov, 5e-4),
+            o.build(nets[1].parameters(), 0.01, 0.9, o.nesterov, 5e-4, device_type="cuda")]
+    assert all(g.get(flag) is None or not g[flag] for g in opts[0].param_groups for flag in ("fused", "foreach"))
+    assert all(g[next(iter(o.implementation("cuda")))] for g in opts[1].param_groups)
+    x, y = torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(0)), torch.arange(8)
+    for _ in range(3):
+        for net, opt in zip(nets, opts):
+            opt.zero_grad()
+            F.cross_entropy(net(x), y).backward()
+            opt.step()
+    for a, b in zip(*(net.parameters() for net in nets)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 def resumes_bit_identically(cifar, tmp_path, option) -> None:
     r = dataclasses.replace(FAST, epochs=2, evals_per_epoch=2, warmup_epochs=0.5, **option)
     whole_net = tiny_net()

@@ -165,7 +165,8 @@ def make_optimizer(model: nn.Module, r: Recipe, total_steps: int = 1) -> torch.o
         params = [{"params": params, "lr_scale": 1.0},
                   {"params": [m.bias for m in norms if id(m.bias) in fast], "lr_scale": r.bias_lr_scale,
                    "weight_decay": r.weight_decay / r.bias_lr_scale}]
-    opt = OPTIMIZERS[r.optimizer].build(params, r.lr, r.momentum, r.nesterov, r.weight_decay)
+    device_type = next(model.parameters()).device.type
+    opt = OPTIMIZERS[r.optimizer].build(params, r.lr, r.momentum, r.nesterov, r.weight_decay, device_type)
     if not r.lookahead:
         return opt
     if r.lookahead_schedule == "airbench":  # decay 0.95^5 (t/T)^3 of the average per update, statistics too
@@ -419,15 +420,18 @@ def _epoch(run: _Run, r: Recipe, epoch: int, st: _State, started: float,
         st.images_seen += r.batch_size
         shown.step(epoch, step)
         at_eval = step + 1 in run.ends
-        # CPU: the loss is already computed, so checking it each step is free; on CUDA
-        # a check forces a sync, so check every 32 steps and at evaluation points
-        if at_eval or run.device.type == "cpu" or step % 32 == 31:
-            if not math.isfinite(float(window_loss)):
-                st.train_seconds += time.perf_counter() - t_epoch
-                return False
+        # The loss is summed on the device. On CPU it is computed already, so reading it every step is free and
+        # stops a diverged run at once; on CUDA a read waits for the GPU's queue to drain, idling it while the
+        # next step's kernels are launched, so it is read once per evaluation point.
+        if not at_eval and run.device.type != "cpu":
+            continue
+        window_sum = float(window_loss)
+        if not math.isfinite(window_sum):
+            st.train_seconds += time.perf_counter() - t_epoch
+            return False
         if not at_eval:
             continue
-        mean_loss = float(window_loss) / window_steps
+        mean_loss = window_sum / window_steps
         epoch_loss += mean_loss * window_steps / run.steps_per_epoch
         st.train_seconds += time.perf_counter() - t_epoch
         point = _evaluation(run, epoch + (step + 1) / run.steps_per_epoch, mean_loss, st, started)
@@ -493,9 +497,9 @@ class _Progress:
             self._line(f"epoch {epoch + 1}/{self.epochs}: step {step + 1}/{self.steps}")
 
     def evaluated(self, point: EvalPoint) -> None:
-        if self.bar:
-            self.bar.update(self.task, description=f"epoch {point.epoch:.2f} loss {point.train_loss:.3f} "
-                                                   f"val {point.val_acc:.2%}")
+        if self.bar:  # without a validation set (retrain's default) there is nothing to say about it
+            val = "" if math.isnan(point.val_acc) else f" val {point.val_acc:.2%}"
+            self.bar.update(self.task, description=f"epoch {point.epoch:.2f} loss {point.train_loss:.3f}{val}")
 
     def epoch_done(self, train_loss: float, images_per_s: float) -> None:
         if self.lines:
