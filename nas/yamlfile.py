@@ -7,20 +7,25 @@ this reader refuses, with one line naming the limit, anything far beyond that: a
 MAX_BYTES, more than MAX_NODES values, nesting deeper than MAX_DEPTH (deeper would also overflow
 the parser's stack), and aliases that expand the document past MAX_EXPANDED characters. Aliases
 within that bound stay allowed: sharing one channel list between layers is what they are for.
+A key written twice in one mapping is refused, here and in JSON files (`loads_json`): both formats
+would otherwise keep the last value silently, and the first one is often the value the user reads.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from nas.errors import NasError, label
+from nas.errors import NasError, label, shown
 
 MAX_BYTES = 64 * 1024  # the bundled space is 2 KB, an architecture file 0.5 KB
 MAX_NODES = 10_000  # values (scalars, lists, mappings) written in the file; the default space has ~150
 MAX_DEPTH = 32  # nesting levels; a space needs 4
+MERGE = "tag:yaml.org,2002:merge"  # the `<<` key
 MAX_EXPANDED = 4 * MAX_BYTES  # characters plus values, aliases expanded (without aliases: under 2 * MAX_BYTES)
 
 
@@ -52,6 +57,20 @@ class _BoundedLoader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self.depth -= 1
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value if isinstance(node, yaml.MappingNode) else ():
+            if key_node.tag == MERGE:
+                continue  # `<<: *base` then a key of its own is an override, not a duplicate
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, Hashable):
+                continue  # refused by the base class, with its message
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {shown(key)}: each key may appear "
+                                                        f"once in a mapping; delete one", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
     def compose_document(self) -> Any:
         node = super().compose_document()
@@ -101,3 +120,18 @@ def read_yaml(path: str | Path, what: str, example: str) -> Any:
         raise NasError(f"cannot read {what} {str(path)!r} ({e.strerror}): "
                        f"pass an existing file, e.g. {example}") from None
     return load_yaml(raw, str(path))
+
+
+def loads_json(text: str | bytes) -> Any:
+    """json.loads that refuses a key written twice in one object (ValueError naming it) instead of keeping the
+    last value; the caller's error handling for malformed JSON (a ValueError) covers it."""
+    return json.loads(text, object_pairs_hook=_unique_keys)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ValueError(f"duplicate key {shown(key)}: each key may appear once in an object; delete one")
+        seen[key] = value
+    return seen

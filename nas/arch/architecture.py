@@ -35,6 +35,7 @@ from nas.arch.families import (
 )
 from nas.arch.ops import ACTIVATIONS, POOLINGS, STEMS, Options
 from nas.errors import NasError, shown
+from nas.yamlfile import loads_json
 
 NEW_DEFAULTS = {"stem_channels": None, "width_per_group": 0, "scale": 0, "se_placement": "blocks", "activation": "relu",
                 "stem": "conv", "pooling": "avg", "head_bias": True, "head_scale": 1.0}  # left out of ids
@@ -222,8 +223,8 @@ class Arch:
     @classmethod
     def from_json(cls, text: str) -> Arch:
         try:
-            return cls.from_dict(json.loads(text))
-        except json.JSONDecodeError as e:
+            return cls.from_dict(loads_json(text))
+        except ValueError as e:  # malformed, or a key written twice
             raise NasError(f"architecture JSON is malformed ({e}): expected an object like {{\"blocks\": [2,2], \"channels\": [64,128]}}") from None
 
     @property
