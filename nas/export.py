@@ -13,6 +13,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
@@ -40,6 +41,8 @@ def export(run_dir: str | Path, fmt: str, out: str | Path | None = None, data: s
 
     if fmt not in FORMATS:
         raise NasError(f"--format={fmt!r} is unknown: choose one of {', '.join(FORMATS)}")
+    if fmt == "onnx":
+        _onnx_runtime()  # a missing extra is found before the model is loaded and the test split decoded
     run_dir = Path(run_dir)
     model, stats, metrics = load_model(run_dir), load_stats(run_dir), read_metrics(run_dir)
     x, classes = _real_inputs(data or metrics["data"], stats, images)
@@ -84,11 +87,19 @@ def _write_checked(model: torch.nn.Module, x: torch.Tensor, expected: torch.Tens
     return diff
 
 
-def _onnx(model: torch.nn.Module, x: torch.Tensor, path: Path) -> torch.Tensor:
+def _onnx_runtime() -> ModuleType:
+    """onnxruntime, once onnx and onnxscript (torch's exporter) are importable too: the `export` extra."""
     try:
+        import onnx  # noqa: F401
         import onnxruntime
+        import onnxscript  # noqa: F401
     except ImportError:
         raise NasError("ONNX export needs onnx, onnxscript and onnxruntime: pip install 'nas[export]'") from None
+    return onnxruntime
+
+
+def _onnx(model: torch.nn.Module, x: torch.Tensor, path: Path) -> torch.Tensor:
+    onnxruntime = _onnx_runtime()
     batch = torch.export.Dim("batch", min=1)
     torch.onnx.export(model, (x[:2],), str(path), dynamo=True, input_names=["images"], output_names=["logits"],
                       dynamic_shapes={"x": {0: batch}}, external_data=False, verbose=False)  # one self-contained file

@@ -81,6 +81,89 @@ def one_line(e: pytest.ExceptionInfo) -> str:
     return text
 
 
+# ------------------------------------------------------------- 1: archive members and image files bounded
+
+
+def test_a_tiny_archive_with_a_sparse_30_gb_member_is_refused_before_reading(tmp_path, memory_cap):
+    archive = tmp_path / "sparse.tar.gz"
+    with tarfile.open(archive, "w:gz", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(tarfile.TarInfo("d/train/ant/0.png"), io.BytesIO(png(0)))
+        info = tarfile.TarInfo("d/train/ant/1.png")  # all holes: 0 bytes stored, 30 GB of zeros when read
+        info.pax_headers = {"GNU.sparse.map": "0,0", "GNU.sparse.size": str(30 * 2**30), "GNU.sparse.numblocks": "1"}
+        tar.addfile(info, io.BytesIO(b""))
+    assert archive.stat().st_size < 1000
+    with memory_cap(256), pytest.raises(NasError) as e:
+        load_split(str(archive), "train")
+    assert "d/train/ant/1.png" in one_line(e) and "16 MiB" in str(e.value)
+
+
+def test_a_fifo_or_device_stored_as_an_image_in_an_archive_is_named(tmp_path):
+    archive = tmp_path / "odd.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        fifo = tarfile.TarInfo("d/train/ant/x.png")
+        fifo.type = tarfile.FIFOTYPE
+        tar.addfile(fifo)
+    with pytest.raises(NasError) as e:
+        load_split(str(archive), "train")
+    assert "d/train/ant/x.png" in one_line(e) and "not a regular file" in str(e.value)
+
+
+def test_a_symlink_to_dev_zero_in_an_image_folder_is_refused(tmp_path, memory_cap):
+    root = image_folder(tmp_path / "data")
+    (root / "train" / "ant" / "zero.png").symlink_to("/dev/zero")
+    with memory_cap(256), pytest.raises(NasError) as e:
+        load_split(str(root), "train")
+    assert "zero.png" in one_line(e) and "not a regular file" in str(e.value)
+
+
+def test_a_fifo_named_png_in_an_image_folder_is_refused_without_hanging(tmp_path, alarm):
+    root = image_folder(tmp_path / "data")
+    os.mkfifo(root / "train" / "bee" / "x.png")
+    with pytest.raises(NasError) as e:
+        load_split(str(root), "train")
+    assert "x.png" in one_line(e) and "not a regular file" in str(e.value)
+
+
+def test_an_image_file_over_the_cap_is_refused_before_it_is_read(tmp_path, memory_cap):
+    root = image_folder(tmp_path / "data")
+    with open(root / "train" / "ant" / "huge.png", "wb") as f:
+        f.truncate(4 * 2**30)  # a sparse 4 GiB file: no disk, 4 GiB when read
+    with memory_cap(256), pytest.raises(NasError) as e:
+        load_split(str(root), "train")
+    assert "huge.png" in one_line(e) and "16 MiB" in str(e.value)
+
+
+def test_a_symlink_to_a_real_image_still_loads(tmp_path):
+    root = image_folder(tmp_path / "data")
+    (root / "train" / "ant" / "linked.png").symlink_to(root / "train" / "bee" / "0.png")
+    assert len(load_split(str(root), "train")) == 9
+
+
+# ------------------------------------------------------------------------ 5: the environment before work
+
+
+@pytest.mark.parametrize("where", ["a file", "below a file"])
+def test_a_bad_nas_cache_is_refused_before_decoding(tmp_path, monkeypatch, capsys, where):
+    root = image_folder(tmp_path / "data")
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("NAS_CACHE", str(blocker if where == "a file" else blocker / "cache"))
+    with pytest.raises(NasError) as e:
+        load_split(str(root), "train")
+    assert "NAS_CACHE" in one_line(e) and "decoding" not in capsys.readouterr().err
+
+
+def test_a_missing_onnx_extra_is_refused_before_the_test_split_is_decoded(tmp_path, monkeypatch, capsys):
+    root = image_folder(tmp_path / "data")
+    run = finished_run(tmp_path / "run", TINY, TINY)
+    (run / "metrics.json").write_text(json.dumps({**GOOD_RUN, "data": str(root),
+                                                  "normalization": {"mean": [0.5] * 3, "std": [0.2] * 3}}))
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # what `import onnxruntime` finds without the extra
+    with pytest.raises(NasError) as e:
+        export(run, "onnx")
+    assert "nas[export]" in one_line(e) and "decoding" not in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------------- 6: duplicate keys
 
 

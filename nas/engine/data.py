@@ -11,11 +11,13 @@ import hashlib
 import io
 import os
 import pickle
+import stat
 import tarfile
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Iterable, Iterator, Literal, Mapping
+from typing import IO, Iterable, Iterator, Literal, Mapping
 
 import torch
 
@@ -25,6 +27,7 @@ from nas.errors import NasError, note
 
 CACHE_VERSION = 2  # bump when the cached layout changes, so stale caches are not read
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+MAX_IMAGE_BYTES = 16 * 2**20  # per image file: a CIFAR PNG is ~2 KB; refuses a sparse 30 GB member or /dev/zero
 EXAMPLE = "../shared/data/cifar10-png.tar.gz"  # the README's local copy
 BUILTIN = {
     # name: (torchvision class, extracted folder, train files, test files, label key, meta file, names key)
@@ -141,10 +144,23 @@ def _cached(cache: Path, key: str, split: str, decode) -> ImageSet:
         cached = _read_cache(path)
         if cached is not None:
             return cached
+    check_cache_dir(cache)
     s = decode()
     blob = {"images": s.images, "labels": s.labels, "classes": list(s.classes), "sha256": _digest(s)}
     write_atomic(path, lambda handle: torch.save(blob, handle))
     return s
+
+
+def check_cache_dir(cache: Path) -> None:
+    """Refuse a cache folder that cannot be written before the decoding (or download) whose result it would
+    hold: otherwise a bad NAS_CACHE is found minutes later, after 50,000 images were decoded for nothing.
+    A read-only cache that already holds the split is never checked: it is only read."""
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=cache).close()
+    except OSError as e:
+        raise NasError(f"the decoded-data cache folder {str(cache)!r} cannot be written ({e.strerror}): set "
+                       f"NAS_CACHE to a folder you can write, e.g. NAS_CACHE=~/.cache/nas") from None
 
 
 def _read_cache(path: Path) -> ImageSet | None:
@@ -203,7 +219,37 @@ def _iter_directory(root: Path, split: str) -> Iterator[tuple[str, str, bytes]]:
     """(class, file name, bytes) for every image under root/split/<class>/."""
     for p in sorted((root / split).glob("*/*")):
         if p.suffix.lower() in IMAGE_SUFFIXES:
-            yield p.parent.name, p.name, p.read_bytes()
+            yield p.parent.name, p.name, _read_image_file(p)
+
+
+def _read_image_file(path: Path) -> bytes:
+    """The bytes of one image file, checked first: a FIFO would block the read forever and a link to
+    /dev/zero would fill memory, so only a regular file (a link to one is fine) of at most MAX_IMAGE_BYTES
+    is read."""
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise NasError(f"{path} is not a regular file (a FIFO, a device, a folder, or a link to one); "
+                           f"remove it or replace it with the image itself")
+        if info.st_size > MAX_IMAGE_BYTES:
+            raise _too_large(str(path), info.st_size)
+        with open(path, "rb") as f:
+            return _bounded_read(f, str(path))
+    except OSError as e:
+        raise NasError(f"cannot read {path} ({e.strerror}); check the file and its permissions") from None
+
+
+def _bounded_read(f: IO[bytes], where: str) -> bytes:
+    """At most MAX_IMAGE_BYTES: a file that grows, or an archive member whose size lies, stops there."""
+    blob = f.read(MAX_IMAGE_BYTES + 1)
+    if len(blob) > MAX_IMAGE_BYTES:
+        raise _too_large(where, len(blob))
+    return blob
+
+
+def _too_large(where: str, size: int) -> NasError:
+    return NasError(f"{where} is {size:,} bytes, over the {MAX_IMAGE_BYTES // 2**20} MiB limit for one image "
+                    f"(training images are a few KB): remove it, or resize the dataset's images first")
 
 
 def _iter_tar(path: Path, split: str) -> Iterator[tuple[str, str, bytes]]:
@@ -212,11 +258,21 @@ def _iter_tar(path: Path, split: str) -> Iterator[tuple[str, str, bytes]]:
         with tarfile.open(path, "r:gz") as tar:
             for member in tar:
                 parts = PurePosixPath(member.name).parts
-                if (member.isfile() and len(parts) >= 3 and parts[-3] == split
+                if (len(parts) >= 3 and parts[-3] == split
                         and PurePosixPath(member.name).suffix.lower() in IMAGE_SUFFIXES):
-                    yield parts[-2], parts[-1], tar.extractfile(member).read()
-    except (tarfile.TarError, OSError, EOFError) as e:
+                    yield parts[-2], parts[-1], _read_member(tar, member, f"{path}:{member.name}")
+    except (tarfile.TarError, OSError, EOFError, KeyError) as e:  # KeyError: a hard link to a missing member
         raise NasError(f"cannot read archive {path}: {e}; check the file is a complete .tar.gz") from None
+
+
+def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, where: str) -> bytes:
+    """One image member, its size checked before reading: a 200-byte archive can hold a sparse 30 GB member."""
+    if not (member.isfile() or member.islnk()):
+        raise NasError(f"{where} is not a regular file in the archive (a FIFO, a device, a folder or a symlink); "
+                       f"archive the image itself (tar -h stores what a link points to)")
+    if member.size > MAX_IMAGE_BYTES:
+        raise _too_large(where, member.size)
+    return _bounded_read(tar.extractfile(member), where)
 
 
 def _decode_folder(items: Iterable[tuple[str, str, bytes]], where: str, cache: Path) -> ImageSet:
@@ -227,8 +283,8 @@ def _decode_folder(items: Iterable[tuple[str, str, bytes]], where: str, cache: P
     records = sorted(items)  # (class, name): ImageFolder's order, independent of archive order
     if not records:
         raise NasError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {where}/<class>/; check the layout")
-    note(f"decoding {len(records):,} images of {where} once (cached in {cache})")
     classes = tuple(sorted({c for c, _, _ in records}))
+    note(f"decoding {len(records):,} images of {where} once (cached in {cache})")
     index = {c: i for i, c in enumerate(classes)}
     images = []
     for c, name, blob in records:
@@ -260,6 +316,7 @@ def _load_builtin(name: str, split: str, cache: Path) -> ImageSet:
     base = root / folder
     files = train_files if split == "train" else test_files
     if not all((base / f).is_file() for f in [*files, meta_file]):
+        check_cache_dir(root)
         _download(cls_name, root, base, name)
     return read_cifar_python(base, files, label_key, meta_file, names_key, md5=official_md5(cls_name))
 
@@ -318,5 +375,6 @@ def _get(d: dict, key: str):
     return d[key] if key in d else d[key.encode()]
 
 
-__all__ = ["ImageSet", "check_image_shape", "default_cache_dir", "load_split", "official_md5", "read_cifar_python",
-           "split_validation", "stratified_subset"]
+__all__ = ["MAX_IMAGE_BYTES", "ImageSet", "check_cache_dir", "check_image_shape",
+           "default_cache_dir", "load_split", "official_md5", "read_cifar_python", "split_validation",
+           "stratified_subset"]
