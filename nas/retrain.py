@@ -170,13 +170,14 @@ class RetrainData:
 def load_retrain_data(source: str, val_size: int = 0) -> RetrainData:
     """Whole training split by default (the search's validation images are training data again);
     `val_size` > 0 carves out a stratified validation set, only for curves: nothing selects on it."""
-    from nas.engine.data import load_split, split_validation
+    from nas.engine.data import check_same_classes, load_split, split_validation
 
-    train_set = load_split(source, "train")
+    train_set, test_set = load_split(source, "train"), load_split(source, "test")
+    check_same_classes(train_set, test_set, source)
     val_set = None
     if val_size:
         train_set, val_set = split_validation(train_set, val_size, seed=0)
-    return RetrainData(train_set, val_set, load_split(source, "test"), str(source), val_size)
+    return RetrainData(train_set, val_set, test_set, str(source), val_size)
 
 
 def _finite(x: float) -> float | None:

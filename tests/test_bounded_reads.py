@@ -139,6 +139,34 @@ def test_a_symlink_to_a_real_image_still_loads(tmp_path):
     assert len(load_split(str(root), "train")) == 9
 
 
+# ------------------------------------------------------------------------- 3: class sets before training
+
+
+def test_a_test_split_with_classes_training_lacks_is_refused_before_training(tmp_path):
+    root = image_folder(tmp_path / "data", ("ant", "bee"), ("ant", "bee", "cow"))
+    with pytest.raises(NasError) as e:
+        nas.train_architecture(TINY, str(root), val_size=0, test=True, device="cpu", epochs=1, batch_size=4)
+    assert "cow" in one_line(e)
+    with pytest.raises(NasError, match="cow"):
+        load_retrain_data(str(root))
+
+
+def test_a_test_split_missing_a_class_is_refused_too(tmp_path):
+    """Labels index the sorted class names: a missing class would shift every later label."""
+    root = image_folder(tmp_path / "data", ("ant", "bee", "cow"), ("ant", "cow"))
+    with pytest.raises(NasError) as e:
+        load_retrain_data(str(root))
+    assert "bee" in one_line(e)
+
+
+def test_a_one_class_dataset_is_refused(tmp_path):
+    root = image_folder(tmp_path / "data", ("ant",))
+    for arch in (TINY, Arch(blocks=(1,), channels=(8,), num_classes=1)):
+        with pytest.raises(NasError) as e:
+            nas.train_architecture(arch, str(root), val_size=0, device="cpu", epochs=1, batch_size=4)
+        assert "one class" in one_line(e) and "'ant'" in str(e.value)
+
+
 # ------------------------------------------------------------------------ 5: the environment before work
 
 

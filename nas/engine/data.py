@@ -23,7 +23,7 @@ import torch
 
 from nas.atomic import write_atomic
 from nas.engine.checkpoint import why_unloadable
-from nas.errors import NasError, note
+from nas.errors import NasError, note, shown
 
 CACHE_VERSION = 2  # bump when the cached layout changes, so stale caches are not read
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -110,6 +110,17 @@ def check_image_shape(s: ImageSet, input_size: int, in_channels: int, owner: str
         fix += "" if c == in_channels else f" and in_channels: {c}"
         raise NasError(f"{owner} has input_size: {input_size}, in_channels: {in_channels} but the data's images are "
                        f"{h}x{w} with {c} channels: {fix}, or give data of that size")
+
+
+def check_same_classes(train: ImageSet, test: ImageSet, source: str) -> None:
+    """Labels are indices into the sorted class names, so a test split with other classes (one more, one less)
+    would score wrong labels or fail after training: refused before it."""
+    if train.classes != test.classes:
+        extra, missing = sorted(set(test.classes) - set(train.classes)), sorted(set(train.classes) - set(test.classes))
+        what = "; ".join(f"{label} {shown(names)}" for label, names in (("test only:", extra), ("train only:", missing))
+                         if names)
+        raise NasError(f"{source}: the test split's classes differ from the training split's ({what}); "
+                       f"give both splits the same class folders")
 
 
 def _stratified_index(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
@@ -284,6 +295,9 @@ def _decode_folder(items: Iterable[tuple[str, str, bytes]], where: str, cache: P
     if not records:
         raise NasError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {where}/<class>/; check the layout")
     classes = tuple(sorted({c for c, _, _ in records}))
+    if len(classes) == 1:
+        raise NasError(f"{where} has one class ({classes[0]!r}): a classifier needs at least two, and one class "
+                       f"scores 100% by construction; add the other classes' folders")
     note(f"decoding {len(records):,} images of {where} once (cached in {cache})")
     index = {c: i for i, c in enumerate(classes)}
     images = []
@@ -375,6 +389,6 @@ def _get(d: dict, key: str):
     return d[key] if key in d else d[key.encode()]
 
 
-__all__ = ["MAX_IMAGE_BYTES", "ImageSet", "check_cache_dir", "check_image_shape",
+__all__ = ["MAX_IMAGE_BYTES", "ImageSet", "check_cache_dir", "check_image_shape", "check_same_classes",
            "default_cache_dir", "load_split", "official_md5", "read_cifar_python", "split_validation",
            "stratified_subset"]
