@@ -14,6 +14,7 @@ import contextlib
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Callable, ContextManager
 
 import optuna
@@ -89,6 +90,18 @@ def _faults(writes: bool = False) -> Callable[[Callable[..., Any]], Callable[...
     return wrap
 
 
+@contextlib.contextmanager
+def _quiet_optuna() -> Iterator[None]:
+    """Optuna logs a line per trial at INFO; the search tells what happens through its hooks and the study's records,
+    so a Python caller sees what the CLI shows, and gets its own verbosity back after."""
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(before)
+
+
 def _search_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """SearchConfig fields from what a person writes: max_macs as a count ("3e8"), objectives as "a,b" or a list.
     A key that is no setting is named with the valid ones, not passed on to fail as a bare TypeError."""
@@ -147,7 +160,7 @@ class Study:
         job = search_job.plan(Path(space) if space else default_space(), cap, trials, data, self.name, self.storage,
                               self.results_dir, device, workers, fidelity, **_search_settings(settings))
         trials = job.cfg.trials  # a grid trains at most its points
-        with search_job.hold(job), stop_on_signals() as stop:
+        with _quiet_optuna(), search_job.hold(job), stop_on_signals() as stop:
             study, before, in_rung, verdict, failed = None, set(), False, None, None
             try:
                 study, seeded = search_job.start(job)
@@ -313,12 +326,7 @@ def train_architecture(arch: Arch, data: str = "cifar10", *, val_size: int = 500
     from nas.arch.counting import count_params
     from nas.arch.model import build_for_data
     from nas.engine.augment import channel_stats
-    from nas.engine.data import (
-        check_image_shape,
-        check_same_classes,
-        load_split,
-        split_validation,
-    )
+    from nas.engine.data import check_image_shape, load_split, split_validation
     from nas.engine.train import evaluate, train
 
     r = recipe_protocol(protocol).updated(recipe)
@@ -326,9 +334,6 @@ def train_architecture(arch: Arch, data: str = "cifar10", *, val_size: int = 500
         raise NasError(f"--val-size={val_size} must be >= 0 (0 = no validation)")
     dev = _device(device)
     full = load_split(data, "train")
-    test_set = load_split(data, "test") if test else None  # before training: its classes must be the same
-    if test_set is not None:
-        check_same_classes(full, test_set, data)
     check_image_shape(full, arch.input_size, arch.in_channels, "the architecture")
     train_set, val_set = split_validation(full, val_size) if val_size else (full, None)
     model = build_for_data(arch, len(full.classes), r.init, r.seed)  # seeded: one seed, one result
@@ -337,9 +342,10 @@ def train_architecture(arch: Arch, data: str = "cifar10", *, val_size: int = 500
                "images_per_s": result.images_per_s, "images_seen": result.images_seen,
                "train_loss_sum": result.train_loss_sum, "precision": result.precision, "params": count_params(arch), "arch": arch.to_dict(),
                "protocol": protocol, "epochs": r.epochs, "recipe": r.to_dict(), "device": str(dev),
-               "train_images": len(train_set),
+               "train_images": r.train_subset or len(train_set),  # what each epoch trains on, as a retrain run says
                "val_images": len(val_set or ()), "history": [dataclasses.asdict(p) for p in result.history]}
-    if test_set is not None and result.status == "ok":
+    if test and result.status == "ok":
+        test_set = load_split(data, "test")
         e = evaluate(model, test_set, dev, tta=r.tta_level, stats=channel_stats(train_set))
         summary.update(test_acc=e.acc, test_loss=e.loss, test_per_class=e.per_class, test_confusion=e.confusion)
         summary["test_images"] = len(test_set)

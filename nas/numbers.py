@@ -1,5 +1,5 @@
 """Numbers written by humans: budgets like `5e6`, `5M`, `4.5m`, `5_000_000` (YAML 1.1 reads `5e6`
-and `1e-3` as strings, so space files go through here too)."""
+and `1e-3` as strings, so space files go through here too); and numbers written for them: "1 epoch", "~45 s"."""
 
 from __future__ import annotations
 
@@ -47,3 +47,15 @@ def parse_int(value: object, name: str) -> int:
     if number != int(number):
         raise NasError(f"{name}={shown(value)} must be a whole number")
     return int(number)
+
+
+def counted(n: int, noun: str) -> str:
+    """'1 epoch', '2 epochs', '0 trials', '5,000 images': a count with its noun, as a person writes it."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
+def duration(seconds: float) -> str:
+    """'~45 s', '~3.2 min', '~2.5 h': an estimate in the unit that reads best ('0.0 min' said nothing)."""
+    if seconds < 90:
+        return f"~{seconds:.0f} s"
+    return f"~{seconds / 60:.1f} min" if seconds < 5400 else f"~{seconds / 3600:.1f} h"

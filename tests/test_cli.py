@@ -136,6 +136,57 @@ def test_train_reports_validation_by_default_and_test_only_when_asked(small_cifa
     assert bad.returncode == 2 and "--eval='train' is unknown" in bad.stderr
 
 
+def test_train_without_validation_says_nothing_about_it_and_counts_the_subset(small_cifar, terminal):
+    """--val-size 0 (retrain's default) showed `val nan%` on every epoch of the terminal's bar and nan columns in
+    the table; and the title counted the split less validation (580 here, 49,800 on CIFAR-10), not the
+    --train-subset each epoch trains on. In a real terminal, as a person runs it."""
+    common = ["-m", "nas", "train", "--blocks", "1", "--channels", "8", "--data", str(small_cifar), "--epochs", "2",
+              "--train-subset", "128", "--batch-size", "64"]
+    code, lines = terminal([*common, "--val-size", "0"], columns=120)
+    shown = "\n".join(lines)
+    assert code == 0, shown
+    assert "epoch 2.00 loss" in shown and "(128 train, no validation)" in shown  # the bar ran; the title
+    assert "nan" not in shown and "val" not in shown.replace("no validation", ""), shown
+    code, lines = terminal([*common, "--val-size", "100"], columns=120)
+    shown = "\n".join(lines)
+    assert code == 0 and "(128 train, 100 val)" in shown and "val acc" in shown, shown
+
+
+def test_the_search_plan_writes_counts_and_times_as_a_person_does(monkeypatch):
+    """It printed "1 epochs", "1 trials", "up to 1 candidates", and "<= ~0.0 min for 0 trials" for a finished study
+    resumed: the plan `nas search` prints, from a SearchPlan as the search makes it."""
+    import dataclasses
+    import io
+
+    from rich.console import Console
+
+    from nas.cli import search_output
+    from nas.search.config import Fidelity
+    from nas.search.job import SearchPlan
+
+    plan = SearchPlan(space="tiny", depths=(2,), budget=50_000, max_macs=None, trials=1, done=0, device="cpu",
+                      storage="sqlite:///study.db", fidelity=Fidelity(1, 128, 100, 1.0, 1), train_images=128,
+                      val_images=1, sampler="tpe", pruner="halving", per_depth=False, objectives=("accuracy",),
+                      grid=None, seeded=(), seconds_per_trial=1.5, final_rung="proxy", rung_size=1, workers=1,
+                      threads_per_worker=2)
+
+    def printed(**changes) -> str:
+        buf = io.StringIO()
+        monkeypatch.setattr(search_output, "out", Console(file=buf, width=300))
+        search_output.PrintedSearch(confirm=True).started(dataclasses.replace(plan, **changes))
+        return buf.getvalue()
+
+    one = printed()
+    assert "budget 50,000 params, 1 trial (0 already done)" in one
+    assert "fidelity: 1 epoch x 128 images, width x1, 1 validation image, pruner halving" in one
+    assert "~2 s per full trial, <= ~2 s for 1 trial (pruning cuts this)" in one
+    assert "final rung: up to 1 candidate (best of each depth, best seed design) trained 5x longer, ~8 s" in one
+    assert "nothing left to train" in printed(done=1) and "0.0 min" not in printed(done=1)
+    many = printed(trials=200, seconds_per_trial=30.0, rung_size=3, train_images=5000, val_images=2000)
+    assert "200 trials" in many and "<= ~1.7 h for 200 trials" in many and "up to 3 candidates" in many
+    assert "~7.5 min" in many  # the final rung: 3 candidates x 5 x 30 s
+
+
 def test_a_cifar100_search_over_the_families_runs_end_to_end(small_cifar100, search_args, nas_cli, outcomes, tmp_path):
     """search_spaces/cifar100.yaml on 400 real CIFAR-100 images: the report's four designs are trained first,
     then the sampler's own candidates (any family), and the final rung; every trained network is a valid

@@ -23,6 +23,7 @@ from nas.cli.app import (
 )
 from nas.cli.app import Study as StudyName
 from nas.errors import NasError
+from nas.numbers import counted
 
 if TYPE_CHECKING:
     import nas.api
@@ -160,8 +161,9 @@ def _shown(f: dict[str, Any]) -> list[tuple[str, Any]]:
     final, short = f["final_rung"], f["val_acc"] if f["outcome"] == "complete" else None
     return [("state", f["state"]), ("outcome", f["outcome"]), ("reason", f["reason"]),
             ("seed design", f["seed_design"]),
-            ("val acc, final rung", f"{final['val_acc']:.2%} ({final['epochs']} epochs x {final['train_subset']:,} "
-                                    f"images): ranks this trial" if final and final.get("val_acc") is not None else ""),
+            ("val acc, final rung", f"{final['val_acc']:.2%} ({counted(final['epochs'], 'epoch')} x "
+                                    f"{counted(final['train_subset'], 'image')}): ranks this trial"
+                                    if final and final.get("val_acc") is not None else ""),
             ("val acc, short", f"{short:.2%}" + ("" if final else ": ranks this trial") if short is not None else ""),
             ("params", f"{f['params']:,}" if f["params"] is not None else ""),
             ("MACs", f"{f['macs']:,}" if f["macs"] is not None else ""),

@@ -25,6 +25,7 @@ from nas.cli.app import (
 from nas.cli.app import Study as StudyName
 from nas.cli.results import Examples
 from nas.engine.recipe import parse_overrides
+from nas.numbers import counted
 from nas.stopping import Stopped
 
 StudyData = Annotated[Optional[str], typer.Option(help="Data source (as in `nas search`). (default: the data the study searched, else cifar10)")]
@@ -71,7 +72,7 @@ def retrain(
     def announce(run: rt.Run) -> None:  # on stderr, so --json stdout stays one object
         r = run.recipe
         state = "finished, kept" if run.state == "finished" and not force else run.state
-        err.print(f"{run.candidate.name} seed {r.seed} ({run.candidate.arch.describe()}): {state}; {r.epochs} epochs, "
+        err.print(f"{run.candidate.name} seed {r.seed} ({run.candidate.arch.describe()}): {state}; {counted(r.epochs, 'epoch')}, "
                   f"{r.optimizer} lr {r.lr:g} {r.schedule} -> {run.directory}", soft_wrap=True)
 
     try:

@@ -62,12 +62,9 @@ def search(
     Many `nas search --storage postgresql://...` processes, on any machines, share one study.
     """
     cap, macs_cap = parse_count(budget), None if max_macs is None else parse_count(max_macs, "--max-macs")
-    import optuna  # after the checks that need no torch: a mistyped budget is answered at once
-
     from nas.cli.search_output import PrintedSearch, print_verdict
     from nas.search import SearchFailed
 
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # the live view says what happens, trial faults included
     st = open_study(study, results_dir, storage)
     fidelity = {"epochs": epochs, "train_subset": train_subset, "val_subset": val_subset, "width": width,
                 "evals_per_epoch": evals_per_epoch}

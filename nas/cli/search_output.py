@@ -5,6 +5,7 @@ Apart from nas.cli.search (its flags) so that the command line loads torch and O
 
 from __future__ import annotations
 
+import math
 from typing import Any, ContextManager
 
 import optuna
@@ -13,6 +14,7 @@ from nas.api import SearchHooks
 from nas.arch import Arch
 from nas.cli.app import out
 from nas.live import SearchView
+from nas.numbers import counted, duration
 from nas.record import Record
 from nas.search import CONFIRM_LONGER_BY
 from nas.search.job import SearchPlan
@@ -29,12 +31,11 @@ class PrintedSearch(SearchHooks):
         self.confirm = confirm
 
     def started(self, plan: SearchPlan) -> None:
-        fid, left = plan.fidelity, max(plan.trials - plan.done, 0)
-        out.print(f"nas search {plan.space}: budget {plan.budget:,} params, {plan.trials} trials ({plan.done} already "
-                  f"done), device {plan.device}, storage {plan.storage}")
-        out.print(f"fidelity: {fid.epochs} epochs x {plan.train_images:,} images, width x{fid.width:g}, "
-                  f"{plan.val_images:,} validation images, pruner {plan.pruner}; ~{plan.seconds_per_trial:.1f} s "
-                  f"per full trial, <= ~{plan.minutes_left:.1f} min for {left} trials (pruning cuts this)")
+        fid = plan.fidelity
+        out.print(f"nas search {plan.space}: budget {plan.budget:,} params, {counted(plan.trials, 'trial')} "
+                  f"({plan.done} already done), device {plan.device}, storage {plan.storage}")
+        out.print(f"fidelity: {counted(fid.epochs, 'epoch')} x {counted(plan.train_images, 'image')}, width "
+                  f"x{fid.width:g}, {counted(plan.val_images, 'validation image')}, pruner {plan.pruner}; {_cost(plan)}")
         if plan.max_macs is not None:
             out.print(f"compute bound: at most {plan.max_macs:,} MACs per image, a hard constraint like the budget")
         if plan.grid is not None:
@@ -70,7 +71,8 @@ class PrintedSearch(SearchHooks):
     def on_rung(self, r: Record, result: dict[str, Any]) -> None:
         acc = "non-finite" if result["val_acc"] is None else f"{result['val_acc']:.2%}"
         out.print(f"  trial {r.number} ({r.seed_design or 'found'}): {r.short_acc:.2%} short -> {acc} at "
-                  f"{result['epochs']} epochs x {result['train_subset']:,} images ({result['seconds']:.0f} s)  "
+                  f"{counted(result['epochs'], 'epoch')} x {counted(result['train_subset'], 'image')} "
+                  f"({result['seconds']:.0f} s)  "
                   f"{Arch.from_dict(r.arch).describe()}")
 
 
@@ -78,15 +80,29 @@ def _rung_words(final_rung: str) -> str:
     return "at full width with the fast protocol" if final_rung == "fast" else f"{CONFIRM_LONGER_BY}x longer"
 
 
+def _cost(plan: SearchPlan) -> str:
+    """What the trials left will cost, from the measured cost of one (NaN where neither trials nor a probe told)."""
+    left = max(plan.trials - plan.done, 0)
+    if left == 0:
+        return "nothing left to train"
+    if math.isnan(plan.seconds_per_trial):
+        return f"{counted(left, 'trial')} to train"
+    return (f"{duration(plan.seconds_per_trial)} per full trial, <= {duration(left * plan.seconds_per_trial)} for "
+            f"{counted(left, 'trial')} (pruning cuts this)")
+
+
 def _rung_plan(plan: SearchPlan) -> str:
     """What the final rung will train, and what that costs where it can be told from the trials' cost."""
-    each = CONFIRM_LONGER_BY * plan.seconds_per_trial / 60
+    each = CONFIRM_LONGER_BY * plan.seconds_per_trial
     if plan.rung_size is None:
-        pool, cost = f"the front of the short scores (at most {MAX_FRONT_RUNG}) and the best seed design", f"~{each:.1f} min each"
+        pool, cost = f"the front of the short scores (at most {MAX_FRONT_RUNG}) and the best seed design", f"{duration(each)} each"
     else:
-        pool, cost = f"up to {plan.rung_size} candidates (best of each depth, best seed design)", f"~{plan.rung_size * each:.1f} min"
+        pool = f"up to {counted(plan.rung_size, 'candidate')} (best of each depth, best seed design)"
+        cost = duration(plan.rung_size * each)
     if plan.final_rung == "fast":
         cost = "minutes each on a GPU, hours each on a CPU"
+    elif math.isnan(each):
+        cost = "its cost told once trials have trained"
     return f"final rung: {pool} trained {_rung_words(plan.final_rung)}, {cost}"
 
 

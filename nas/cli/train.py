@@ -47,20 +47,23 @@ def train(
     if as_json:
         print_json(s)
         return
-    table = Table(title=f"{arch.describe()} on {data} ({s['train_images']:,} train, {s['val_images']:,} val)",
-                  title_justify="left")
-    for col in ("epoch", "train loss", "val loss", "val acc", "seconds"):
+    validated = s["val_images"] > 0  # --val-size 0: no validation, so nothing is said about it (not "nan%")
+    val_images = f"{s['val_images']:,} val" if validated else "no validation"
+    table = Table(title=f"{arch.describe()} on {data} ({s['train_images']:,} train, {val_images})", title_justify="left")
+    for col in ("epoch", "train loss", *(("val loss", "val acc") if validated else ()), "seconds"):
         table.add_column(col, justify="right")
     for p in s["history"]:
-        table.add_row(f"{p['epoch']:.2f}", f"{p['train_loss']:.4f}", f"{p['val_loss']:.4f}", f"{p['val_acc']:.2%}",
-                      f"{p['seconds']:.1f}")
+        val = (f"{p['val_loss']:.4f}", f"{p['val_acc']:.2%}") if validated else ()
+        table.add_row(f"{p['epoch']:.2f}", f"{p['train_loss']:.4f}", *val, f"{p['seconds']:.1f}")
     out.print(table)
     if s["status"] != "ok":
         raise NasError(f"training diverged (non-finite loss) after {s['images_seen']:,} images with "
                        f"lr={s['recipe']['lr']:g}; lower --lr or add warm-up (--set warmup_epochs=1)")
-    test = f"; test acc {s['test_acc']:.2%} on {s['test_images']:,} images" if "test_acc" in s else ""
-    out.print(f"val acc {s['val_acc']:.2%}{test}; {s['images_per_s']:,.0f} images/s on {s['device']} in {s['precision']}; "
-              f"{s['seconds']:.1f} s")
+    scores = [f"val acc {s['val_acc']:.2%}"] if validated else []
+    if "test_acc" in s:
+        scores.append(f"test acc {s['test_acc']:.2%} on {s['test_images']:,} images")
+    out.print("; ".join([*scores, f"{s['images_per_s']:,.0f} images/s on {s['device']} in {s['precision']}",
+                         f"{s['seconds']:.1f} s"]))
 
 
 @arch_command
