@@ -326,7 +326,12 @@ def train_architecture(arch: Arch, data: str = "cifar10", *, val_size: int = 500
     from nas.arch.counting import count_params
     from nas.arch.model import build_for_data
     from nas.engine.augment import channel_stats
-    from nas.engine.data import check_image_shape, load_split, split_validation
+    from nas.engine.data import (
+        check_image_shape,
+        check_same_classes,
+        load_split,
+        split_validation,
+    )
     from nas.engine.train import evaluate, train
 
     r = recipe_protocol(protocol).updated(recipe)
@@ -334,6 +339,9 @@ def train_architecture(arch: Arch, data: str = "cifar10", *, val_size: int = 500
         raise NasError(f"--val-size={val_size} must be >= 0 (0 = no validation)")
     dev = _device(device)
     full = load_split(data, "train")
+    test_set = load_split(data, "test") if test else None  # before training: its classes must be the same
+    if test_set is not None:
+        check_same_classes(full, test_set, data)
     check_image_shape(full, arch.input_size, arch.in_channels, "the architecture")
     train_set, val_set = split_validation(full, val_size) if val_size else (full, None)
     model = build_for_data(arch, len(full.classes), r.init, r.seed)  # seeded: one seed, one result
@@ -344,8 +352,7 @@ def train_architecture(arch: Arch, data: str = "cifar10", *, val_size: int = 500
                "protocol": protocol, "epochs": r.epochs, "recipe": r.to_dict(), "device": str(dev),
                "train_images": r.train_subset or len(train_set),  # what each epoch trains on, as a retrain run says
                "val_images": len(val_set or ()), "history": [dataclasses.asdict(p) for p in result.history]}
-    if test and result.status == "ok":
-        test_set = load_split(data, "test")
+    if test_set is not None and result.status == "ok":
         e = evaluate(model, test_set, dev, tta=r.tta_level, stats=channel_stats(train_set))
         summary.update(test_acc=e.acc, test_loss=e.loss, test_per_class=e.per_class, test_confusion=e.confusion)
         summary["test_images"] = len(test_set)
