@@ -323,6 +323,7 @@ def train_architecture(arch: Arch, data: str = "cifar10", *, val_size: int = 500
     Returns the summary `nas train --json` prints (status, val_acc, seconds, params, history, ...)."""
     import dataclasses
 
+    from nas.arch.bounds import check_buildable
     from nas.arch.counting import count_params
     from nas.arch.model import build_for_data
     from nas.engine.augment import channel_stats
@@ -337,6 +338,7 @@ def train_architecture(arch: Arch, data: str = "cifar10", *, val_size: int = 500
     r = recipe_protocol(protocol).updated(recipe)
     if val_size < 0:
         raise NasError(f"--val-size={val_size} must be >= 0 (0 = no validation)")
+    check_buildable(arch)
     dev = _device(device)
     full = load_split(data, "train")
     test_set = load_split(data, "test") if test else None  # before training: its classes must be the same
@@ -363,12 +365,14 @@ def bench_architecture(arch: Arch, data: str = "cifar10", *, batch_size: int = 1
                        precision: str = "auto", device: str = "auto") -> BenchResult:
     """Training images/s of this engine against the standard recipe (PIL + DataLoader, fp32) on `arch`, with the
     precision it resolved to and its share of the device's measured peak: what `nas bench` prints."""
+    from nas.arch.bounds import check_buildable
     from nas.arch.model import build_for_data
     from nas.engine.bench import bench
     from nas.engine.data import load_split
     from nas.engine.recipe import Recipe
 
     recipe = Recipe(precision=precision)
+    check_buildable(arch)
     train_set = load_split(data, "train")
     model = build_for_data(arch, len(train_set.classes), recipe.init, recipe.seed)
     return bench(model, train_set, _device(device), recipe, batch_size=batch_size, steps=steps, rounds=rounds)

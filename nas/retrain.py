@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from nas import record
 from nas.arch import Arch, short_hash
 from nas.arch.archfile import read_arch_file
+from nas.arch.bounds import check_buildable
 from nas.atomic import NoSpace, write_json_atomic, write_text_atomic
 from nas.engine.recipe import Recipe
 from nas.errors import NasError
@@ -212,6 +213,8 @@ def plan_runs(candidates: Sequence[Candidate], roots: Sequence[Path], flags: Map
         raise NasError(f"--seeds={seeds} must be >= 1")
     if "seed" in flags:
         raise NasError("the seed is set by --seeds N (seeds 0..N-1), not --set seed=...")
+    for c in candidates:
+        check_buildable(c.arch, c.name)  # before the data is decoded
     runs = []
     for c, root in zip(candidates, roots):
         for seed in range(seeds):

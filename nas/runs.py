@@ -40,15 +40,22 @@ def read_metrics(directory: Path) -> dict[str, Any]:
 
 
 def load_model(directory: str | Path) -> nn.Module:
-    """The trained model of a finished run, in eval mode: rebuilt from arch.json, weights from safetensors."""
+    """The trained model of a finished run, in eval mode: rebuilt from arch.json, weights from safetensors.
+    The size and the weights' shapes are checked first (a model on the meta device allocates nothing), so
+    an arch.json that does not match its weights is one line, not gigabytes allocated and then refused."""
+    import torch
+
     from nas.arch.model import build_model
-    from nas.engine.checkpoint import load_weights
+    from nas.engine.checkpoint import check_weight_shapes, load_weights
 
     directory = Path(directory)
     try:
         arch = Arch.from_json((directory / ARCH_FILE).read_text())
     except OSError:
         raise NasError(f"{directory / ARCH_FILE} does not exist: pass a run directory written by `nas retrain`") from None
+    with torch.device("meta"):
+        expected = {name: tuple(t.shape) for name, t in build_model(arch).state_dict().items()}
+    check_weight_shapes(expected, directory / WEIGHTS)
     model = build_model(arch)
     load_weights(model, directory / WEIGHTS)
     return model.eval()

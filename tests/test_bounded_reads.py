@@ -167,6 +167,37 @@ def test_a_one_class_dataset_is_refused(tmp_path):
         assert "one class" in one_line(e) and "'ant'" in str(e.value)
 
 
+# ------------------------------------------------------------------------- 4: sizes before building
+
+
+def test_load_model_of_an_arch_json_with_200000_channels_is_refused_before_allocating(tmp_path, memory_cap):
+    run = finished_run(tmp_path / "run", Arch(blocks=(1,), channels=(200_000,)), TINY)
+    with memory_cap(512), pytest.raises(NasError) as e:
+        load_model(run)
+    assert "parameters" in one_line(e) and "2,000,000,000" in str(e.value)
+
+
+def test_weights_that_do_not_fit_the_architecture_are_refused_before_allocating(tmp_path, memory_cap):
+    big = Arch(blocks=(1,), channels=(8192,), num_classes=2)  # 1.2 billion parameters: 4.8 GB if built
+    run = finished_run(tmp_path / "run", big, TINY)
+    with memory_cap(512), pytest.raises(NasError) as e:
+        load_model(run)
+    assert "stem.0.0.weight is (8, 3, 3, 3) in the file but (8192, 3, 3, 3)" in one_line(e)
+
+
+def test_a_run_whose_weights_fit_still_loads(tmp_path):
+    run = finished_run(tmp_path / "run", TINY, TINY)
+    assert sum(p.numel() for p in load_model(run).parameters()) == count_params(TINY)
+
+
+def test_an_architecture_of_a_billion_channels_is_refused_before_the_data_is_read(tmp_path, capsys, memory_cap):
+    root = image_folder(tmp_path / "data")
+    with memory_cap(512), pytest.raises(NasError) as e:
+        nas.train_architecture(Arch(blocks=(1,), channels=(10**9,), num_classes=2), str(root), val_size=0,
+                               device="cpu", epochs=1, batch_size=4)
+    assert "parameters" in one_line(e) and "decoding" not in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------ 5: the environment before work
 
 

@@ -13,6 +13,9 @@ import numpy as np
 
 from nas.arch import Arch
 from nas.arch.counting import count_macs, count_params
+from nas.errors import NasError, label
+
+MAX_PARAMS = 2_000_000_000  # what nas builds at all: 8 GB of float32 weights, 180x a ResNet-18: beyond is a typo
 
 
 @dataclass(frozen=True)
@@ -47,3 +50,12 @@ class Bounds:
         parts = ([] if self.params is None else [f"budget {self.params:,}"]) + \
             ([] if self.macs is None else [f"--max-macs {self.macs:,}"])
         return " and ".join(parts) or "no bound"
+
+
+def check_buildable(arch: Arch, what: str = "the architecture") -> None:
+    """Refuse, before any data is read or memory allocated, a network too large to build: counting is exact
+    and takes microseconds, while building 1e9 channels asks for 108 GB."""
+    params = count_params(arch)
+    if params > MAX_PARAMS:
+        raise NasError(f"{what} ({label(arch.describe())}) has {params:,} parameters, over the {MAX_PARAMS:,} nas "
+                       f"builds: check its channels and blocks (ResNet-18 has 11 million: channels [64, 128, 256, 512])")

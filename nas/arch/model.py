@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from nas.arch import Arch
+from nas.arch.bounds import check_buildable
 from nas.arch.layout import arch_stages
 from nas.arch.ops import (
     SE,
@@ -171,6 +172,7 @@ def init_weights(model: nn.Module, scheme: str = "kaiming") -> None:
 def build_model(arch: Arch, init: str = "kaiming", seed: int | None = None) -> ResNet:
     """`seed` fixes the initial weights, so a score depends on the candidate and recipe alone,
     not on whatever the global RNG went through before."""
+    check_buildable(arch)
     if seed is not None:
         torch.manual_seed(seed)
     model = ResNet(arch)

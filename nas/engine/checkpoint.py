@@ -11,11 +11,12 @@ import logging
 import pickle
 import random
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save
 
 from nas.atomic import write_atomic, write_bytes_atomic
@@ -168,6 +169,24 @@ def save_weights(model: torch.nn.Module, path: Path) -> Path:
     """Write the model's state_dict as safetensors (plain tensors, no code path), atomically."""
     tensors = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
     return write_bytes_atomic(save(tensors), Path(path))
+
+
+def check_weight_shapes(expected: Mapping[str, tuple[int, ...]], path: Path) -> None:
+    """Compare the file's tensor names and shapes with `expected` (a model's, e.g. built on the meta device)
+    reading only the file's header: an arch.json that says 200,000 channels beside small weights is refused
+    before a model of that size is allocated."""
+    path = Path(path)
+    try:
+        with safe_open(path, "pt") as f:
+            found = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}  # noqa: SIM118 (not a dict)
+    except (OSError, SafetensorError) as error:
+        raise NasError(f"weights file {path} is missing or unreadable ({error}); pass the model.safetensors a run "
+                       f"wrote") from None
+    wrong = next((n for n in [*expected, *found] if found.get(n) != expected.get(n)), None)
+    if wrong is not None:
+        raise NasError(f"weights in {path} do not fit the architecture: {wrong} is {found.get(wrong, 'absent')} in "
+                       f"the file but {expected.get(wrong, 'absent')} in the architecture; keep the arch.json written "
+                       f"beside these weights (or retrain the run)")
 
 
 def load_weights(model: torch.nn.Module, path: Path) -> torch.nn.Module:
