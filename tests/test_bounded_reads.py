@@ -139,6 +139,33 @@ def test_a_symlink_to_a_real_image_still_loads(tmp_path):
     assert len(load_split(str(root), "train")) == 9
 
 
+# ------------------------------------------------------------------------ 2: run files of the wrong shape
+
+
+@pytest.mark.parametrize("content", ["{}", "[1, 2]", '"done"', json.dumps({**GOOD_RUN, "test_acc": "0.9"}),
+                                     json.dumps({**GOOD_RUN, "params": None}), json.dumps({**GOOD_RUN, "curves": 3}),
+                                     json.dumps({**GOOD_RUN, "test_acc": 7.0}),
+                                     '{"test_acc": 0.5, ' + json.dumps(GOOD_RUN)[1:]])  # a duplicate key
+def test_a_run_file_of_the_wrong_shape_is_skipped_with_one_line_naming_it(tmp_path, capsys, content):
+    study = nas.Study("s", tmp_path)
+    root = tmp_path / "s" / "retrain"
+    for name, text in (("good", json.dumps(GOOD_RUN)), ("bad", content)):
+        (root / name).mkdir(parents=True)
+        (root / name / "metrics.json").write_text(text)
+    entries = study.retrained()  # what leaderboard, report and show read
+    assert [e["test_acc"] for e in entries] == [0.7]
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and str(root / "bad" / "metrics.json") in lines[0] and "skipped" in lines[0]
+    with pytest.raises(NasError) as e:  # export and load_stats read one run: one line, never a traceback
+        read_metrics(root / "bad")
+    assert "metrics.json" in one_line(e)
+
+
+def test_summarize_skips_an_entry_of_the_wrong_shape(capsys):
+    assert [e["name"] for e in summarize([GOOD_RUN, {**GOOD_RUN, "seed": "zero", "dir": "runs/x"}])] == ["trial-1"]
+    assert "runs/x" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------- 3: class sets before training
 
 
