@@ -22,7 +22,7 @@ import optuna
 from nas import artifacts, record
 from nas import retrain as rt
 from nas.arch import Arch
-from nas.bundled import default_space, examples_dir
+from nas.bundled import default_space, example_file, examples_dir, space_file
 from nas.engine.recipe import protocol as recipe_protocol
 from nas.errors import NasError
 from nas.numbers import parse_count
@@ -157,7 +157,7 @@ class Study:
 
         hooks = hooks or SearchHooks()
         cap = budget if isinstance(budget, int) else parse_count(str(budget))
-        job = search_job.plan(Path(space) if space else default_space(), cap, trials, data, self.name, self.storage,
+        job = search_job.plan(space_file(space) if space else default_space(), cap, trials, data, self.name, self.storage,
                               self.results_dir, device, workers, fidelity, **_search_settings(settings))
         trials = job.cfg.trials  # a grid trains at most its points
         with _quiet_optuna(), search_job.hold(job), stop_on_signals() as stop:
@@ -287,7 +287,7 @@ class Study:
         study = self._existing()
         source = data or (artifacts.study_data(study, self.results_dir) if study else None) or "cifar10"
         if arch_file is not None:
-            candidates = [rt.file_candidate(Path(arch_file))]
+            candidates = [rt.file_candidate(example_file(arch_file))]
             roots = [baseline_root(self.results_dir, candidates[0].name)]
         else:
             study = study or self.optuna()  # raises the one-line "no study" error

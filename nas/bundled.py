@@ -12,6 +12,8 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
+from nas.errors import NasError
+
 
 def default_space() -> Path:
     """The default search space (`search_spaces/default.yaml`)."""
@@ -21,6 +23,31 @@ def default_space() -> Path:
 def examples_dir() -> Path:
     """The folder of the example architecture files (`examples/*.json`)."""
     return _folder("examples")
+
+
+def example_file(given: str | Path) -> Path:
+    """An architecture file as a user names it: a path that exists, else a bundled example by name (`resnet10`,
+    `resnet10.json`, `examples/resnet10.json`), since an installed package has no examples/ in the working folder."""
+    return _resolve(given, "examples", "architecture file", ".json")
+
+
+def space_file(given: str | Path) -> Path:
+    """A space file as a user names it: a path that exists, else a bundled space by name (`tiny`,
+    `search_spaces/tiny.yaml`)."""
+    return _resolve(given, "search_spaces", "space file", ".yaml")
+
+
+def _resolve(given: str | Path, folder: str, what: str, suffix: str) -> Path:
+    path = Path(given)
+    if path.exists() or path.is_symlink():  # a path that is there is read as given; its reader names its faults
+        return path
+    if len(path.parts) == 1 or path.parent.as_posix() == folder:
+        bundled = _folder(folder) / (path.name if path.suffix else path.name + suffix)
+        if bundled.is_file():
+            return bundled
+    names = ", ".join(sorted(p.stem for p in _folder(folder).glob(f"*{suffix}")))
+    raise NasError(f"cannot read {what} {str(given)!r}: no such file, nor a bundled one of that name; pass a "
+                   f"file's path or a bundled name: {names}")
 
 
 def _folder(name: str) -> Path:

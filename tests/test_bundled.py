@@ -67,12 +67,19 @@ def test_the_wheel_carries_every_module_space_and_example(wheel):
     assert modules <= names, sorted(modules - names)  # subpackages (nas/search/...) are found too
 
 
-def test_an_installed_wheel_runs_outside_the_repository(wheel, tmp_path):
-    site = tmp_path / "site"
+@pytest.fixture(scope="module")
+def installed(wheel, tmp_path_factory) -> tuple[Path, Path, dict[str, str]]:
+    """The wheel installed into a folder of its own: (site, a working folder outside the repository, the
+    environment that puts the installed package ahead of the checkout's editable install)."""
+    tmp = tmp_path_factory.mktemp("installed")
+    site, outside = tmp / "site", tmp / "elsewhere"
     _run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target", str(site), str(wheel)])
-    outside = tmp_path / "elsewhere"
     outside.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(site)}  # ahead of the editable install of the checkout
+    return site, outside, {**os.environ, "PYTHONPATH": str(site)}
+
+
+def test_an_installed_wheel_runs_outside_the_repository(wheel, installed):
+    site, outside, env = installed
     check = (
         "import importlib.metadata, sys; from pathlib import Path\n"
         "import nas, nas.bundled, nas.arch.space\n"
@@ -92,3 +99,26 @@ def test_an_installed_wheel_runs_outside_the_repository(wheel, tmp_path):
     r = _run([sys.executable, "-m", "nas", "space", str(site / "nas" / "search_spaces" / "default.yaml"),
               "--budget", "5e6"], cwd=outside, env=env)
     assert "valid architectures" in r.stdout, r.stdout
+
+
+def test_an_installed_wheel_reaches_its_examples_and_spaces_by_name(installed):
+    """Installed from a wheel, `nas count resnet10` and `nas count examples/resnet10.json` found no file (the
+    working folder has no examples/), and the error suggested examples/resnet18.json, which was not there either:
+    a bundled name now reaches the package's own file, and an error lists only names that exist."""
+    import json
+
+    site, outside, env = installed
+    resnet10 = json.loads((ROOT / "examples" / "resnet10.json").read_text())
+    for given in ("resnet10", "resnet10.json", "examples/resnet10.json"):
+        r = _run([sys.executable, "-m", "nas", "count", given, "--json"], cwd=outside, env=env)
+        assert json.loads(r.stdout)["arch"]["channels"] == resnet10["arch"]["channels"], given
+    r = _run([sys.executable, "-m", "nas", "space", "tiny", "--budget", "5e6"], cwd=outside, env=env)
+    assert "tiny:" in r.stdout and "valid architectures" in r.stdout
+    for args, folder in ((["count", "resnet-10"], "examples"), (["space", "search_spaces/tiny-ish.yaml"], "search_spaces")):
+        bad = subprocess.run([sys.executable, "-m", "nas", *args], cwd=outside, env=env, capture_output=True,
+                             text=True, timeout=120)
+        assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+        named = bad.stderr.strip().rsplit(": ", 1)[-1].split(", ")
+        there = sorted(p.stem for p in (site / "nas" / folder).iterdir() if p.suffix in (".json", ".yaml"))
+        assert named == there, bad.stderr  # every name it suggests is a file the package has, and no path
+        assert args[1] in bad.stderr and "examples/resnet18.json" not in bad.stderr

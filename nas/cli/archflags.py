@@ -13,11 +13,12 @@ from nas.arch import Arch
 from nas.arch.archfile import read_arch_file
 from nas.arch.families import FAMILIES
 from nas.arch.ops import ACTIVATIONS, POOLINGS, SE_PLACEMENTS, STEMS
+from nas.bundled import example_file
 from nas.cli.app import command
 from nas.errors import NasError
 
 ARCH_FLAGS: dict[str, tuple[Any, Any]] = {  # parameter: (annotation, default)
-    "arch_file": (Annotated[Optional[Path], typer.Argument(help="Architecture file (JSON or YAML, as in examples/); or give --blocks and --channels.", show_default=False)], None),
+    "arch_file": (Annotated[Optional[Path], typer.Argument(help="Architecture file (JSON or YAML), or a bundled example's name (resnet10, wrn-16-4, ...: see examples/); or give --blocks and --channels.", show_default=False)], None),
     "blocks": (Annotated[Optional[str], typer.Option(help="Blocks per residual layer B_i, e.g. 2,2,2,2.")], None),
     "channels": (Annotated[Optional[str], typer.Option(help="Output channels per layer C_i, e.g. 64,128,256,512.")], None),
     "kernels": (Annotated[Optional[str], typer.Option(help="Conv kernel F_i: one odd value for all layers or one per layer. (default: 3)")], None),
@@ -57,7 +58,7 @@ def arch_from_flags(arch_file: Path | None = None, **flags: Any) -> Arch:
         if given:
             raise NasError(f"give either an ARCH_FILE or flags, not both: {arch_file} is the whole architecture, "
                            f"so --{given[0].replace('_', '-')} would be ignored")
-        return read_arch_file(arch_file).arch
+        return read_arch_file(example_file(arch_file)).arch
     if f["blocks"] is None or f["channels"] is None:
         raise NasError("no architecture given: pass an ARCH_FILE, or --blocks and --channels (e.g. --blocks 2,2,2,2 --channels 64,128,256,512)")
     b = _int_list(f["blocks"], "blocks")

@@ -63,7 +63,7 @@ def _histogram(params: np.ndarray, budget: int | None, bins: int = 16) -> Table:
 
 @command
 def space(
-    space_file: Annotated[Path, typer.Argument(help="Search-space YAML file, e.g. search_spaces/default.yaml.")],
+    space_file: Annotated[Path, typer.Argument(help="Search-space YAML file, or a bundled space's name: default, fast, tiny, cifar100, recipe-grid.")],
     budget: Annotated[Optional[str], typer.Option(help="Parameter budget: 5e6, 5M, 4.5m, 5_000_000.")] = None,
     max_macs: Annotated[Optional[str], typer.Option("--max-macs", help="Bound on MACs per image, as `nas search --max-macs`: 3e8, 300M.", show_default=False)] = None,
     samples: Annotated[int, typer.Option(help="Candidates to sample when the space is too large to enumerate.")] = 200_000,
@@ -74,12 +74,13 @@ def space(
     """Size of a search space and how much of it fits a budget and a MACs bound (exact where it can be enumerated)."""
     from nas.arch.space import load_space
     from nas.arch.survey import survey
+    from nas.bundled import space_file as bundled_space
 
     cap = parse_count(budget) if budget is not None else None
     macs_cap = parse_count(max_macs, "--max-macs") if max_macs is not None else None
     if samples < 1:
         raise NasError(f"--samples={samples} must be >= 1")
-    sp = load_space(space_file)
+    sp = load_space(bundled_space(space_file))
     if classes is not None:
         if classes < 2:
             raise NasError(f"--classes={classes} must be >= 2")

@@ -35,7 +35,7 @@ StudyData = Annotated[Optional[str], typer.Option(help="Data source (as in `nas 
 def retrain(
     target: Annotated[Optional[str], typer.Argument(help="'best' or a trial number. (default: best)", show_default=False)] = None,
     top: Annotated[Optional[int], typer.Option(help="Retrain the K best finished in-budget trials instead.")] = None,
-    arch_file: Annotated[Optional[Path], typer.Option("--arch", help="Retrain an architecture file (e.g. examples/resnet10.json) under the same protocol, on the study's data; results go to RESULTS/baselines/NAME/.")] = None,
+    arch_file: Annotated[Optional[Path], typer.Option("--arch", help="Retrain an architecture file, or a bundled example by name (e.g. resnet10), under the same protocol, on the study's data; results go to RESULTS/baselines/NAME/.")] = None,
     study: StudyName = "default",
     storage: Storage = None,
     results_dir: ResultsDir = Path("results"),

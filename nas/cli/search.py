@@ -30,7 +30,7 @@ from nas.stopping import Stopped
 def search(
     budget: Annotated[str, typer.Option(help="Parameter budget: 5e6, 5M, 4.5m, 5_000_000.")],
     trials: Annotated[int, typer.Option(help="Candidates to train (over-budget proposals are rejected apart and not counted).")] = 200,
-    space_file: Annotated[Optional[Path], typer.Option("--space", help="Search-space YAML file. (default: the bundled search_spaces/default.yaml)", show_default=False)] = None,
+    space_file: Annotated[Optional[Path], typer.Option("--space", help="Search-space YAML file, or a bundled space's name (fast, tiny, cifar100, ...). (default: the bundled default)", show_default=False)] = None,
     data: Data = "cifar10",
     study: StudyName = "default",
     storage: Storage = None,
