@@ -156,11 +156,11 @@ def test_a_second_process_on_a_sqlite_study_is_refused_and_after_kill_9_the_reru
     killed = wait_for_training(url, first)
     first.kill()
     first.wait()
-    started = time.monotonic()
     r = nas_cli(args, cwd=tmp_path, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert time.monotonic() - started < 170  # start-up and one trial, inside the 180 s grace: the dead pid was seen
-    assert f"trial {killed} lost its worker pid {first.pid} on host {socket.gethostname()}" in r.stdout
+    # at once: the dead pid was seen, not the 180 s heartbeat grace waited out (it was timed, < 170 s)
+    gone = f"trial {killed} lost its worker pid {first.pid} on host {socket.gethostname()} (the process is gone)"
+    assert gone in r.stdout
     assert_its_candidate_ran_once(outcomes(url), killed)
 
 
@@ -175,13 +175,13 @@ def test_a_waiting_worker_says_what_it_waits_for_and_takes_over_when_that_worker
     holder, waiter = sorted(procs, key=lambda p: p.pid != held.user_attrs[record.WORKER]["pid"])
     holder.kill()
     holder.wait()
-    killed_at = time.monotonic()
     stdout, stderr = waiter.communicate(timeout=300)
     assert waiter.returncode == 0, stderr
-    assert time.monotonic() - killed_at < 170  # one trial, inside the 180 s grace: the dead pid was seen
     assert (f"waiting for trial {held.number} (worker pid {holder.pid} on host {socket.gethostname()}, last "
             f"heartbeat") in stdout
-    assert f"trial {held.number} lost its worker pid {holder.pid}" in stdout
+    # at once: the dead pid was seen, not the 180 s heartbeat grace waited out (it was timed, < 170 s)
+    gone = f"trial {held.number} lost its worker pid {holder.pid} on host {socket.gethostname()} (the process is gone)"
+    assert gone in stdout
     assert_its_candidate_ran_once(outcomes(pg_url), held.number)
 
 
@@ -305,7 +305,7 @@ def test_sigterm_in_the_final_rung_says_the_rung_resumes_and_queues_nothing(
         if line.startswith("final rung: training"):
             break
     proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=60)
+    _, stderr = proc.communicate(timeout=120)  # a generous bound on a hung process
     assert proc.returncode == 128 + signal.SIGTERM, stderr
     pool = confirm_pool(optuna.load_study(study_name="s", storage=url))
     assert ends_in_one_line(stderr, "stopped by SIGTERM: ") == (
