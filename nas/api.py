@@ -216,6 +216,7 @@ class Study:
         return [{"rank": i, "trial": r.number, "score": r.score, "val_acc": r.short_acc, "confirm_acc": r.final_acc,
                  "seed_design": r.seed_design, "params": r.params, "macs": r.macs, "arch_id": r.arch_id,
                  "arch": Arch.from_dict(r.arch).describe(), "front": r.number in numbers,
+                 "settings": rt.recipe_overrides(r.sampled),  # the training settings the search drew, if any
                  "test_acc": retrained.get(r.number, {}).get("test_acc"),
                  "test_acc_std": retrained.get(r.number, {}).get("test_acc_std")} for i, r in enumerate(shown, 1)]
 

@@ -150,6 +150,28 @@ def test_the_leaderboard_fits_the_terminal_it_prints_in(tmp_path, terminal, colu
     assert any(RESNET10.describe() + " (resnet10)" in line for line in lines)  # the seed design it came from
 
 
+def test_a_recipe_grid_s_leaderboard_shows_the_settings_its_rows_differ_in(tmp_path):
+    """A grid over recipes trains one network nine ways: the board showed nine identical rows (same network, same
+    params), not the optimizer and learning rate that told them apart. Settings every row shares stay out."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    grid = [("sgd", 0.05), ("adam", 0.001), ("sgd", 0.2), ("adam", 0.01)]
+    distributions = {"optimizer": CategoricalDistribution(["sgd", "adam"]),
+                     "lr": CategoricalDistribution([0.001, 0.01, 0.05, 0.2]), "batch_size": CategoricalDistribution([64])}
+    params = count_params(MID)
+    _study(tmp_path, "grid", [create_trial(
+        state=TrialState.COMPLETE, value=0.5 + i / 100, params={"optimizer": opt, "lr": lr, "batch_size": 64},
+        distributions=distributions, user_attrs={"arch": MID.to_dict(), "params": params, "macs": count_macs(MID),
+                                                 "outcome": "complete"},
+        constraints={BUDGET_CONSTRAINT: float(params - BUDGET)}) for i, (opt, lr) in enumerate(grid)])
+    r = nas_cli("leaderboard", "--study", "grid", "--results-dir", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    header = next(line for line in r.stdout.splitlines() if "rank" in line)
+    assert "optimizer" in header and "lr" in header and "batch_size" not in header  # 64 everywhere: no column
+    rows = [line.split("│")[1:-1] for line in r.stdout.splitlines() if MID.describe() in line]
+    shown = [(cells[3].strip(), cells[2].strip()) for cells in rows]  # rank, trial, lr, optimizer (by name)
+    assert shown == [(opt, f"{lr:g}") for opt, lr in reversed(grid)], r.stdout  # best (the last trial) first
+
+
 def test_leaderboard_pivot_prints_the_best_score_per_pair_of_settings(results):
     r = nas_cli("leaderboard", "--study", "s", "--results-dir", str(results), "--pivot", "layers,lr", "--json")
     assert r.returncode == 0, r.stderr

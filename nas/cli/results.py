@@ -90,6 +90,10 @@ _LEGEND = {"val 5x": "val 5x: the search's final rung", "val short": "val short:
            "test acc": "test acc: retrained"}
 
 
+def _setting(value: Any) -> str:
+    return "" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def print_board(rows: list[dict[str, Any]], study: str) -> None:
     """The leaderboard on stdout, fitted to its width (the title wraps too: soft wrap would leave it to the window)."""
     out.print(board_table(rows, study, out.width), soft_wrap=False)
@@ -98,10 +102,13 @@ def print_board(rows: list[dict[str, Any]], study: str) -> None:
 def board_table(rows: list[dict[str, Any]], study: str, width: int) -> RenderableType:
     """The leaderboard within `width` columns. Numbers never wrap or shorten; each architecture stays one line, in
     its row where the table then fits, else in a key under the table by rank (a narrow column of its own cut it to
-    one token per line). Columns no row fills are left out."""
+    one token per line). Columns no row fills are left out; the training settings the rows differ in are shown."""
+    drawn = sorted({k for r in rows for k in r["settings"]})  # a grid over recipes: one network, nine rows
+    varied = [k for k in drawn if len({repr(r["settings"].get(k)) for r in rows}) > 1]
     cells = {
         "rank": [str(r["rank"]) for r in rows],
         "trial": [f"{r['trial']}{'*' if r['front'] else ''}" for r in rows],
+        **{k: [_setting(r["settings"].get(k)) for r in rows] for k in varied},
         "val 5x": ["" if r["confirm_acc"] is None else f"{r['confirm_acc']:.2%}" for r in rows],
         "val short": [f"{r['val_acc']:.2%}" for r in rows],
         "test acc": [pm(r["test_acc"], r["test_acc_std"]) for r in rows],
@@ -115,7 +122,7 @@ def board_table(rows: list[dict[str, Any]], study: str, width: int) -> Renderabl
     def table(with_arch: bool) -> Table:
         t = Table(title=f"leaderboard of {study} ({title})", title_justify="left")
         for name in shown:
-            t.add_column(name, justify="right", no_wrap=True)
+            t.add_column(name, justify="left" if name in varied else "right", no_wrap=True)
         if with_arch:
             t.add_column("architecture", no_wrap=True)
         for i, arch in enumerate(archs):
