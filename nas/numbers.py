@@ -55,7 +55,7 @@ def counted(n: int, noun: str) -> str:
 
 
 def duration(seconds: float) -> str:
-    """'~45 s', '~3.2 min', '~2.5 h': an estimate in the unit that reads best ('0.0 min' said nothing)."""
+    """'~0.4 s', '~45 s', '~3.2 min', '~2.5 h': an estimate in the unit that reads best ('0.0 min' said nothing)."""
     if seconds < 90:
-        return f"~{seconds:.0f} s"
+        return f"~{seconds:.1f} s" if seconds < 10 else f"~{seconds:.0f} s"
     return f"~{seconds / 60:.1f} min" if seconds < 5400 else f"~{seconds / 3600:.1f} h"

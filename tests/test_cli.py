@@ -179,8 +179,8 @@ def test_the_search_plan_writes_counts_and_times_as_a_person_does(monkeypatch):
     one = printed()
     assert "budget 50,000 params, 1 trial (0 already done)" in one
     assert "fidelity: 1 epoch x 128 images, width x1, 1 validation image, pruner halving" in one
-    assert "~2 s per full trial, <= ~2 s for 1 trial (pruning cuts this)" in one
-    assert "final rung: up to 1 candidate (best of each depth, best seed design) trained 5x longer, ~8 s" in one
+    assert "~1.5 s per full trial, <= ~1.5 s for 1 trial (pruning cuts this)" in one
+    assert "final rung: up to 1 candidate (best of each depth, best seed design) trained 5x longer, ~7.5 s" in one
     assert "nothing left to train" in printed(done=1) and "0.0 min" not in printed(done=1)
     many = printed(trials=200, seconds_per_trial=30.0, rung_size=3, train_images=5000, val_images=2000)
     assert "200 trials" in many and "<= ~1.7 h for 200 trials" in many and "up to 3 candidates" in many
