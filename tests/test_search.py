@@ -297,7 +297,7 @@ def test_the_fast_final_rung_trains_the_real_network_with_the_fast_protocol(smal
     pool = confirm_pool(study)
     recipe, width = rung_recipe(pool[0], fast, len(data.train))
     assert width == 1.0 and recipe == protocol("fast").updated({"seed": cfg.seed})
-    short = dataclasses.replace(protocol("fast"), epochs=1)  # the protocol's every trick, one epoch, for speed
+    short = dataclasses.replace(protocol("fast"), epochs=1, batch_size=100)  # every trick, one epoch, 500 images
     built: list[Arch] = []
     build = lambda a, i, s: built.append(a) or build_model(a, i, s)  # noqa: E731
     monkeypatch.setattr(nas.search.rung, "protocol", lambda name: short)

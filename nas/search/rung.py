@@ -85,11 +85,11 @@ def confirm(study: optuna.Study, cfg: SearchConfig, data: SearchData, device: to
 
 def rung_recipe(r: Record, cfg: SearchConfig, available: int) -> tuple[Recipe, float]:
     """What the final rung trains a trial with, and at which width: its own recipe and proxy CONFIRM_LONGER_BY
-    times longer, or (`--final-rung fast`) the real network with the fast protocol, its initial weights' seed
-    kept. The fast rung compares architectures under one strong recipe, not the recipes the trials sampled."""
+    times longer, or (`--final-rung fast`) the real network with the fast protocol (its init scheme too), the
+    trial's seed kept. The fast rung compares architectures under one strong recipe, not the recipes the trials sampled."""
     own = Recipe.from_dict(r.recipe)
     if cfg.final_rung == "fast":
-        return protocol("fast").updated({"seed": own.seed, "init": own.init}), 1.0
+        return protocol("fast").updated({"seed": own.seed}), 1.0
     return longer(own, CONFIRM_LONGER_BY, available), cfg.fidelity.width
 
 
