@@ -20,7 +20,7 @@ each of them once, on the GPU, and records what happened: one named check each, 
                     fitted to the time left, bounded by --timeout), its final rung (on CUDA the fast
                     protocol at full width, whatever the trials' schedule) and report, end to end
     retrain_winner  `nas retrain best --protocol fast` of that search, and `nas retrain --arch` of SE [4,4,3]
-    retrain_se      (examples/efficient-resnet-se.json), the fast protocol's 16 epochs or as many as the
+    retrain_se      (examples/efficient-resnet-se.json), the fast protocol's epochs or as many as the
                     time left allows, scored on the test split
 
 Everything the CLI does runs as `python -m nas ...` subprocesses (the command line is the stable
@@ -132,7 +132,7 @@ GPU = AcceptanceSizes(
     steps=40, val_images=1000, matmul_n=8192, oom_fidelity=(10_000, 1000, 1000),
     bench={"bench_resnet18": (64, 128, 256, 512), "bench_narrow": (16, 32, 64, 128)},
     bench_flags=("--steps", "50", "--rounds", "3"), space=ROOT / "search_spaces" / "default.yaml", budget="5e6",
-    trials=8, search_val_size=5000, search_flags=(), rate_steps=30, retrain_batch=256, search_caps=None,
+    trials=8, search_val_size=5000, search_flags=(), rate_steps=30, retrain_batch=None, search_caps=None,
     retrain_caps=None, carve=None)
 
 DRY = AcceptanceSizes(

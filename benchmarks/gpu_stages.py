@@ -324,7 +324,7 @@ def fast_rung_seconds(run: StagedRun, probe: Arch, space: Path, trials: int, spl
     from nas.arch.space import load_space
 
     candidates = min(trials, len(load_space(space).layers) + 1)
-    fast = protocol("fast")
+    fast = protocol_recipe(run, "fast")
     return candidates, candidates * (fast.epochs * split_images / run.rate(probe, fast) + RUN_OVERHEAD_S)
 
 

@@ -146,6 +146,18 @@ def nas_cli() -> Callable[..., subprocess.CompletedProcess]:
 
 
 @pytest.fixture(scope="session")
+def benchmark_script() -> Callable[..., subprocess.CompletedProcess]:
+    """`benchmark_script(name, *args, out=DIR)`: `python benchmarks/NAME.py ARGS --out DIR` in a real process, run
+    from DIR's parent, output captured (the GPU scripts' dry runs)."""
+
+    def run(name: str, *args: str, out: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), *args, "--out", str(out)],
+                              capture_output=True, text=True, timeout=600, cwd=out.parent, check=False)
+
+    return run
+
+
+@pytest.fixture(scope="session")
 def outcomes() -> Callable[..., list]:
     """`outcomes(url, study='s')`: every trial of a study in a storage, as Optuna holds it now."""
     import optuna

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,13 +15,13 @@ CHECKS = ["device", "resume", "bf16_autocast", "fp16_autocast", "oom_trial", "re
           "bench_narrow", "search", "retrain_winner", "retrain_se"]
 
 
-def run_script(*args: str, out: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args, "--out", str(out)], capture_output=True, text=True,
-                          timeout=600, cwd=out.parent)
+@pytest.fixture(scope="module")
+def run_script(benchmark_script):
+    return lambda *args, out: benchmark_script("gpu_acceptance", *args, out=out)
 
 
 @pytest.fixture(scope="module")
-def dry_run(cifar_tarball, tmp_path_factory) -> tuple[subprocess.CompletedProcess, dict, Path]:
+def dry_run(run_script, cifar_tarball, tmp_path_factory) -> tuple[subprocess.CompletedProcess, dict, Path]:
     out = tmp_path_factory.mktemp("acceptance") / "out"
     proc = run_script("--dry-run", "--data", str(cifar_tarball), out=out)
     assert (out / "summary.json").is_file(), proc.stderr[-3000:]
@@ -81,7 +80,7 @@ def test_the_log_holds_every_check_and_every_command(dry_run):
         assert command in text
 
 
-def test_missing_data_is_refused_before_anything_runs(tmp_path):
+def test_missing_data_is_refused_before_anything_runs(run_script, tmp_path):
     proc = run_script("--dry-run", "--data", str(tmp_path / "absent.tar.gz"), out=tmp_path / "out")
     assert proc.returncode == 2 and "never downloads" in proc.stderr
     assert not (tmp_path / "out").exists()
@@ -97,7 +96,8 @@ def test_the_schedule_fills_the_time_with_whole_epochs_or_a_subset(monkeypatch):
     assert schedule(-5, 1000, 45_000, max_epochs=10, min_images=1280) == (1, 1280)  # no time: the smallest run
 
 
-def test_only_runs_the_named_checks_and_the_device_and_skips_the_rest_saying_why(cifar_tarball, tmp_path):
+def test_only_runs_the_named_checks_and_the_device_and_skips_the_rest_saying_why(run_script, cifar_tarball,
+                                                                                  tmp_path):
     """--only reruns what failed in less device time: the checks not named are recorded, not lost."""
     proc = run_script("--dry-run", "--data", str(cifar_tarball), "--only", "resume", out=tmp_path / "out")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -108,7 +108,7 @@ def test_only_runs_the_named_checks_and_the_device_and_skips_the_rest_saying_why
     assert all(status[n] == ("skipped", "not named in --only") for n in CHECKS if n not in ("device", "resume"))
 
 
-def test_only_refuses_a_check_that_does_not_exist(tmp_path, cifar_tarball):
+def test_only_refuses_a_check_that_does_not_exist(run_script, tmp_path, cifar_tarball):
     proc = run_script("--dry-run", "--data", str(cifar_tarball), "--only", "search,serach", out=tmp_path / "out")
     assert proc.returncode == 2 and "--only serach: no such check" in proc.stderr and "retrain_se" in proc.stderr
     assert not (tmp_path / "out").exists()
