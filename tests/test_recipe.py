@@ -16,7 +16,7 @@ SEARCH_BASE = Recipe(epochs=4, batch_size=128, lr=0.2, nesterov=True, schedule="
 
 
 @pytest.mark.parametrize("field, value, words", [
-    ("epochs", 0, "epochs=0"), ("batch_size", 1, ">= 2"), ("optimizer", "lbfgs", "sgd, adam"),
+    ("epochs", 0, "epochs=0"), ("batch_size", 1, ">= 2"), ("optimizer", "lbfgs", "sgd, sgd-nesterov, adam"),
     ("lr", -0.1, "> 0"), ("lr", math.nan, "finite"), ("momentum", 1.0, "[0, 1)"), ("schedule", "linear", "cosine"),
     ("warmup_epochs", 200.0, "< epochs"), ("label_smoothing", 1.0, "[0, 1)"), ("grad_clip", -1.0, ">= 0"),
     ("init", "orthogonal", "kaiming, xavier"), ("pad_mode", "edge", "zeros, reflect"), ("rotation", 400.0, "180"),
@@ -61,6 +61,24 @@ def test_updated_keeps_nesterov_where_it_applies_and_refuses_it_where_asked_for_
     with pytest.raises(NasError, match="'learning_rate'.*valid keys"):
         SEARCH_BASE.updated({"learning_rate": 0.1})
     assert SEARCH_BASE.updated({}) == SEARCH_BASE and SEARCH_BASE.updated({"weight_decay": "1e-4"}).weight_decay == 1e-4
+
+
+def test_sgd_nesterov_is_an_optimizer_of_its_own_beside_plain_sgd_and_adam():
+    """Plain and Nesterov SGD share one optimizer axis with Adam: sgd-nesterov steps with Nesterov momentum
+    whatever the recipe's nesterov (which stays SGD's own switch), and still needs momentum."""
+    import torch
+
+    from nas.engine.optimizers import OPTIMIZERS
+
+    for base in (SEARCH_BASE, Recipe()):
+        r = base.updated({"optimizer": "sgd-nesterov"})
+        assert (r.optimizer, r.nesterov, r.momentum) == ("sgd-nesterov", False, 0.9)
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    built = OPTIMIZERS["sgd-nesterov"].build(params, 0.1, 0.9, False, 5e-4)
+    assert type(built) is torch.optim.SGD and built.param_groups[0]["nesterov"] is True
+    assert OPTIMIZERS["sgd"].build(params, 0.1, 0.9, False, 5e-4).param_groups[0]["nesterov"] is False
+    with pytest.raises(NasError, match="momentum=0.0 must be > 0 for optimizer 'sgd-nesterov'"):
+        Recipe().updated({"optimizer": "sgd-nesterov", "momentum": 0.0})
 
 
 def test_init_schemes_are_defined_once_by_the_model_builder():

@@ -9,6 +9,7 @@ from nas import Arch, count_macs, count_params
 from nas.arch.bounds import Bounds
 from nas.arch.space import Choice, Range, load_space, parse_space, space_size
 from nas.arch.survey import survey
+from nas.engine.recipe import Recipe
 from nas.errors import NasError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -182,6 +183,15 @@ def test_possible_training_combinations_load_and_fit_the_search_recipe():
     sp.check_train(search)
     with pytest.raises(NasError, match=r"train.warmup_epochs: 5.0: .*< epochs \(4\)"):
         parse_space({**base, "train": {"warmup_epochs": [0, 5]}}).check_train(search)
+
+
+def test_plain_sgd_nesterov_sgd_and_adam_share_one_optimizer_axis():
+    base = {"layers": [1], "blocks": [1], "channels": [8]}
+    sp = parse_space({**base, "train": {"optimizer": ["sgd", "sgd-nesterov", "adam"]}})
+    assert sp.train == (Choice("optimizer", ("sgd", "sgd-nesterov", "adam")),)
+    sp.check_train(Recipe(nesterov=True))
+    with pytest.raises(NasError, match="train.optimizer: 'sgd-nesterov' with train.momentum: 0.0"):
+        parse_space({**base, "train": {"optimizer": ["sgd", "sgd-nesterov"], "momentum": [0.0, 0.9]}})
 
 
 def test_the_class_count_follows_the_data_unless_the_file_fixes_it():

@@ -344,7 +344,7 @@ def test_every_optimizer_steps_fused_or_foreach_on_cuda_and_like_the_plain_loop(
     three steps land where the loop's do."""
     o = OPTIMIZERS[name]
     assert o.implementation("cpu") == {} and o.implementation("cuda") in ({"fused": True}, {"foreach": True})
-    assert o.implementation("cuda") == ({"fused": True} if name in ("sgd", "adam", "adamw") else {"foreach": True})
+    assert o.implementation("cuda") == ({"fused": True} if name in ("sgd", "sgd-nesterov", "adam", "adamw") else {"foreach": True})
     nets = [tiny_net(), tiny_net()]
     opts = [o.build(nets[0].parameters(), 0.01, 0.9, o.nesterov, 5e-4),
             o.build(nets[1].parameters(), 0.01, 0.9, o.nesterov, 5e-4, device_type="cuda")]

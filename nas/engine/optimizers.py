@@ -25,7 +25,8 @@ class Optimizer:
     name: str
     torch_class: str  # torch.optim.<this>
     momentum: str | None = None  # what the recipe's `momentum` is to it: one of MOMENTUM_MEANINGS
-    nesterov: bool = False  # takes nesterov=True
+    nesterov: bool = False  # takes the recipe's nesterov=True
+    always_nesterov: bool = False  # Nesterov momentum whatever the recipe says: plain and Nesterov SGD on one axis
     fused: bool = False  # torch has a fused CUDA kernel for it in every version nas supports (>= 2.5)
 
     def implementation(self, device_type: str) -> dict[str, bool]:
@@ -44,8 +45,8 @@ class Optimizer:
             kwargs["momentum"] = momentum
         elif self.momentum == "beta1":
             kwargs["betas"] = (momentum, 0.999)
-        if self.nesterov:
-            kwargs["nesterov"] = nesterov
+        if self.nesterov or self.always_nesterov:
+            kwargs["nesterov"] = nesterov or self.always_nesterov
         return getattr(torch.optim, self.torch_class)(params, lr, **kwargs)
 
 
@@ -60,8 +61,11 @@ def register_optimizer(o: Optimizer) -> Optimizer:
     return o
 
 
-# Adagrad's fused CUDA kernel is newer than torch 2.5: it takes foreach
-for _o in (Optimizer("sgd", "SGD", "momentum", nesterov=True, fused=True), Optimizer("adam", "Adam", "beta1", fused=True),
+# Adagrad's fused CUDA kernel is newer than torch 2.5: it takes foreach. "sgd-nesterov" is SGD with Nesterov momentum
+# as an optimizer of its own, so a space's `optimizer: [sgd, sgd-nesterov, adam]` compares all three on one axis.
+for _o in (Optimizer("sgd", "SGD", "momentum", nesterov=True, fused=True),
+           Optimizer("sgd-nesterov", "SGD", "momentum", always_nesterov=True, fused=True),
+           Optimizer("adam", "Adam", "beta1", fused=True),
            Optimizer("adamw", "AdamW", "beta1", fused=True), Optimizer("adagrad", "Adagrad"),
            Optimizer("adamax", "Adamax", "beta1"), Optimizer("adadelta", "Adadelta"),
            Optimizer("rmsprop", "RMSprop")):

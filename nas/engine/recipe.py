@@ -30,9 +30,9 @@ class Recipe:
 
     epochs: int = 200
     batch_size: int = 128  # images per optimiser step
-    optimizer: str = "sgd"  # a name in nas.engine.optimizers (sgd adam adamw adagrad adamax adadelta rmsprop)
+    optimizer: str = "sgd"  # a name in nas.engine.optimizers (sgd sgd-nesterov adam adamw adagrad adamax adadelta rmsprop)
     lr: float = 0.1  # peak learning rate (after warm-up)
-    momentum: float = 0.9  # SGD momentum; beta1 for adam, adamw, adamax; unused by adagrad, adadelta, rmsprop
+    momentum: float = 0.9  # SGD (and sgd-nesterov) momentum; beta1 for adam, adamw, adamax; unused by adagrad, adadelta, rmsprop
     nesterov: bool = False  # SGD only
     weight_decay: float = 5e-4  # L2 on every parameter, as the reports did
     schedule: str = "cosine"  # a name in nas.engine.schedules (cosine onecycle step plateau exponential cyclic ...)
@@ -76,6 +76,9 @@ class Recipe:
                      f"applies only to optimizer {' or '.join(map(repr, takers))} (got optimizer={self.optimizer!r}); "
                      "set nesterov false")
             _require(self.momentum > 0, "nesterov", self.nesterov, "needs momentum > 0; set momentum, e.g. 0.9")
+        if OPTIMIZERS[self.optimizer].always_nesterov:
+            _require(self.momentum > 0, "momentum", self.momentum, f"must be > 0 for optimizer {self.optimizer!r} "
+                     "(Nesterov momentum); set momentum, e.g. 0.9, or optimizer 'sgd'")
         _require(math.isfinite(self.weight_decay) and self.weight_decay >= 0, "weight_decay", self.weight_decay,
                  "must be finite and >= 0")
         _choice("schedule", self.schedule, SCHEDULES)
