@@ -61,6 +61,7 @@ COST_NAMES = {"params": PARAMS, "macs": MACS}  # a multi-objective search's cost
 # study user attributes
 STUDY_BUDGET, STUDY_SPACE, STUDY_DATA, STUDY_BEST = "budget", "space", "data", "best_trial"
 STUDY_MAX_MACS, STUDY_OBJECTIVES, STUDY_GRID = "max_macs", "objectives", "grid_points"
+STUDY_SETTINGS = "settings"  # {name: value}: what decides a score's meaning, fixed when the study is created
 GRID_POINT = "grid_point"  # trial attribute: its index in the grid a `--sampler grid` study queued
 FINAL_PREFIX = "confirm."  # "confirm.12" -> {"val_acc", "seconds", "epochs", "train_subset"}
 
@@ -208,13 +209,14 @@ def nondominated(points: Sequence[Sequence[float]]) -> list[int]:
     return [i for i, p in enumerate(points) if not beaten(p)]
 
 
-def front(rs: Iterable[Record], costs: Sequence[str] = ("params",), *, short_only: bool = False) -> list[Record]:
+def front(rs: Iterable[Record], costs: Sequence[str] = ("params",), *, short_only: bool = True) -> list[Record]:
     """The finished trials no other beats on accuracy and every cost at once (ties kept), by `costs` ("params",
-    "macs"): what a multi-objective search searches for, and what the report draws. Accuracy is the ranking
-    score (the final rung's where it ran) unless `short_only`."""
+    "macs"): what a multi-objective search searches for, what `nas leaderboard --front` lists and what the report
+    draws (nas.report.tables.pareto_front, the same rule on the trials table). Accuracy is the short score, the
+    one every finished trial has: the final rung's, where it ran, would compare trials trained for different
+    lengths. `short_only` is kept for callers; the front is always on the short score."""
     done = [r for r in rs if r.finished]
-    points = [(-((r.short_acc if short_only else r.score) or 0.0), *(getattr(r, COST_NAMES[c]) or 0 for c in costs))
-              for r in done]
+    points = [(-(r.short_acc or 0.0), *(getattr(r, COST_NAMES[c]) or 0 for c in costs)) for r in done]
     return sorted((done[i] for i in nondominated(points)), key=lambda r: (r.params or 0, r.number))
 
 

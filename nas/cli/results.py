@@ -49,7 +49,7 @@ def leaderboard(
     results_dir: ResultsDir = Path("results"),
     top: Annotated[int, typer.Option(help="Rows to show.")] = 10,
     pivot: Annotated[Optional[str], typer.Option(help="Two settings, e.g. optimizer,lr: the best short-schedule validation accuracy for each pair, as a table.", show_default=False)] = None,
-    front: Annotated[bool, typer.Option("--front", help="The Pareto front instead of the top: accuracy against parameters (or the --objectives' costs of a multi-objective search), smallest first.")] = False,
+    front: Annotated[bool, typer.Option("--front", help="The Pareto front instead of the top: short-schedule accuracy (the score every trial has) against parameters (or the --objectives' costs of a multi-objective search), smallest first; the report draws the same front.")] = False,
     as_json: Json = False,
 ) -> None:
     """Best finished in-budget trials (final-rung score first, then the short one), with retrained test accuracy where it exists; * marks the Pareto front."""

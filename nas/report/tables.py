@@ -156,12 +156,13 @@ def finished_in_budget(frame: pd.DataFrame) -> pd.Series:
     )
 
 
-def pareto_front(frame: pd.DataFrame) -> pd.DataFrame:
-    """Non-dominated finished in-budget trials (max val_acc, min params), by params ascending; exact ties are
-    all kept (nas.record.nondominated, the rule the search's own front uses)."""
+def pareto_front(frame: pd.DataFrame, costs: Sequence[str] = ("params",)) -> pd.DataFrame:
+    """Non-dominated finished in-budget trials (max short-schedule val_acc, min each of `costs`), by params
+    ascending; exact ties are all kept. The one front of a study: nas.record.front applies the same rule (and
+    score) to records, for `nas leaderboard --front` and the search's final rung."""
     done = frame[finished_in_budget(frame)]
-    keep = record.nondominated(list(zip(-done["val_acc"].astype(float), done["params"].astype(float))))
-    return done.iloc[keep].sort_values("params", kind="stable")
+    keep = record.nondominated(list(zip(-done["val_acc"].astype(float), *(done[c].astype(float) for c in costs))))
+    return done.iloc[keep].sort_values(["params", "number"], kind="stable")
 
 
 def leaderboard(frame: pd.DataFrame, top: int = 10) -> pd.DataFrame:
@@ -194,6 +195,17 @@ def _setting(frame: pd.DataFrame, name: str) -> str:
     known = sorted({c.removeprefix(RECIPE_PREFIX).removeprefix(SAMPLED_PREFIX) for c in frame.columns
                     if c.startswith((RECIPE_PREFIX, SAMPLED_PREFIX)) or c in ARCH_KNOBS})
     raise NasError(f"--pivot setting {name!r} is not in this study: choose from {', '.join(known)}")
+
+
+def trained_seed_designs(frame: pd.DataFrame) -> pd.DataFrame:
+    """The seed designs the search trained within the budget, complete or pruned, with the score they reached
+    (a pruned one's last): a seed design the study trained is never "not trained"."""
+    seed = frame["seed_design"].map(lambda v: isinstance(v, str) and v not in ("", "nan", "None")).astype(bool)
+    in_budget = ~(frame["over_budget_by"].astype(float) > 0) & frame["params"].notna()
+    pruned = seed & in_budget & (frame["outcome"] == "pruned")
+    rows = frame[(seed & finished_in_budget(frame)) | pruned]
+    rows = rows.assign(val_acc=rows["val_acc"].where(~pruned[rows.index], _last_score(rows)))
+    return rows[rows["val_acc"].notna()]
 
 
 def best_so_far(frame: pd.DataFrame) -> pd.DataFrame:
