@@ -109,7 +109,7 @@ def test_a_seed_design_that_trained_is_not_drawn_again_as_an_untrained_baseline(
                  {"name": "wrn-16-4", "params": 2_772_020, "test_acc": None}]
     traces = {t.name: t for t in pareto_figure(frame, BUDGET, [], baselines).data}
     assert list(traces["seed designs"].text) == ["simplenet-13"]
-    assert list(traces["baselines, not trained"].text) == ["wrn-16-4"]
+    assert list(traces["baselines, size only (not trained)"].text) == ["wrn-16-4"]
 
 
 @pytest.mark.parametrize(
@@ -310,7 +310,7 @@ def test_report_renders_offline_in_headless_chromium(browser: tuple[DevTools, st
     assert traces["basic"]["drawn"] == int(finished_in_budget(frame).sum())  # one block family, no seed designs
     assert "blocks:" in traces["Pareto front"]["hover"] and "channels:" in traces["Pareto front"]["hover"]
     assert traces["retrained"]["drawn"] == len(RETRAINED)
-    assert {"baselines", "baselines, not trained"} <= traces.keys()
+    assert {"baselines", "baselines, size only (not trained)"} <= traces.keys()
     assert "Kendall" in tools.evaluate("document.getElementById('rank-correlation').textContent", session)
     assert tools.evaluate("document.querySelectorAll('#leaderboard tbody tr').length", session) == 10
     requests = [e["params"]["request"]["url"] for e in tools.events if e.get("method") == "Network.requestWillBeSent"]
@@ -577,3 +577,149 @@ def test_outcomes_are_counted_per_block_family_when_the_search_varied_it() -> No
     assert (table.sum(axis=1) == [int(r[1]) for r in body]).all()
     assert table.sum().to_dict() == frame["block"].value_counts().to_dict()
     assert table.loc["complete", "plain"] == ((frame["block"] == "plain") & (frame["outcome"] == "complete")).sum()
+
+
+# ------------------------------------------------ issue 28 item 8: figures a user can trust, as `nas report` draws them
+
+
+def _arch(number: int, depth: int, classes: int) -> Any:
+    from nas.arch import Arch
+
+    return Arch(blocks=tuple(1 + (number + i) % 3 for i in range(depth)),
+                channels=tuple(16 * (1 + number % 4) * 2**i for i in range(depth)), num_classes=classes)
+
+
+def _stored_trial(arch: Any, acc: float, outcome: str = "complete", seed: str | None = None,
+                  objectives: tuple[str, ...] = ("accuracy",)):
+    from nas.arch.counting import count_macs, count_params
+
+    params, macs = count_params(arch), count_macs(arch)
+    pruned = outcome == "pruned"
+    values = [acc, *(params if c == "params" else macs for c in objectives[1:])]
+    return create_trial(
+        state=TrialState.PRUNED if pruned else TrialState.COMPLETE, values=None if pruned else values,
+        params={"layers": arch.num_layers}, distributions={"layers": optuna.distributions.CategoricalDistribution([2, 3, 4])},
+        intermediate_values={1: acc},
+        user_attrs={"arch": arch.to_dict(), "arch_id": arch.id, "params": params, "macs": macs, "outcome": outcome,
+                    "recipe": {"epochs": 4, "train_subset": 5000}, "val_curve": [[1, acc]],
+                    **({"seed_design": seed} if seed else {})},
+        constraints={"params_over_budget": float(params - BUDGET)})
+
+
+def _stored_run(folder: Path, arch: Any, name: str, test_acc: float, trial: int | None, val_acc: float | None,
+                ms: float) -> None:
+    from nas.arch.counting import count_macs, count_params
+
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({
+        "name": name, "arch_id": arch.id, "protocol": "p1", "arch": "N=3", "seed": 0, "trial": trial,
+        "search_val_acc": val_acc, "params": count_params(arch), "macs": count_macs(arch), "test_acc": test_acc,
+        "device_name": "test-cpu", "train_images": 50_000,
+        "latency": [{"batch": 1, "median_ms": ms, "p10_ms": ms * 0.9, "p90_ms": ms * 1.15}]}))
+
+
+def _trust_study(results: Path, kind: str) -> optuna.Study:
+    """Three studies a user meets: CIFAR-10 after its final rung with seed designs and retrained runs (default),
+    CIFAR-100 a few epochs in (every score near 1.6%, a pruned seed design, two retrained runs), and a
+    multi-objective search (accuracy, MACs) whose final rung would change the front if its scores were mixed in."""
+    rng = random.Random(kind)
+    classes = 100 if kind == "cifar100" else 10
+    objectives = ("accuracy", "macs") if kind == "multi" else ("accuracy",)
+    (results / kind).mkdir(parents=True)
+    study = optuna.create_study(study_name=kind, storage=f"sqlite:///{results / kind / 'study.db'}",
+                                directions=["maximize"] + ["minimize"] * (len(objectives) - 1))
+    study.set_user_attr("budget", BUDGET)
+    study.set_user_attr("objectives", list(objectives))
+    seeds = {"default": ["residual-network-design", "resnet10", "mini-project", "efficient-resnet-se"],
+             "cifar100": ["wrn-16-4", "simplenet-13"], "multi": []}[kind]
+    low, high = (0.012, 0.02) if kind == "cifar100" else (0.45, 0.72)
+    for number in range(30):
+        seed = seeds[number] if number < len(seeds) else None
+        outcome = "pruned" if number % 5 == 2 or seed == "wrn-16-4" else "complete"  # so are two seed designs
+        acc = round(rng.uniform(low, high), 4)
+        arch = _arch(number, 2 if seed else 2 + number % 3, classes)  # seed designs within the budget
+        study.add_trial(_stored_trial(arch, acc, outcome, seed, objectives))
+    done = [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
+    rung = sorted(done, key=lambda t: -t.values[0])[: {"default": 4, "cifar100": 2, "multi": 5}[kind]]
+    for i, t in enumerate(rung):  # the final rung reverses the short order: the short leader ends last
+        final = t.values[0] + (0.01 * i if kind == "cifar100" else 0.05 + 0.04 * i)
+        study.set_user_attr(f"confirm.{t.number}", {"val_acc": final, "epochs": 20, "train_subset": 25000})
+    if kind != "multi":
+        for i, t in enumerate(rung[:3]):
+            arch = _arch(t.number, 2 + t.number % 3, classes)
+            _stored_run(results / kind / "retrain" / f"{arch.id}-p1-seed0", arch, f"trial-{t.number}",
+                        0.016 if kind == "cifar100" else 0.9 - 0.01 * i, t.number, t.values[0], 0.7 * 3.5**i)
+    return study
+
+
+_FIGURE_GEOMETRY = """
+[...document.querySelectorAll('.js-plotly-plot')].map(gd => {
+  const r = gd.getBoundingClientRect(), s = gd._fullLayout._size, L = gd._fullLayout;
+  const axes = Object.keys(L).filter(k => /^[xy]axis\\d*$/.test(k) && L[k].tickformat === '.1%').map(k => L[k].range);
+  const labels = [...gd.querySelectorAll('.scatterlayer .textpoint text')].filter(t => t.textContent).map(t => {
+    const b = t.getBoundingClientRect();
+    return [t.textContent, b.left - r.left, b.top - r.top, b.right - r.left, b.bottom - r.top]; });
+  const centre = name => [...gd.querySelectorAll('.scatterlayer .trace')]
+    .filter(g => g.__data__ && g.__data__[0].trace.name === name)
+    .flatMap(g => [...g.querySelectorAll('path.point')]).map(p => {
+      const b = p.getBoundingClientRect(); return [b.left + b.width / 2 - r.left, b.top + b.height / 2 - r.top]; });
+  const hovers = name => gd._fullData.filter(t => t.name === name).flatMap(t => [...(t.hovertext ?? [])]).join(' ');
+  return {id: gd.id, plot: [s.l, s.t, s.l + s.w, s.t + s.h], axes, labels, title: L.title?.text ?? '',
+          accuracyBottom: L.yaxis ? L.yaxis._offset + L.yaxis._length : null, sizeOnly: centre('baselines, size only (not trained)'),
+          best: centre('best trial'), finals: centre('final rung score'),
+          seedHover: hovers('seed designs') + hovers('seed designs, pruned (last score)'), sizeOnlyHover: hovers('baselines, size only (not trained)'),
+          front: gd._fullData.filter(t => (t.name ?? '').startsWith('Pareto front')).flatMap(t => [...t.x]),
+          xticks: [...gd.querySelectorAll('.xtick text')].map(t => t.textContent)};
+})
+"""
+
+
+@pytest.mark.parametrize("kind", ["default", "cifar100", "multi"])
+def test_report_figures_a_user_can_trust(browser: tuple[DevTools, str], tmp_path: Path, kind: str) -> None:
+    """Issue 28 item 8, as `nas report` draws it in Chromium: accuracy axes within 0-100% that fit the scores,
+    every label inside its plot and clear of the others, size-only baselines in their own row, the best ring on
+    the score that ranks, readable latency ticks, no tau below three pairs, and the front `nas leaderboard
+    --front` lists."""
+    from typer.testing import CliRunner
+
+    from nas import record
+    from nas.cli import app
+
+    tools, session = browser
+    results = tmp_path / "results"
+    study = _trust_study(results, kind)
+    report = CliRunner().invoke(app, ["report", "--study", kind, "--results-dir", str(results)])
+    assert report.exit_code == 0, report.output
+    front = CliRunner().invoke(app, ["leaderboard", "--study", kind, "--results-dir", str(results), "--front", "--json"])
+    assert front.exit_code == 0, front.output
+    listed = sorted(row["params"] for row in json.loads(front.output)["leaderboard"])
+    tools.call("Page.navigate", {"url": (results / kind / "report.html").as_uri()}, session)
+    tools.wait_for_event("Page.loadEventFired")
+    _wait(tools, session, "['pareto','macs','history'].every(id => document.getElementById(id)?._fullLayout)", True, 20)
+    _screenshot(tools, session, ARTIFACTS / f"report-trust-{kind}.png")
+    figures = {f["id"]: f for f in tools.evaluate(_FIGURE_GEOMETRY, session)}
+
+    for f in figures.values():
+        for lo, hi in f["axes"]:
+            assert 0 <= lo < hi <= 1, (f["id"], lo, hi)
+        for name, x0, y0, x1, y1 in f["labels"] if f["id"] in ("pareto", "macs", "rank", "latency") else []:
+            inside = f["plot"][0] - 1 <= x0 and x1 <= f["plot"][2] + 1 and f["plot"][1] - 1 <= y0 and y1 <= f["plot"][3] + 1
+            assert inside, (f["id"], name, (x0, y0, x1, y1), f["plot"])
+        overlaps = [(a[0], b[0]) for i, a in enumerate(f["labels"]) for b in f["labels"][i + 1:]
+                    if min(a[3], b[3]) > max(a[1], b[1]) + 1 and min(a[4], b[4]) > max(a[2], b[2]) + 1]
+        assert overlaps == [], f["id"]
+    pareto = figures["pareto"]
+    assert pareto["sizeOnly"] and all(y > pareto["accuracyBottom"] for _, y in pareto["sizeOnly"])
+    for pruned in {"default": ["mini-project"], "cifar100": ["wrn-16-4"], "multi": []}[kind]:  # trained: its score
+        assert pruned in pareto["seedHover"] and pruned not in pareto["sizeOnlyHover"]
+    best = record.best(record.records(study))
+    if best.final_acc is not None:  # the ring on the final rung's diamond of its trial
+        assert any(abs(pareto["best"][0][0] - x) < 1 and abs(pareto["best"][0][1] - y) < 1 for x, y in pareto["finals"])
+    assert sorted(pareto["front"]) == listed
+    if kind == "default":
+        shown = [t for t in figures["latency"]["xticks"] if t.endswith("ms")]
+        assert len(shown) >= 3, figures["latency"]["xticks"]
+    if kind == "cifar100":
+        assert "too few to rank" in figures["rung-ranks"]["title"] and "τ =" not in figures["rung-ranks"]["title"]
+        assert "too few to rank" in tools.evaluate("document.getElementById('rank-correlation').textContent", session)
+    assert _errors(tools.events) == []

@@ -17,7 +17,6 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
-from nas import record
 from nas.arch.families import FAMILIES
 from nas.report.tables import (
     ARCH_KNOBS,
@@ -26,6 +25,7 @@ from nas.report.tables import (
     leaderboard,
     pareto_front,
     rank_correlation,
+    trained_seed_designs,
 )
 from nas.report.text import count, final_schedule, pct, run_schedule, short_schedule
 
@@ -41,7 +41,33 @@ LABEL_POSITIONS = ("top center", "bottom center", "top right", "bottom right", "
 _MARGIN = {"l": 70, "r": 210, "t": 90, "b": 60}  # fixed (legend on the right): labels are placed in pixels
 _LEGEND = {"x": 1.02, "xanchor": "left", "y": 1, "yanchor": "top", "groupclick": "toggleitem"}
 _PARETO_HEIGHT = 580
-_UNTRAINED_ROWS = (0.05, 0.14, 0.23)  # heights (fractions of the plot) of baselines without an accuracy, in turn
+# Baselines without an accuracy get a row of their own under the accuracy axis (plot fractions): drawn among
+# the scores, any height would read as one.
+_SIZE_ROW, _ACCURACY_ROWS = (0.0, 0.08), (0.14, 1.0)
+_SIZE_ONLY = "baselines, size only (not trained)"
+_COST_WORDS = {"params": "parameters", "macs": "MACs"}
+
+
+def accuracy_range(values: Sequence[float]) -> list[float]:
+    """An accuracy axis that fits the scores with a margin and never leaves [0, 1]: plotly's autorange put two
+    points at 1.6% on an axis from -50% to 100%."""
+    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not finite:
+        return [0.0, 1.0]
+    lo, hi = min(finite), max(finite)
+    pad = max(0.12 * (hi - lo), 0.01)
+    return [max(0.0, lo - pad), min(1.0, hi + pad)]
+
+
+def log_ticks(lo: float, hi: float, unit: str = "") -> tuple[list[float], list[str]]:
+    """Ticks at 1-2-5 x 10^k between `lo` and `hi` (every integer step when that gives fewer than three), each
+    labelled: plotly labels a log axis spanning less than a decade with one or two bare numbers."""
+    for steps in ((1, 2, 5), (1, 2, 3, 4, 5, 6, 7, 8, 9)):
+        values = [m * 10.0**k for k in range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1)
+                  for m in steps if lo <= m * 10.0**k <= hi]
+        if len(values) >= 3:
+            break
+    return values, [f"{v:g} {unit}".strip() for v in values]
 
 
 def family_color(family: str, families: Sequence[str] = ()) -> str:
@@ -76,10 +102,11 @@ def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> float:
 
 
 def place_labels(points: Sequence[Label], obstacles: Sequence[tuple[float, float]] = (),
-                 size: tuple[float, float] | None = None) -> list[str]:
+                 size: tuple[float, float] | None = None) -> list[str | None]:
     """A textposition for each labelled point, in order of priority: the first position whose box meets no
     label placed before, no marker (the labelled ones and the unlabelled `obstacles`) and stays inside the
-    plot of `size`, else the one that overlaps least."""
+    plot of `size`; None where every position collides (the label is not drawn: its point's hover names it,
+    where a label on top of another or cut at the edge could be read by neither)."""
     markers = [(x - r, y - r, x + r, y + r) for x, y, _, r in points] + [(x - 5, y - 5, x + 5, y + 5) for x, y in obstacles]
     placed: list[tuple[float, ...]] = []
     chosen = []
@@ -90,29 +117,33 @@ def place_labels(points: Sequence[Label], obstacles: Sequence[tuple[float, float
             return (sum(_overlap(box, b) for b in placed) + outside
                     + sum(_overlap(box, m) for j, m in enumerate(markers) if j != i))
 
-        best = min(LABEL_POSITIONS, key=lambda p: (cost(p) > 0, cost(p), LABEL_POSITIONS.index(p)))
-        placed.append(_box(x, y, text, best, radius))
-        chosen.append(best)
+        free = [p for p in LABEL_POSITIONS if cost(p) == 0]
+        if free:
+            placed.append(_box(x, y, text, free[0], radius))
+        chosen.append(free[0] if free else None)
     return chosen
 
 
 class _Canvas:
     """Data to pixel coordinates of one plot area whose axis ranges are set explicitly (so labels can be placed)."""
 
-    def __init__(self, xs: Sequence[float], ys: Sequence[float], log_x: bool, height: int) -> None:
+    def __init__(self, xs: Sequence[float], ys: Sequence[float], log_x: bool, height: int,
+                 rows: tuple[tuple[float, float], tuple[float, float]] | None = None) -> None:
         tx = [math.log10(x) if log_x else x for x in xs if x and x > 0] or [0.0, 1.0]
         self.log_x = log_x
         pad_x = max(0.08 * (max(tx) - min(tx)), 0.15 if log_x else 0.05 * max(abs(v) for v in tx) or 1.0)
-        pad_y = max(0.12 * (max(ys) - min(ys)), 0.01) if ys else 0.05
         self.x_range = [min(tx) - pad_x, max(tx) + pad_x]
-        self.y_range = [min(ys) - pad_y, max(ys) + pad_y] if ys else [0.0, 1.0]
+        self.y_range = accuracy_range(ys)
         self.size = (WIDTH - _MARGIN["l"] - _MARGIN["r"], height - _MARGIN["t"] - _MARGIN["b"])
+        self.rows = rows or ((0.0, 1.0), (0.0, 1.0))  # plot fractions of the y2 row and of the accuracy axis
 
     def px(self, x: float, y: float, y_fraction: bool = False) -> tuple[float, float]:
+        """Pixels of a point on the accuracy axis, or (`y_fraction`) on the y2 row's [0, 1]."""
         tx = math.log10(x) if self.log_x else x
         fx = (tx - self.x_range[0]) / (self.x_range[1] - self.x_range[0])
+        (lo, hi) = self.rows[0] if y_fraction else self.rows[1]
         fy = y if y_fraction else (y - self.y_range[0]) / (self.y_range[1] - self.y_range[0])
-        return fx * self.size[0], (1 - fy) * self.size[1]
+        return fx * self.size[0], (1 - lo - fy * (hi - lo)) * self.size[1]
 
 
 # ------------------------------------------------------------------------------ pareto
@@ -198,25 +229,49 @@ class _Marked:
 
 
 def _best_and_seeds(frame: pd.DataFrame, done: pd.DataFrame, fidelity: Mapping[str, Any]) -> list[_Marked]:
-    """A ring on the best trial, and the seed designs that trained: a distinct marker in their family's colour,
-    named."""
-    seeds = done[_seeds(done)]
-    groups = [_Marked("seed designs", list(seeds["params"]), list(seeds["val_acc"]), list(seeds["seed_design"]),
-                      [_trial_hover(r, fidelity) for _, r in seeds.iterrows()],
-                      _seed_marker(seeds, done),
-                      extra={"legendgroup": "trials", "legendgrouptitle_text": "trials (val acc)"})]
+    """A ring on the best trial at the score that ranks it (the final rung's where it ran: the leaderboard's and
+    nas.record's rule), and the seed designs that trained at their score (a pruned one at its last): a distinct
+    marker in their family's colour, named."""
+    trained = trained_seed_designs(frame)
+    groups = []
+    for name, seeds in (("seed designs", trained[trained["outcome"] == "complete"]),
+                        ("seed designs, pruned (last score)", trained[trained["outcome"] != "complete"])):
+        marker = _seed_marker(seeds, done)
+        if name != "seed designs":
+            marker = {**marker, "symbol": "square-open", "color": marker["color"], "line": {"width": 2, "color": marker["color"]}}
+        groups.append(_Marked(name, list(seeds["params"]), list(seeds["val_acc"]), list(seeds["seed_design"]),
+                              [_trial_hover(r, fidelity) for _, r in seeds.iterrows()], marker,
+                              extra={"legendgroup": "trials", "legendgrouptitle_text": "trials (val acc)"}))
     board = leaderboard(frame, top=1) if len(done) else done
     if len(board):
         best = board.iloc[0]
-        label = "best" if is_seed(best) else f"best: trial {best['number']}"
-        groups.insert(0, _Marked("best trial", [best["params"]], [best["val_acc"]], [label], [_trial_hover(best, fidelity)],
+        final = pd.notna(best["confirm_acc"])
+        label = ("best" if is_seed(best) else f"best: trial {best['number']}") + (" (final rung)" if final else "")
+        groups.insert(0, _Marked("best trial", [best["params"]], [best["confirm_acc"] if final else best["val_acc"]],
+                                 [label], [_trial_hover(best, fidelity)],
                                  {"symbol": "circle-open", "size": 20, "color": COLORS["best"], "line": {"width": 2}}))
     return groups
 
 
+def _final_rung_traces(done: pd.DataFrame, fidelity: Mapping[str, Any]) -> list[go.Scatter]:
+    """The final rung's scores of the trials it trained, each joined to its short score by a dotted line: the
+    best ring sits on the score that ranks, so that score is drawn for every trial that has one."""
+    rows = done[done["confirm_acc"].notna()]
+    if rows.empty:
+        return []
+    xs = [v for p in rows["params"] for v in (p, p, None)]
+    ys = [v for s, f in zip(rows["val_acc"], rows["confirm_acc"]) for v in (s, f, None)]
+    group = {"legendgroup": "final", "legendgrouptitle_text": "final rung (val acc, longer)"}
+    return [go.Scatter(name="short → final", x=xs, y=ys, mode="lines", hoverinfo="skip",
+                       line={"dash": "dot", "width": 1, "color": "#777"}, **group),
+            go.Scatter(name="final rung score", x=rows["params"], y=rows["confirm_acc"], mode="markers",
+                       marker={"symbol": "diamond-open", "size": 9, "color": "#111", "line": {"width": 1.5}},
+                       hovertext=[_trial_hover(r, fidelity) for _, r in rows.iterrows()], hoverinfo="text", **group)]
+
+
 def _results(retrained: Sequence[Mapping[str, Any]], baselines: Sequence[Mapping[str, Any]]) -> list[_Marked]:
-    """Retrained candidates and hand-designed baselines (test accuracy), and baselines not yet trained (their
-    size only, staggered along the bottom so that their names fit)."""
+    """Retrained candidates and hand-designed baselines (test accuracy), and baselines not yet trained: their
+    size only, in a row of their own under the accuracy axis (y2: any height among the scores would read as one)."""
     def marked(name: str, entries: list, symbol: str, color: str) -> _Marked:
         std = [e.get("test_acc_std") for e in entries]
         return _Marked(name, [e["params"] for e in entries], [e["test_acc"] for e in entries],
@@ -229,8 +284,7 @@ def _results(retrained: Sequence[Mapping[str, Any]], baselines: Sequence[Mapping
     untrained = sorted((b for b in baselines if b["test_acc"] is None), key=lambda b: b["params"])
     return [marked("retrained", list(retrained), "star", COLORS["retrained"]),
             marked("baselines", trained, "diamond", COLORS["baselines"]),
-            _Marked("baselines, not trained", [b["params"] for b in untrained],
-                    [_UNTRAINED_ROWS[i % len(_UNTRAINED_ROWS)] for i in range(len(untrained))],
+            _Marked(_SIZE_ONLY, [b["params"] for b in untrained], [0.5] * len(untrained),
                     [b["name"] for b in untrained],
                     [f"<b>{html.escape(str(b['name']))}</b><br>params {count(b['params'])}<br>not trained"
                      for b in untrained], {"color": COLORS["baselines"], "size": 11, "symbol": "triangle-up-open"},
@@ -247,8 +301,10 @@ def _add_marked(fig: go.Figure, groups: Sequence[_Marked], canvas: _Canvas,
     for g in groups:
         if not g.x:
             continue
+        placed = [next(positions) for _ in g.x]  # None: no free place, the hover names the point
         fig.add_trace(go.Scatter(name=g.name, x=g.x, y=g.y, yaxis="y2" if g.on_y2 else "y", mode="markers+text",
-                                 text=[_short(str(t)) for t in g.text], textposition=[next(positions) for _ in g.x],
+                                 text=[_short(str(t)) if p else "" for t, p in zip(g.text, placed)],
+                                 textposition=[p or "top center" for p in placed],
                                  marker=g.marker,
                                  hovertext=g.hover, hoverinfo="text", cliponaxis=False, **g.extra))
 
@@ -261,35 +317,57 @@ def _protocols(done: pd.DataFrame, results: Sequence[Mapping[str, Any]], fidelit
     return " · ".join(parts)
 
 
+def _front_trace(frame: pd.DataFrame, costs: Sequence[str], x: str, fidelity: Mapping[str, Any]) -> go.Scatter:
+    """The study's front (nas.report.tables.pareto_front: the short score against `costs`, the rule `nas
+    leaderboard --front` lists) on the `x` axis: a staircase where the front is against `x` alone, else its
+    points (a front against several costs is not monotone in one)."""
+    front = pareto_front(frame, costs).sort_values(x, kind="stable")
+    alone = tuple(costs) == (x,)
+    return go.Scatter(
+        name="Pareto front" + ("" if alone else f" (accuracy vs {', '.join(_COST_WORDS.get(c, c) for c in costs)})"), x=front[x], y=front["val_acc"],
+        mode="lines+markers" if alone else "markers", line={"shape": "hv", "width": 2, "color": COLORS["front"]},
+        marker={"color": COLORS["front"], "size": 6 if alone else 12, "symbol": "circle" if alone else "circle-open",
+                "line": {"width": 2, "color": COLORS["front"]}},
+        hovertext=[_trial_hover(r, fidelity) for _, r in front.iterrows()], hoverinfo="text")
+
+
 def pareto_figure(frame: pd.DataFrame, budget: int, retrained: Sequence[Mapping[str, Any]],
-                  baselines: Sequence[Mapping[str, Any]], fidelity: Mapping[str, Any] | None = None) -> go.Figure:
+                  baselines: Sequence[Mapping[str, Any]], fidelity: Mapping[str, Any] | None = None,
+                  costs: Sequence[str] = ("params",)) -> go.Figure:
     """Accuracy vs parameters: finished trials coloured by block family, seed designs and the best trial named,
-    the Pareto front, the budget, and the retrained results; labels placed so that none overlap."""
+    the front against the study's `costs`, the budget, the final rung's scores and the retrained results; labels
+    placed so that none overlap. Baselines known by their size only sit in a labelled row of their own."""
     fidelity = fidelity or {}
     done = frame[finished_in_budget(frame)]
-    front = pareto_front(frame)
-    drawn = set(done.loc[_seeds(done), "seed_design"])  # a seed design that trained is named where it scored
+    drawn = set(trained_seed_designs(frame)["seed_design"])  # a seed design that trained is named where it scored
     not_yet_drawn = [b for b in baselines if b["test_acc"] is not None or b["name"] not in drawn]
     marked = _best_and_seeds(frame, done, fidelity) + _results(retrained, not_yet_drawn)
-    accuracies = [*done["val_acc"], *(y for g in marked if not g.on_y2 for y in g.y)]
-    canvas = _Canvas([*done["params"], budget, *(x for g in marked for x in g.x)], accuracies, True, _PARETO_HEIGHT)
+    size_row = any(g.x for g in marked if g.on_y2)
+    accuracies = [*done["val_acc"], *done["confirm_acc"].dropna(), *(y for g in marked if not g.on_y2 for y in g.y)]
+    canvas = _Canvas([*done["params"], budget, *(x for g in marked for x in g.x)], accuracies, True, _PARETO_HEIGHT,
+                     (_SIZE_ROW, _ACCURACY_ROWS) if size_row else None)
     fig = go.Figure(_family_traces(done, fidelity))
-    fig.add_trace(go.Scatter(
-        name="Pareto front", x=front["params"], y=front["val_acc"], mode="lines+markers",
-        line={"shape": "hv", "width": 2, "color": COLORS["front"]}, marker={"color": COLORS["front"], "size": 6},
-        hovertext=[_trial_hover(r, fidelity) for _, r in front.iterrows()], hoverinfo="text"))
+    fig.add_trace(_front_trace(frame, costs, "params", fidelity))
+    fig.add_traces(_final_rung_traces(done, fidelity))
     fig.add_trace(go.Scatter(name=f"budget {budget:,}", x=[budget, budget], y=canvas.y_range, mode="lines",
                              line={"dash": "dash", "color": COLORS["budget"]}, hoverinfo="name"))
-    _add_marked(fig, marked, canvas, list(zip(done["params"], done["val_acc"])))
+    finals = done[done["confirm_acc"].notna()]
+    _add_marked(fig, marked, canvas, [*zip(done["params"], done["val_acc"]), *zip(finals["params"], finals["confirm_acc"])])
     results = [*retrained, *(b for b in baselines if b["test_acc"] is not None)]
+    rows = {"yaxis": {"title": "accuracy", "tickformat": ".1%", "range": canvas.y_range}}
+    if size_row:  # the x axis under the size row; the row shaded and named
+        rows = {"yaxis": {**rows["yaxis"], "domain": list(_ACCURACY_ROWS)},
+                "yaxis2": {"domain": list(_SIZE_ROW), "range": [0, 1], "showticklabels": False, "showgrid": False,
+                           "zeroline": False, "fixedrange": True, "title": {"text": "size only", "font": {"size": 11}}},
+                "shapes": [{"type": "rect", "xref": "paper", "yref": "paper", "x0": 0, "x1": 1, "y0": _SIZE_ROW[0],
+                            "y1": _SIZE_ROW[1], "fillcolor": "#f1f1f1", "line": {"width": 0}, "layer": "below"}]}
     fig.update_layout(
         title={"text": "Accuracy vs parameters (hover a point for its architecture and protocol)",
                "subtitle": {"text": html.escape(_protocols(done, results, fidelity))}},
         xaxis={"title": "trainable parameters", "type": "log", "tickformat": "~s", "range": canvas.x_range,
+               **({"anchor": "y2"} if size_row else {}),
                **({"dtick": "D2"} if canvas.x_range[1] - canvas.x_range[0] > 1.2 else {})},  # 1-2-5 ticks
-        yaxis={"title": "accuracy", "tickformat": ".1%", "range": canvas.y_range},
-        yaxis2={"overlaying": "y", "range": [0, 1], "visible": False},
-        legend=_LEGEND, height=_PARETO_HEIGHT, margin=_MARGIN)
+        legend=_LEGEND, height=_PARETO_HEIGHT, margin=_MARGIN, **rows)
     return fig
 
 
@@ -298,21 +376,18 @@ def macs_figure(frame: pd.DataFrame, fidelity: Mapping[str, Any] | None = None) 
     `--objectives accuracy,macs` searches) is drawn too, seed designs as named squares."""
     fidelity = fidelity or {}
     done = frame[finished_in_budget(frame)]
-    front = done.iloc[record.nondominated(list(zip(-done["val_acc"].astype(float), done["macs"].astype(float))))]
-    front = front.sort_values("macs", kind="stable")
     seeds = done[_seeds(done)]
+    canvas = _Canvas(list(done["macs"].dropna()), list(done["val_acc"]), True, 460)
     fig = go.Figure(_family_traces(done, fidelity, "macs"))
-    fig.add_trace(go.Scatter(
-        name="seed designs", x=seeds["macs"], y=seeds["val_acc"], mode="markers+text", text=seeds["seed_design"],
-        textposition="top center", marker=_seed_marker(seeds, done),
-        hovertext=[_trial_hover(r, fidelity) for _, r in seeds.iterrows()], hoverinfo="text"))
-    fig.add_trace(go.Scatter(
-        name="front (accuracy vs MACs)", x=front["macs"], y=front["val_acc"], mode="lines+markers",
-        line={"shape": "hv", "width": 2, "color": COLORS["front"]}, marker={"color": COLORS["front"], "size": 6},
-        hovertext=[_trial_hover(r, fidelity) for _, r in front.iterrows()], hoverinfo="text"))
-    fig.update_layout(title="Accuracy vs compute (multiply-accumulates per image)", height=460,
-                      xaxis={"title": "MACs per image", "type": "log", "tickformat": "~s", "dtick": "D2"},  # 1-2-5 ticks
-                      yaxis={"title": "accuracy", "tickformat": ".1%"}, legend={"groupclick": "toggleitem"})
+    front = _front_trace(frame, ("macs",), "macs", fidelity)
+    fig.add_trace(front.update(name="front (accuracy vs MACs)"))
+    _add_marked(fig, [_Marked("seed designs", list(seeds["macs"]), list(seeds["val_acc"]), list(seeds["seed_design"]),
+                              [_trial_hover(r, fidelity) for _, r in seeds.iterrows()], _seed_marker(seeds, done))],
+                canvas, list(zip(done["macs"], done["val_acc"])))
+    fig.update_layout(title="Accuracy vs compute (multiply-accumulates per image)", height=460, margin=_MARGIN,
+                      xaxis={"title": "MACs per image", "type": "log", "tickformat": "~s", "dtick": "D2",  # 1-2-5 ticks
+                             "range": canvas.x_range},
+                      yaxis={"title": "accuracy", "tickformat": ".1%", "range": canvas.y_range}, legend=_LEGEND)
     return fig
 
 
@@ -342,7 +417,8 @@ def history_figure(frame: pd.DataFrame, fidelity: Mapping[str, Any] | None = Non
                                      **common))
     fig.update_layout(
         title=f"Search history per depth: best short score so far ({html.escape(schedule)})",
-        xaxis={"title": "trial number"}, yaxis={"title": "validation accuracy (pruned: last score)", "tickformat": ".1%"},
+        xaxis={"title": "trial number"}, yaxis={"title": "validation accuracy (pruned: last score)", "tickformat": ".1%",
+                                                "range": accuracy_range(list(history["score"]))},
         height=460, margin={"t": 60, "r": 20})
     return fig
 
@@ -357,7 +433,6 @@ def ranks_figure(ranks: pd.DataFrame, fidelity: Mapping[str, Any] | None = None)
     (right), one labelled line per trial, Kendall tau of the two scores in the title. Crossing lines are the
     proxy's mistakes."""
     fidelity = fidelity or {}
-    tau, _ = rank_correlation(list(ranks["val_acc"]), list(ranks["confirm_acc"]))
     fig = go.Figure()
     for _, row in ranks.iterrows():
         label = _rank_label(row)
@@ -377,7 +452,7 @@ def ranks_figure(ranks: pd.DataFrame, fidelity: Mapping[str, Any] | None = None)
     final = _schedules([final_schedule(r, fidelity) for _, r in ranks.iterrows()])
     fig.update_layout(
         title=f"Short-schedule vs final-rung ranks of the {n} trials the final rung trained: "
-              f"Kendall τ = {format_tau(tau)}",
+              f"{tau_text(list(ranks['val_acc']), list(ranks['confirm_acc']))}",
         xaxis={"tickvals": [0, 1], "ticktext": [f"short schedule<br>{html.escape(short)}",
                                                 f"final rung<br>{html.escape(final)}"],
                "range": [-1.1, 2.1], "showgrid": False, "zeroline": False},
@@ -391,17 +466,32 @@ def format_tau(tau: float) -> str:
     return "undefined (one side is constant)" if math.isnan(tau) else f"{tau:+.2f}"
 
 
+MIN_RANKED = 3  # two pairs' tau is +1 or -1 whatever the proxy's quality: it says nothing
+
+
+def tau_text(x: Sequence[float], y: Sequence[float]) -> str:
+    """'Kendall τ = +0.33' of paired scores, or 'too few to rank' below MIN_RANKED pairs."""
+    if len(x) < MIN_RANKED:
+        return f"too few to rank (n = {len(x)} < {MIN_RANKED})"
+    return f"Kendall τ = {format_tau(rank_correlation(x, y)[0])}"
+
+
 def rank_figure(candidates: Sequence[Mapping[str, Any]]) -> go.Figure:
-    """Short-schedule validation accuracy against full-schedule test accuracy per retrained candidate."""
-    fig = go.Figure(go.Scatter(
-        x=[c["val_acc"] for c in candidates], y=[c["test_acc"] for c in candidates], mode="markers+text",
-        text=[c["name"] for c in candidates], textposition="top center", marker={"color": "#1b9e77", "size": 10},
-        hovertext=[_result_hover(c) for c in candidates], hoverinfo="text"))
+    """Short-schedule validation accuracy against full-schedule test accuracy per retrained candidate, named where
+    a label fits (candidates often share a score: their names would sit on top of each other)."""
+    xs, ys = [c["val_acc"] for c in candidates], [c["test_acc"] for c in candidates]
+    canvas = _Canvas(xs, ys, False, 420)
+    canvas.x_range = accuracy_range(xs)
+    fig = go.Figure()
+    _add_marked(fig, [_Marked("retrained", xs, ys, [c["name"] for c in candidates],
+                              [_result_hover(c) for c in candidates], {"color": "#1b9e77", "size": 10})], canvas)
     fig.update_layout(
         title="Does the search score rank the retrained models?",
-        xaxis={"title": "search score (val acc: final rung where it ran, else short schedule)", "tickformat": ".1%"},
-        yaxis={"title": f"test acc ({_schedules([c.get('schedule', '') for c in candidates])})", "tickformat": ".1%"},
-        height=420, margin={"t": 60, "r": 20})
+        xaxis={"title": "search score (val acc: final rung where it ran, else short schedule)", "tickformat": ".1%",
+               "range": canvas.x_range},
+        yaxis={"title": f"test acc ({_schedules([c.get('schedule', '') for c in candidates])})", "tickformat": ".1%",
+               "range": canvas.y_range},
+        height=420, margin=_MARGIN, showlegend=False)
     return fig
 
 
@@ -430,6 +520,11 @@ def _device(run: Mapping[str, Any]) -> str:
     return str(run.get("device_name") or run.get("device") or "?")
 
 
+def _log_axis_ticks(log_range: Sequence[float], unit: str) -> dict[str, Any]:
+    values, texts = log_ticks(10 ** log_range[0], 10 ** log_range[1], unit)
+    return {"tickvals": values, "ticktext": texts}
+
+
 def latency_figure(runs: Sequence[Mapping[str, Any]]) -> go.Figure:
     """Test accuracy against inference latency at batch 1 (median; bars: 10th-90th percentile) of every
     retrained run, one colour per device: latency measured on different machines is not comparable."""
@@ -454,7 +549,7 @@ def latency_figure(runs: Sequence[Mapping[str, Any]]) -> go.Figure:
                "subtitle": {"text": html.escape(f"batch 1, median of timed calls (bars: 10th-90th percentile), fp32, "
                                                 f"on the device that trained the run · test acc, {schedules}")}},
         xaxis={"title": "latency per batch of 1 (ms)", "type": "log" if canvas.log_x else "linear",
-               "range": canvas.x_range},
+               "range": canvas.x_range, **(_log_axis_ticks(canvas.x_range, "ms") if canvas.log_x else {})},
         yaxis={"title": "test accuracy", "tickformat": ".1%", "range": canvas.y_range},
         legend=_LEGEND, height=460, margin=_MARGIN)
     return fig

@@ -129,7 +129,12 @@ def final_table(retrained: Sequence[Mapping[str, Any]], baselines: Sequence[Mapp
 
 
 def _correlation_text(candidates: Sequence[Mapping[str, Any]]) -> str:
-    tau, rho = rank_correlation([c["val_acc"] for c in candidates], [c["test_acc"] for c in candidates])
+    """How well the search score ranks the retrained test accuracy; tau only from MIN_RANKED candidates."""
+    x, y = [c["val_acc"] for c in candidates], [c["test_acc"] for c in candidates]
+    if len(candidates) < rf.MIN_RANKED:
+        return (f'<p id="rank-correlation">Over {len(candidates)} retrained candidates the search score cannot be '
+                f"judged as a ranking: {rf.tau_text(x, y)}.</p>")
+    tau, rho = rank_correlation(x, y)
     return (
         f'<p id="rank-correlation">Over {len(candidates)} retrained candidates, the search score (validation '
         f"accuracy: the final rung's where it trained the trial, else the short schedule's) ranks the retrained "
@@ -168,17 +173,18 @@ class _Figures:
 
 def render_report(frame: pd.DataFrame, *, budget: int, retrained: Sequence[dict] = (), baselines: Sequence[dict] = (),
                   title: str, runs: Sequence[dict] = (), importance: dict[str, float] | None = None,
-                  fidelity: Mapping[str, Any] | None = None) -> str:
+                  fidelity: Mapping[str, Any] | None = None, costs: Sequence[str] = ("params",)) -> str:
     """The whole page as one HTML string (pure: no files touched). `runs` are retrained runs' metrics.json
     contents (curves, confusion matrices, latency); `importance` maps settings to their fANOVA importance;
-    `fidelity` is the search's (config.json: the proxy width), so every score can name its protocol."""
+    `fidelity` is the search's (config.json: the proxy width), so every score can name its protocol; `costs`
+    are the study's objectives' costs (its front is against them)."""
     return _page(frame, budget=budget, retrained=retrained, baselines=baselines, title=title, runs=runs,
-                 importance=importance, fidelity=fidelity)[0]
+                 importance=importance, fidelity=fidelity, costs=costs)[0]
 
 
 def _page(frame: pd.DataFrame, *, budget: int, retrained: Sequence[dict], baselines: Sequence[dict], title: str,
           runs: Sequence[dict], importance: dict[str, float] | None,
-          fidelity: Mapping[str, Any] | None) -> tuple[str, dict[str, go.Figure]]:
+          fidelity: Mapping[str, Any] | None, costs: Sequence[str] = ("params",)) -> tuple[str, dict[str, go.Figure]]:
     """The page and its figures by div id."""
     if budget <= 0:
         raise NasError(f"budget must be a positive parameter count, but got budget={budget}")
@@ -194,7 +200,7 @@ def _page(frame: pd.DataFrame, *, budget: int, retrained: Sequence[dict], baseli
         f"<h1>{html.escape(title)}</h1>",
         f'<p class="summary">{len(frame)} trials; {finished} finished within the budget of {budget:,} '
         f"parameters; {over} over budget ({pct(over / max(len(frame), 1))}).</p>",
-        figures.div(rf.pareto_figure(frame, budget, retrained, baselines, fidelity), "pareto"),
+        figures.div(rf.pareto_figure(frame, budget, retrained, baselines, fidelity, costs), "pareto"),
         figures.div(rf.macs_figure(frame, fidelity), "macs"),
         figures.div(rf.history_figure(frame, fidelity), "history"),
         *_rung_sections(frame, fidelity, figures),
@@ -315,7 +321,7 @@ def write_study_report(study: Any, results_dir: Path, examples: Path, frame: pd.
     `static` ("png" or "svg") also writes each figure to figures/NAME.png beside it."""
     from nas.arch.archfile import read_arch_file
     from nas.artifacts import study_dir
-    from nas.record import STUDY_BUDGET
+    from nas.record import STUDY_BUDGET, objectives_of
     from nas.report.tables import trials_frame
     from nas.report.writeup import importances
     from nas.runs import baseline_root, finished_runs, retrain_root
@@ -341,7 +347,8 @@ def write_study_report(study: Any, results_dir: Path, examples: Path, frame: pd.
     return write_report(frame, study_dir(results_dir, study.study_name) / "report.html", budget=int(budget),
                         retrained=retrained, baselines=baselines, title=f"nas study {study.study_name}",
                         runs=runs + baseline_runs, importance=importances(study),
-                        fidelity=_fidelity(results_dir, study.study_name), static=static)
+                        fidelity=_fidelity(results_dir, study.study_name), static=static,
+                        costs=objectives_of(study)[1:] or ("params",))
 
 
 def check_static(static: str | None) -> None:
@@ -355,12 +362,12 @@ def check_static(static: str | None) -> None:
 def write_report(df: pd.DataFrame, path: Path, *, budget: int, retrained: Sequence[dict] = (),
                  baselines: Sequence[dict] = (), title: str, runs: Sequence[dict] = (),
                  importance: dict[str, float] | None = None, fidelity: Mapping[str, Any] | None = None,
-                 static: str | None = None) -> Path:
+                 static: str | None = None, costs: Sequence[str] = ("params",)) -> Path:
     """Write the report atomically (a browser refreshing it mid-search never sees half a page); `static`
     ("png" or "svg") also writes every figure to figures/NAME.FORMAT beside it, for papers."""
     check_static(static)
     page, figs = _page(df, budget=budget, retrained=retrained, baselines=baselines, title=title, runs=runs,
-                       importance=importance, fidelity=fidelity)
+                       importance=importance, fidelity=fidelity, costs=costs)
     written = write_text_atomic(page, Path(path))
     if static is not None:
         from nas.report.static import write_static
