@@ -182,6 +182,7 @@ def test_the_search_plan_writes_counts_and_times_as_a_person_does(monkeypatch):
     assert "~1.5 s per full trial, <= ~1.5 s for 1 trial (pruning cuts this)" in one
     assert "final rung: up to 1 candidate (best of each depth, best seed design) trained 5x longer, ~7.5 s" in one
     assert "nothing left to train" in printed(done=1) and "0.0 min" not in printed(done=1)
+    assert "base recipe: reference (optimizer sgd, lr 0.1" in printed(base_recipe="reference (optimizer sgd, lr 0.1)")
     many = printed(trials=200, seconds_per_trial=30.0, rung_size=3, train_images=5000, val_images=2000)
     assert "200 trials" in many and "<= ~1.7 h for 200 trials" in many and "up to 3 candidates" in many
     assert "~7.5 min" in many  # the final rung: 3 candidates x 5 x 30 s

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import optuna
@@ -11,6 +12,7 @@ import yaml
 
 from nas.arch.counting import count_params
 from nas.arch.space import parse_space
+from nas.engine.recipe import PROTOCOLS
 from nas.errors import NasError
 from nas.record import GRID_POINT
 from nas.search import SEARCH_RECIPE, Fidelity, SearchConfig
@@ -82,13 +84,39 @@ def test_a_grid_search_trains_exactly_the_grid_and_its_pivot_is_the_hand_compute
     assert again.returncode == 0 and len(optuna.load_study(study_name="g", storage=study._storage).trials) == 9
 
 
+def test_a_grid_listing_only_optimizer_and_lr_trains_the_reference_recipe_otherwise(small_cifar, tmp_path, nas_cli):
+    """A recipe grid starts from a stated base: its sgd row is the reference protocol's plain SGD (cosine, no
+    label smoothing), not the search recipe's Nesterov one-cycle; `train: base:` picks another protocol."""
+    space = {**RECIPE_GRID, "train": {"optimizer": ["sgd", "adam"], "lr": [0.05]}}
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(space))
+    r = nas_cli(["search", "--budget", "50k", "--space", str(tmp_path / "grid.yaml"), "--data", str(small_cifar),
+                 "--epochs", "1", "--train-subset", "128", "--val-subset", "100", "--val-size", "100", "--width", "1",
+                 "--results-dir", str(tmp_path / "res"), "--study", "g", "--sampler", "grid", "--pruner", "none",
+                 "--no-confirm"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "base recipe: reference (optimizer sgd, lr 0.1, momentum 0.9, nesterov False" in r.stdout
+    study = optuna.load_study(study_name="g", storage=f"sqlite:///{tmp_path / 'res' / 'g' / 'study.db'}")
+    recipes = {t.user_attrs["recipe"]["optimizer"]: t.user_attrs["recipe"] for t in study.trials
+               if t.user_attrs.get("outcome") == "complete"}
+    for name, recipe in recipes.items():  # all but what the fidelity sets: the reference protocol and the grid's row
+        assert {**recipe, "epochs": 200, "train_subset": 0} == {**PROTOCOLS["reference"].to_dict(), "optimizer": name,
+                                                                "lr": 0.05}
+    assert sorted(recipes) == ["adam", "sgd"] and recipes["sgd"]["nesterov"] is False
+    fast = parse_space({**space, "train": {**space["train"], "base": "fast"}})
+    assert config().for_space(fast).recipe == PROTOCOLS["fast"] and config().base_name(fast) == "fast"
+    assert config(sampler="tpe").for_space(parse_space(space)).recipe == config().recipe  # TPE: the search recipe
+    with pytest.raises(NasError, match="train.base: 'quick' is not a protocol: choose one of reference, fast"):
+        parse_space({**space, "train": {"base": "quick"}})
+
+
 @pytest.mark.slow
 def test_many_workers_share_one_grid_and_train_each_point_once(small_cifar, pg_url, tmp_path, nas_cli):
     space_file = tmp_path / "grid.yaml"
     space_file.write_text(yaml.safe_dump(RECIPE_GRID))
     r = nas_cli(["search", "--budget", "50k", "--space", str(space_file), "--data", str(small_cifar), "--epochs", "1",
                  "--train-subset", "128", "--val-subset", "100", "--val-size", "100", "--width", "1", "--results-dir",
-                 str(tmp_path / "res"), "--study", "g", "--sampler", "grid", "--storage", pg_url, "--workers", "3",
+                 str(tmp_path / "res"), "--study", "g", "--sampler", "grid", "--storage", pg_url, "--workers",
+                 str(min(3, len(os.sched_getaffinity(0)))),  # bounded by the usable cores
                  "--no-confirm"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     trials = optuna.load_study(study_name="g", storage=pg_url).trials

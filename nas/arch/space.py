@@ -17,6 +17,7 @@ A space file is YAML (read by nas.yamlfile: safe and bounded) naming the choices
     train:                          # optional: Recipe fields, fixed / choices / ranges
       lr: {low: 0.02, high: 0.4, log: true}
       optimizer: [sgd, adamw]
+      base: reference               # optional: the protocol trials start from (a grid's default: reference)
     seeds:                          # optional: known designs the search tries first and must beat
       - {name: resnet10, blocks: [2, 1, 1, 1], channels: [64, 128, 256, 512]}
 
@@ -51,7 +52,7 @@ from nas.arch.families import (
     uses_skip,
 )
 from nas.arch.ops import ACTIVATIONS, POOLINGS, SE_PLACEMENTS, STEMS, Options
-from nas.engine.recipe import COUPLED, Recipe
+from nas.engine.recipe import COUPLED, PROTOCOLS, Recipe
 from nas.errors import NasError, label, shown
 from nas.numbers import parse_float, parse_int
 from nas.yamlfile import read_yaml
@@ -116,6 +117,7 @@ class Space:
     head_bias: tuple[bool, ...] = (True,)
     head_scale: tuple[float, ...] = (1.0,)
     train: tuple[Knob, ...] = ()
+    base: str | None = None  # `train: base:`, the protocol (nas.engine.recipe.PROTOCOLS) trials start from
     seeds: tuple[tuple[str, Arch], ...] = ()  # (name, design) pairs, each inside the space
     num_classes: int = 10
     input_size: int = 32
@@ -199,7 +201,7 @@ class Space:
         search finds out before its first trial (the loader checks against the default Recipe only)."""
         problems = recipe_problems(self.train, base)
         if problems:
-            raise problems_error(self.name, "in the space's train: section with the search recipe", problems)
+            raise problems_error(self.name, "in the space's train: section with the trials' base recipe", problems)
 
     def fixed_arch_fields(self) -> dict[str, int]:
         return {"num_classes": self.num_classes, "input_size": self.input_size, "in_channels": self.in_channels}
@@ -291,7 +293,16 @@ def _per_layer(p: _Problems, key: str, raw: Any, n_max: int) -> tuple[tuple[int,
     return (_ints(p, key, items, rule, ok),) * n_max
 
 
-def _train_knobs(p: _Problems, raw: Any) -> tuple[Knob, ...]:
+def _train_base(p: _Problems, raw: Any) -> str | None:
+    """`train: base:`, the protocol a search's trials start from (None: the search decides)."""
+    base = raw.get("base") if isinstance(raw, dict) else None
+    if base is not None and base not in PROTOCOLS:
+        p.add("train.base", base, f"is not a protocol: choose one of {', '.join(PROTOCOLS)}")
+        return None
+    return base
+
+
+def _train_knobs(p: _Problems, raw: Any, base: str | None) -> tuple[Knob, ...]:
     if raw is None:
         return ()
     if not isinstance(raw, dict):
@@ -301,16 +312,18 @@ def _train_knobs(p: _Problems, raw: Any) -> tuple[Knob, ...]:
     knobs: list[Knob] = []
     parsed = len(p)
     for key, value in raw.items():
+        if key == "base":
+            continue
         where = f"train.{key}"
         if key not in fields:
-            p.add(where, key, f"is not a training setting: valid ones are {', '.join(sorted(fields))}")
+            p.add(where, key, f"is not a training setting: valid ones are base, {', '.join(sorted(fields))}")
             continue
         kind = type(getattr(Recipe(), key))
         knob = _range(p, where, key, value, kind) if isinstance(value, dict) else _choices(p, where, key, value, kind)
         if knob is not None:
             knobs.append(knob)
     if len(p) == parsed:  # with a knob that failed to parse, the others would be judged without it
-        p.extend(recipe_problems(tuple(knobs), Recipe()))
+        p.extend(recipe_problems(tuple(knobs), PROTOCOLS[base] if base else Recipe()))
     return tuple(knobs)
 
 
@@ -518,13 +531,14 @@ def parse_space(data: Any, name: str = "space") -> Space:
     groups = _ints(p, "groups", data.get("groups", DEFAULTS["groups"]), "groups must be >= 1", lambda v: v >= 1)
     dropout = _dropouts(p, data.get("dropout", DEFAULTS["dropout"]))
     family = _family(p, data, block, se_ratio)
-    train = _train_knobs(p, data.get("train"))
+    base = _train_base(p, data.get("train"))
+    train = _train_knobs(p, data.get("train"), base)
     seeds = _seeds(p, data.get("seeds"), scalars)
     space_name = label(data["name"]) if "name" in data else name
     if p:
         raise problems_error(name, "in the space file", p)
     space = Space(name=str(space_name), layers=layers, **per_layer, pool=pool, block=block, se_ratio=se_ratio,
-                  groups=groups, dropout=dropout, **family, train=train, seeds=seeds, **scalars,
+                  groups=groups, dropout=dropout, **family, train=train, base=base, seeds=seeds, **scalars,
                   num_classes_fixed="num_classes" in data)
     outside = [f"seeds: {n!r} ({label(a.describe(), 200)}) is outside the space: add its values to the choices, or drop it"
                for n, a in seeds if not space.contains(a)]

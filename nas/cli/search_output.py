@@ -36,6 +36,8 @@ class PrintedSearch(SearchHooks):
                   f"({plan.done} already done), device {plan.device}, storage {plan.storage}")
         out.print(f"fidelity: {counted(fid.epochs, 'epoch')} x {counted(plan.train_images, 'image')}, width "
                   f"x{fid.width:g}, {counted(plan.val_images, 'validation image')}, pruner {plan.pruner}; {_cost(plan)}")
+        if plan.base_recipe:
+            out.print(f"base recipe: {plan.base_recipe}", soft_wrap=True)
         if plan.max_macs is not None:
             out.print(f"compute bound: at most {plan.max_macs:,} MACs per image, a hard constraint like the budget")
         if plan.grid is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -9,7 +10,8 @@ from typing import Any
 import torch
 
 from nas.arch.bounds import Bounds
-from nas.engine.recipe import Recipe
+from nas.arch.space import Space
+from nas.engine.recipe import PROTOCOLS, Recipe
 from nas.errors import NasError
 
 OBJECTIVES = ("accuracy", "params", "macs")  # accuracy is maximised, the costs minimised
@@ -123,6 +125,33 @@ class SearchConfig:
         """Workers started together with one seed would propose the same candidates and train them in
         parallel, each unaware of the others' unfinished trials: each worker samples its own stream."""
         return (self.seed + 1000 * self.worker) % 2**32
+
+    def base_name(self, space: Space) -> str:
+        """Which recipe `space`'s trials start from. A grid over training settings starts from the reference
+        protocol (or the space's `train: base:`), so each row differs from a stated recipe only in what the grid
+        lists, not by the search recipe's Nesterov, one-cycle and label smoothing; other searches keep the search
+        recipe, whose short-schedule defaults TPE's trials were tuned with."""
+        if space.base is not None:
+            return space.base
+        return "reference" if self.sampler == "grid" and space.train else "search"
+
+    def for_space(self, space: Space) -> SearchConfig:
+        """This config with `space`'s base recipe (base_name), checked against the space's train: knobs."""
+        name = self.base_name(space)
+        cfg = dataclasses.replace(self, recipe=self.recipe if name == "search" else PROTOCOLS[name])
+        space.check_train(cfg.trial_recipe({}))
+        return cfg
+
+    def describe_base(self, space: Space) -> str:
+        """The base recipe as the plan prints it: its name, its main settings and every other field it sets."""
+        name, r = self.base_name(space), self.for_space(space).recipe
+        shown = ("optimizer", "lr", "momentum", "nesterov", "weight_decay", "schedule", "batch_size", "label_smoothing")
+        fidelity = ("epochs", "train_subset", "evals_per_epoch", "seed")
+        default = Recipe()
+        others = [f.name for f in dataclasses.fields(Recipe) if f.name not in shown + fidelity
+                  and getattr(r, f.name) != getattr(default, f.name)]
+        settings = ", ".join(f"{k} {getattr(r, k)}" for k in (*shown, *others))
+        return f"{name} ({settings}; epochs from the fidelity, the space's train: knobs on top)"
 
     def trial_recipe(self, overrides: dict[str, Any]) -> Recipe:
         f = self.fidelity

@@ -48,7 +48,9 @@ def combinations(space: Space) -> int:
 
 def grid(space: Space, cfg: SearchConfig) -> Grid:
     """Every point of the space that fits the bounds and trains something new, shuffled with the search's seed
-    (so a grid cut short by --trials or a stop still covers the whole space evenly)."""
+    (so a grid cut short by --trials or a stop still covers the whole space evenly). Its recipes start from the
+    space's base recipe (SearchConfig.for_space)."""
+    cfg = cfg.for_space(space)
     total = combinations(space)
     if total > MAX_COMBINATIONS:
         raise NasError(f"--sampler grid over space {space.name!r} has {total:,} combinations (at most "

@@ -130,6 +130,7 @@ class SearchPlan:
     rung_size: int | None  # candidates the final rung trains; None: the front's size, found at the end
     workers: int
     threads_per_worker: int
+    base_recipe: str = ""  # the recipe trials start from, named and spelled out (SearchConfig.describe_base)
 
     @property
     def multi_objective(self) -> bool:
@@ -156,7 +157,7 @@ def describe(job: Job, study: optuna.Study, seeded: list[str]) -> SearchPlan:
         per_depth=strategy(cfg.sampler).per_depth and len(job.space.layers) > 1, objectives=cfg.objectives,
         grid=job.grid.summary() if job.grid else None, seeded=tuple(seeded), seconds_per_trial=per_trial,
         final_rung=cfg.final_rung, rung_size=job.rung_size, workers=job.workers,
-        threads_per_worker=cpu_threads(job.workers))
+        threads_per_worker=cpu_threads(job.workers), base_recipe=cfg.describe_base(job.space))
 
 
 def check_resumed(cfg: SearchConfig, stored: dict[str, Any] | None) -> None:

@@ -119,6 +119,7 @@ def estimate_trial_seconds(space: Space, cfg: SearchConfig, data: SearchData, de
     """Measured cost of one full trial: time a few training steps of random in-budget candidates
     at this fidelity and extrapolate (pruned trials cost less, so this is an upper estimate)."""
     rng = torch.Generator().manual_seed(cfg.seed)
+    cfg = cfg.for_space(space)
     probe = dataclasses.replace(cfg.trial_recipe({}), epochs=1, evals_per_epoch=1,
                                 train_subset=min(len(data.train), cfg.recipe.batch_size * steps))
     rates = []

@@ -60,12 +60,13 @@ def load_search_data(source: str, cfg: SearchConfig) -> SearchData:
 def check_batch_size(space: Space, cfg: SearchConfig, train_images: int) -> None:
     """Refuse, before any trial, a batch larger than the images a trial trains on: every trial that draws it
     fails (the trainer needs one whole batch), and a search of failing trials never reaches --trials."""
+    cfg = cfg.for_space(space)  # the base recipe's batch (and its rules, checked against the train: knobs)
     per_trial = cfg.fidelity.train_subset or train_images
     knob = next((k for k in space.train if k.name == "batch_size"), None)
     largest = (int(max(knob.values)) if isinstance(knob, Choice) else int(knob.high) if knob is not None
                else cfg.recipe.batch_size)
     if largest > per_trial:
-        source = "in the space's train: section" if knob is not None else "of the search recipe"
+        source = "in the space's train: section" if knob is not None else f"of the {cfg.base_name(space)} recipe"
         raise NasError(f"batch_size={largest} {source} is larger than the {per_trial:,} training images of each "
                        f"trial: raise --train-subset to at least {largest}, or list smaller batch_size values in "
                        f"the space's train: section")
@@ -102,6 +103,7 @@ def make_objective(space: Space, cfg: SearchConfig, data: SearchData, device: to
     over-budget candidates are never built; `say` tells the person watching what a waiting trial waits for."""
 
     queued = strategy(cfg.sampler).points is not None
+    cfg = cfg.for_space(space)
 
     def objective(trial: optuna.Trial) -> Values:
         if queued and record.GRID_POINT not in trial.user_attrs:  # the queue holds every point the strategy has
