@@ -43,7 +43,8 @@ _LEGEND = {"x": 1.02, "xanchor": "left", "y": 1, "yanchor": "top", "groupclick":
 _PARETO_HEIGHT = 580
 # Baselines without an accuracy get a row of their own under the accuracy axis (plot fractions): drawn among
 # the scores, any height would read as one.
-_SIZE_ROW, _ACCURACY_ROWS = (0.0, 0.08), (0.14, 1.0)
+_SIZE_ROW, _ACCURACY_ROWS = (0.0, 0.12), (0.18, 1.0)
+_SIZE_LANES = (0.3, 0.75)  # two lanes in the row, taken in turn by size, so that neighbours' names fit
 _SIZE_ONLY = "baselines, size only (not trained)"
 _COST_WORDS = {"params": "parameters", "macs": "MACs"}
 
@@ -284,7 +285,8 @@ def _results(retrained: Sequence[Mapping[str, Any]], baselines: Sequence[Mapping
     untrained = sorted((b for b in baselines if b["test_acc"] is None), key=lambda b: b["params"])
     return [marked("retrained", list(retrained), "star", COLORS["retrained"]),
             marked("baselines", trained, "diamond", COLORS["baselines"]),
-            _Marked(_SIZE_ONLY, [b["params"] for b in untrained], [0.5] * len(untrained),
+            _Marked(_SIZE_ONLY, [b["params"] for b in untrained],
+                    [_SIZE_LANES[i % len(_SIZE_LANES)] for i in range(len(untrained))],
                     [b["name"] for b in untrained],
                     [f"<b>{html.escape(str(b['name']))}</b><br>params {count(b['params'])}<br>not trained"
                      for b in untrained], {"color": COLORS["baselines"], "size": 11, "symbol": "triangle-up-open"},
