@@ -65,6 +65,27 @@ def test_enumeration_matches_brute_force_including_invalid_combinations():
     assert s.size == len(brute_force(sp))
 
 
+def test_a_tied_width_doubles_per_layer_and_the_survey_counts_it_exactly():
+    """Efficient ResNets' sweep: one width n in {16, 32, 48, 64}, C_i = n * 2^(i-1), instead of per-layer channels;
+    the survey counts the tied candidates only, as brute force finds them (groups 16 leaves some widths invalid
+    for the bottleneck block only: they must drop out there and nowhere else)."""
+    tied = {"layers": [2, 3], "blocks": [1, 2], "width": [16, 32, 48, 64], "kernels": [3], "skip_kernels": [1, 3],
+            "pool": ["global", 2], "block": ["basic", "bottleneck"], "groups": [1, 16]}
+    sp = parse_space(tied)
+    assert "channels_1" not in [k.name for k in sp.arch_knobs(3)] and Choice("width", (16, 32, 48, 64)) in sp.arch_knobs(3)
+    arch = sp.arch({**sp.values(Arch(blocks=(2, 1, 2), channels=(48, 96, 192))), "width": 48})
+    assert arch.channels == (48, 96, 192) and sp.contains(arch) and sp.arch(sp.values(arch)) == arch
+    assert not sp.contains(Arch(blocks=(2, 1, 2), channels=(48, 96, 96))) and not sp.contains(Arch(blocks=(1, 1), channels=(8, 16)))
+    s = survey(sp)
+    assert s.method == "exact" and sorted(s.params.tolist()) == brute_force(sp) and s.size == len(brute_force(sp))
+    free = survey(parse_space({**{k: v for k, v in tied.items() if k != "width"}, "channels": [16, 32, 48, 64]}))
+    assert s.size < free.size  # 4 widths, not 4^N channel tuples
+    with pytest.raises(NasError, match="width: .* give width or channels, not both"):
+        parse_space({**tied, "channels": [16, 32]})
+    with pytest.raises(NasError, match="width: 0 is invalid: a tied width n"):
+        parse_space({**tied, "width": [0, 16]})
+
+
 def test_large_spaces_are_sampled_and_say_so():
     s = survey(load_space(ROOT / "search_spaces" / "default.yaml"), samples=5000)
     assert s.method == "sampled" and s.evaluated == 5000 and s.size > 10**9
@@ -104,7 +125,7 @@ def test_yaml_strings_like_5e2_are_numbers(tmp_path):
     ("layers: [0]\nblocks: [1]\nchannels: [8]", ["layers: 0 is invalid"]),
     ("layers: [1]\nblocks: [1]\nchannels: [8]\nkernels: [4, 3]", ["kernels: 4 is invalid: kernel sizes must be odd"]),
     ("layers: [1]\nblocks: [1]\nchannels: [8, x]", ["channels: 'x' is not an integer"]),
-    ("layers: [1]\nblocks: [1]\nchannels: [8]\nwidth: 3", ["width: 3 is not a space field: valid fields are"]),
+    ("layers: [1]\nblocks: [1]\nchannels: [8]\ndepth: 3", ["depth: 3 is not a space field: valid fields are"]),
     ("layers: [2]\nblocks: [[1], [1], [1]]\nchannels: [8]", ["gives 3 per-layer lists but up to 2 layers"]),
     ("layers: [1]\nblocks: [1]\nchannels: [8]\npool: [global, -1]", ["pool: -1"]),
     ("layers: [1]\nblocks: [1]\nchannels: [8]\nblock: [dense]", ["block: 'dense' is not a block type: choose from basic, bottleneck"]),

@@ -5,6 +5,8 @@ A space file is YAML (read by nas.yamlfile: safe and bounded) naming the choices
     layers: [3, 4]                  # N
     blocks: [1, 2, 3]               # B_i: one list for every layer, or a list of lists per layer
     channels: [[32, 64], [64, 128], [128, 256], [256, 512]]
+    # or, instead of channels, one tied width n with widths doubling per layer (C_i = n * 2^(i-1)):
+    # width: [16, 32, 48, 64]
     kernels: [3, 5]                 # F_i
     skip_kernels: [1, 3]            # K_i (layer 1 always has an identity shortcut)
     pool: [global, 2]               # P
@@ -69,7 +71,7 @@ DEFAULTS: dict[str, list[Any]] = {"kernels": [3], "skip_kernels": [1], "pool": [
                                   "width_per_group": [0], "scale": [0], "se_placement": ["blocks"],
                                   "activation": ["relu"], "stem": ["conv"], "pooling": ["avg"], "head_bias": [True],
                                   "head_scale": [1.0]}
-KEYS = ("name", "description", "layers", *PER_LAYER, *GLOBAL, *FAMILY, *SCALARS, "train", "seeds")
+KEYS = ("name", "description", "layers", *PER_LAYER, "width", *GLOBAL, *FAMILY, *SCALARS, "train", "seeds")
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,7 @@ class Space:
     pooling: tuple[str, ...] = ("avg",)
     head_bias: tuple[bool, ...] = (True,)
     head_scale: tuple[float, ...] = (1.0,)
+    width: tuple[int, ...] = ()  # tied widths: C_i = n * 2^(i-1) for a chosen n (Efficient ResNets); () = channels
     train: tuple[Knob, ...] = ()
     base: str | None = None  # `train: base:`, the protocol (nas.engine.recipe.PROTOCOLS) trials start from
     seeds: tuple[tuple[str, Arch], ...] = ()  # (name, design) pairs, each inside the space
@@ -133,15 +136,23 @@ class Space:
         """Layer 1's skip kernel is a knob only where a stem width other than C_1 can make it project."""
         return layer > 0 or self.listed("stem_channels")
 
+    def _layer_knob(self, name: str, layer: int) -> bool:
+        """Whether per-layer knob `name` is sampled for `layer`: not channels where one tied width sets them all,
+        and layer 1's skip kernel only if the stem can differ from C_1."""
+        return not (name == "channels" and self.width) and (name != "skip_kernels" or self._skip_knob(layer))
+
     def arch_knobs(self, n: int) -> list[Choice]:
-        """Knobs of an N-layer candidate. Layer 1's skip kernel is sampled only if the stem can differ from C_1."""
+        """Knobs of an N-layer candidate, in the order the search suggests them."""
         knobs = [Choice(g, getattr(self, g)) for g in GLOBAL]
         knobs += [Choice(g, getattr(self, g)) for g in FAMILY if self.listed(g)]
+        knobs += [Choice("width", self.width)] if self.width else []
         for i in range(n):
-            for name in PER_LAYER:
-                if name != "skip_kernels" or self._skip_knob(i):
-                    knobs.append(Choice(f"{name}_{i + 1}", getattr(self, name)[i]))
+            knobs += [Choice(f"{name}_{i + 1}", getattr(self, name)[i]) for name in PER_LAYER if self._layer_knob(name, i)]
         return knobs
+
+    def tied(self, width: int, n: int) -> tuple[int, ...]:
+        """The channels of an N-layer candidate of tied width `width`: doubling per layer."""
+        return tuple(width * 2**i for i in range(n))
 
     def reads(self, knob: str, values: dict[str, Any]) -> bool:
         """Whether a candidate with `values`' block and se_ratio reads knob `knob`. The search samples no knob
@@ -156,9 +167,11 @@ class Space:
         n = values["layers"]
         chosen = {**{g: values[g] for g in GLOBAL}, **{g: values.get(g, getattr(self, g)[0]) for g in FAMILY}}
         chosen.update(unused_fields(chosen["block"], chosen["se_ratio"]))
-        per_layer = {name: tuple(values[f"{name}_{i + 1}"] for i in range(n)) for name in PER_LAYER if name != "skip_kernels"}
+        per_layer = {name: tuple(values[f"{name}_{i + 1}"] for i in range(n)) for name in ("blocks", "kernels")}
+        per_layer["channels"] = (self.tied(values["width"], n) if self.width else
+                                 tuple(values[f"channels_{i + 1}"] for i in range(n)))
         per_layer["skip_kernels"] = tuple(
-            values[f"skip_kernels_{i + 1}"] if uses_skip(chosen["block"], i, chosen["stem_channels"], values["channels_1"])
+            values[f"skip_kernels_{i + 1}"] if uses_skip(chosen["block"], i, chosen["stem_channels"], per_layer["channels"][0])
             else 1 for i in range(n))
         return Arch(**per_layer, **chosen, **self.fixed_arch_fields())
 
@@ -176,9 +189,11 @@ class Space:
         pool = arch.pool if arch.pool in self.pool else None  # global pooling, however the design wrote it
         values: dict[str, Any] = {"layers": arch.num_layers, **{g: getattr(arch, g) for g in GLOBAL}, "pool": pool}
         values.update({g: self._family_value(g, arch)[1] for g in FAMILY if self.listed(g) and self.reads(g, values)})
+        if self.width:
+            values["width"] = arch.channels[0]
         for i in range(arch.num_layers):
             for name in PER_LAYER:
-                if name != "skip_kernels" or self._skip_knob(i):
+                if self._layer_knob(name, i):
                     v, choices = getattr(arch, name)[i], getattr(self, name)[i]
                     unused = name == "skip_kernels" and not arch.skip_used(i) and v not in choices
                     values[f"{name}_{i + 1}"] = choices[0] if unused else v
@@ -214,6 +229,8 @@ class Space:
         if any(getattr(arch, g) not in getattr(self, g) for g in GLOBAL if g != "pool"):
             return False
         if not all(self._family_value(g, arch)[0] for g in FAMILY):
+            return False
+        if self.width and (arch.channels[0] not in self.width or arch.channels != self.tied(arch.channels[0], arch.num_layers)):
             return False
         for name in PER_LAYER:
             for i, v in enumerate(getattr(arch, name)):
@@ -515,12 +532,18 @@ def parse_space(data: Any, name: str = "space") -> Space:
         if key not in KEYS:
             p.add(label(str(key)), data[key], f"is not a space field: valid fields are {', '.join(KEYS)}")
     for key in ("layers", "blocks", "channels"):
-        if key not in data:
-            p.append(f"{key}: missing: every space names the choices for layers, blocks and channels")
+        if key not in data and not (key == "channels" and "width" in data):
+            p.append(f"{key}: missing: every space names the choices for layers, blocks and channels (or width)")
     layers = _ints(p, "layers", data.get("layers", [1]), "the number of residual layers must be between 1 and 64",
                    lambda v: 1 <= v <= 64)
     n_max = max(layers, default=1)
+    width = _ints(p, "width", data["width"], "a tied width n (C_i = n * 2^(i-1)) must be >= 1",
+                  lambda v: v >= 1) if "width" in data else ()
+    if width and "channels" in data:
+        p.add("width", data["width"], "ties every layer's channels: give width or channels, not both")
     per_layer = {k: _per_layer(p, k, data.get(k, DEFAULTS.get(k, [1])), n_max) for k in PER_LAYER}
+    if width:  # each layer's possible channels, for the per-layer rules (valid_channels, contains)
+        per_layer["channels"] = tuple(tuple(w * 2**i for w in width) for i in range(n_max))
     scalars = _scalars(p, data)
     pool = _pools(p, data.get("pool", DEFAULTS["pool"]))
     block = tuple(_listify(data.get("block", DEFAULTS["block"])))
@@ -538,7 +561,7 @@ def parse_space(data: Any, name: str = "space") -> Space:
     if p:
         raise problems_error(name, "in the space file", p)
     space = Space(name=str(space_name), layers=layers, **per_layer, pool=pool, block=block, se_ratio=se_ratio,
-                  groups=groups, dropout=dropout, **family, train=train, base=base, seeds=seeds, **scalars,
+                  groups=groups, dropout=dropout, **family, width=width, train=train, base=base, seeds=seeds, **scalars,
                   num_classes_fixed="num_classes" in data)
     outside = [f"seeds: {n!r} ({label(a.describe(), 200)}) is outside the space: add its values to the choices, or drop it"
                for n, a in seeds if not space.contains(a)]
@@ -612,6 +635,16 @@ def _first_layer(space: Space, o: Options, chans: tuple[int, ...]) -> list[tuple
     return [(c, k) for c, k in ((same, (1,)), (other, skips)) if c]
 
 
+def _channel_sets(space: Space, o: Options, n: int) -> list[list[tuple[int, ...]]]:
+    """Per-layer valid channel choices: one set for free channels; one per tied width whose every layer is valid
+    (a tied width is one choice for all layers, so its product over layers must not cross widths)."""
+    valid = [valid_channels(space, o, i) for i in range(n)]
+    if not space.width:
+        return [valid]
+    tied = [[(c,) for c in space.tied(w, n)] for w in space.width]
+    return [t for t in tied if all(c[0] in v for c, v in zip(t, valid))]
+
+
 def static_combos(space: Space):
     """Every Combo of the space: N, pool and options, with their valid per-layer channel lists."""
     options = space_options(space)
@@ -619,10 +652,10 @@ def static_combos(space: Space):
         pools = [valid_pools(space, n, o) for o in options]  # once per option, not once per (pool, option)
         for pool in space.pool:  # in the file's order, then the options': the order a sampled survey draws in
             for o in (o for o, fits in zip(options, pools) if pool in fits):
-                chans = [valid_channels(space, o, i) for i in range(n)]
                 later = [space.skip_kernels[i] if FAMILIES[o.block].residual else (1,) for i in range(1, n)]
-                for first, skips in _first_layer(space, o, chans[0]):
-                    yield Combo(n, pool, o, (first, *chans[1:]), (skips, *later))
+                for chans in _channel_sets(space, o, n):
+                    for first, skips in _first_layer(space, o, chans[0]):
+                        yield Combo(n, pool, o, (first, *chans[1:]), (skips, *later))
 
 
 def combo_size(space: Space, combo: Combo) -> int:
