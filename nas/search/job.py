@@ -5,6 +5,8 @@ then the final rung decides (`final_rung`)."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -34,7 +36,7 @@ from nas.search.loop import (
 from nas.search.objective import SearchData, check_batch_size, load_search_data
 from nas.search.recovery import Say, quiet
 from nas.search.rung import Verdict, confirm, confirm_pool, verdict
-from nas.search.storage import exclusive, existing_attrs, open_study
+from nas.search.storage import claim_study_attr, exclusive, existing_attrs, open_study
 from nas.search.strategies import check, strategy
 from nas.search.workers import check_concurrent_storage, cpu_threads, run_workers
 from nas.stopping import Stop
@@ -53,6 +55,7 @@ class Job:
     results_dir: Path
     workers: int = 1
     grid: Grid | None = None  # `--sampler grid`: every point, counted before the study starts
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict)  # fixed_settings: what a resume must match
 
     @property
     def rung_size(self) -> int | None:
@@ -93,14 +96,15 @@ def plan(space_file: Path, budget: int, trials: int, data: str = "cifar10", stud
     check_batch_size(space, cfg, len(search_data.train))
     space = space.for_data(len(search_data.train.classes))
     check_image_shape(search_data.train, space.input_size, space.in_channels, f"space {space.name!r}")
-    check_resumed(cfg, existing_attrs(cfg))  # connects to the database (a bad URL or password fails here)
+    settings = fixed_settings(cfg, space)
+    check_resumed(cfg, existing_attrs(cfg), settings)  # connects to the database (a bad URL or password fails here)
     queue = strategy(cfg.sampler).points
     points = queue(space, cfg) if queue else None
     if points is not None:
         if not points.points:
             raise NasError(f"{points.summary()}: no point of the grid fits; raise --budget or list smaller choices")
         cfg = dataclasses.replace(cfg, trials=min(cfg.trials, len(points.points)))
-    return Job(space, Path(space_file), cfg, search_data, str(data), dev, Path(results_dir), workers, points)
+    return Job(space, Path(space_file), cfg, search_data, str(data), dev, Path(results_dir), workers, points, settings)
 
 
 @dataclass(frozen=True)
@@ -160,23 +164,48 @@ def describe(job: Job, study: optuna.Study, seeded: list[str]) -> SearchPlan:
         threads_per_worker=cpu_threads(job.workers), base_recipe=cfg.describe_base(job.space))
 
 
-def check_resumed(cfg: SearchConfig, stored: dict[str, Any] | None) -> None:
-    """A study resumed with another budget, MACs bound or objectives would mix two searches in one front:
-    refused, naming the study's own setting."""
+def fixed_settings(cfg: SearchConfig, space: Space) -> dict[str, Any]:
+    """What decides the meaning of a study's scores, as JSON values: fixed when the study is created, since trials
+    trained for 1 epoch at width 0.25 and for 3 at width 1 cannot be ranked together. Only --trials and --timeout
+    (how long to search) may change. The space is named by its choices (not its seed designs, which only start a new
+    study), so an edited space file is another space."""
+    f = cfg.fidelity
+    space_json = json.dumps(artifacts.as_jsonable(dataclasses.replace(space, name="", seeds=())), sort_keys=True, default=str)
+    return {"budget": cfg.budget, "max_macs": cfg.max_macs, "objectives": list(cfg.objectives),
+            "epochs": f.epochs, "train_subset": f.train_subset, "val_subset": f.val_subset, "width": f.width,
+            "evals_per_epoch": f.evals_per_epoch, "pruner": cfg.pruner, "sampler": cfg.sampler, "seed": cfg.seed,
+            "val_size": cfg.val_size, "space": f"{space.name} (sha256 {hashlib.sha256(space_json.encode()).hexdigest()[:12]})",
+            **{f"recipe.{k}": v for k, v in artifacts.as_jsonable(cfg.recipe).items()}}
+
+
+def check_resumed(cfg: SearchConfig, stored: dict[str, Any] | None, settings: dict[str, Any] | None = None) -> None:
+    """A study resumed with other `settings` (fixed_settings) would rank incomparable scores together: refused
+    with one line naming each setting that differs and the study's own value. A study from before the settings
+    were stored has its budget, MACs bound and objectives checked; a setting the study never stored is not."""
     if not stored:
         return
-    settings = ((record.STUDY_BUDGET, "--budget", cfg.budget, cfg.budget),  # (attribute, flag, value, if unset)
-                (record.STUDY_MAX_MACS, "--max-macs", cfg.max_macs, None),
-                (record.STUDY_OBJECTIVES, "--objectives", list(cfg.objectives), ["accuracy"]))
-    for key, flag, value, unset in settings:
-        before = stored.get(key, unset)
-        if before != value:
-            raise NasError(f"study {cfg.study!r} was searched with {flag} {_shown(before)}, not {_shown(value)}: "
-                           f"use a new --study name to search with other settings")
+    legacy = {"budget": stored.get(record.STUDY_BUDGET, cfg.budget), "max_macs": stored.get(record.STUDY_MAX_MACS),
+              "objectives": stored.get(record.STUDY_OBJECTIVES, ["accuracy"])}
+    before = {**legacy, **stored.get(record.STUDY_SETTINGS, {})}
+    now = {"budget": cfg.budget, "max_macs": cfg.max_macs, "objectives": list(cfg.objectives), **(settings or {})}
+    differ = [f"{_flag(k)} {_shown(before[k])}, not {_shown(v)}" for k, v in now.items() if k in before and before[k] != v]
+    if differ:
+        raise NasError(f"study {cfg.study!r} was searched with {'; '.join(differ)}: use a new --study name to search "
+                       f"with other settings (only --trials and --timeout may change on a resume)")
+
+
+def _flag(key: str) -> str:
+    return key.replace(".", " ") if key.startswith("recipe.") else "--" + key.replace("_", "-")
 
 
 def _shown(value: Any) -> str:
-    return "none" if value is None else ",".join(value) if isinstance(value, list) else f"{value:,}"
+    if value is None:
+        return "none"
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def hold(job: Job) -> AbstractContextManager[None]:
@@ -187,12 +216,16 @@ def hold(job: Job) -> AbstractContextManager[None]:
 def start(job: Job) -> tuple[optuna.Study, list[str]]:
     """Write the study's files and open (or resume) its study; a new study queues the space's seed designs
     that fit the budget first. Returns the study and the names queued."""
+    study = open_study(job.cfg)
+    # plan() refused a differing resume already; a worker started at the same time with other settings is refused
+    # here, atomically in the database, before it writes anything
+    check_resumed(job.cfg, {record.STUDY_SETTINGS: claim_study_attr(job.cfg.storage, job.cfg.study,
+                                                                    record.STUDY_SETTINGS, job.settings)}, job.settings)
     url = artifacts.safe_url(job.cfg.storage)
     artifacts.write_run_files(job.folder, {"command": "search", "space_file": job.space_file, "data": job.source,
                                            "device": str(job.device), "workers": job.workers, "storage": url,
                                            "config": {**artifacts.as_jsonable(job.cfg), "storage": url}},
                               job.space_file)
-    study = open_study(job.cfg)
     for key, value in ((record.STUDY_BUDGET, job.cfg.budget), (record.STUDY_SPACE, job.space.name),
                        (record.STUDY_DATA, job.source), (record.STUDY_MAX_MACS, job.cfg.max_macs),
                        (record.STUDY_OBJECTIVES, list(job.cfg.objectives))):

@@ -181,6 +181,31 @@ def open_study(cfg: SearchConfig, space: Space | None = None, attempts: int = 8)
     raise AssertionError("unreachable")
 
 
+def claim_study_attr(url: str, study_name: str, key: str, value: Any) -> Any:
+    """Store `value` as the study attribute `key` unless the study has one, and return what the study holds.
+
+    One INSERT on the table's (study, key) unique constraint: of workers started together with different
+    values, exactly one stores its value and the others read it back and can refuse. Optuna's
+    set_user_attr reads then writes, so each racer would find the key absent and overwrite the other's."""
+    import json
+
+    import sqlalchemy as sa
+    from sqlalchemy.exc import IntegrityError
+
+    storage = make_storage(url)
+    study_id = storage.get_study_id_from_name(study_name)
+    table = sa.table("study_user_attributes", sa.column("study_id"), sa.column("key"), sa.column("value_json"))
+    try:
+        with storage.engine.begin() as connection:
+            connection.execute(sa.insert(table).values(study_id=study_id, key=key, value_json=json.dumps(value)))
+    except IntegrityError:
+        pass  # present already: the first writer's value stands
+    try:
+        return storage.get_study_user_attrs(study_id)[key]
+    finally:
+        storage.engine.dispose()
+
+
 def existing_attrs(cfg: SearchConfig) -> dict[str, Any] | None:
     """The user attributes (budget, bounds, objectives) of the study of this name, or None when there is no such
     study yet. Read before anything is written, so a wrong --budget changes nothing."""
