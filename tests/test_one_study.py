@@ -1,9 +1,12 @@
 """One study is one experiment (issue 27 A): a resume that would mix other settings is refused before anything is
-written, atomically in the database."""
+written, atomically in the database; and one SQLite file has one lock whatever path names it."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import subprocess
+import sys
 
 import optuna
 import pytest
@@ -14,6 +17,7 @@ from nas import artifacts
 from nas.cli import app
 from nas.errors import NasError
 from nas.search import job
+from nas.search.storage import exclusive
 
 # search_args, outcomes, trained, tiny_space and pg_url are conftest fixtures
 
@@ -88,3 +92,24 @@ def test_another_space_on_an_existing_study_is_refused_before_anything_is_writte
     assert "--space tiny (sha256 " in r.output and "use a new --study" in r.output and "Traceback" not in r.output
     assert _files(res / "s") == files and len(outcomes(url)) == trials
     assert optuna.load_study(study_name="s", storage=url).user_attrs["space"] == "tiny"
+
+
+def test_a_symlink_to_a_held_sqlite_study_finds_its_lock(tmp_path):
+    """Two paths to one study.db made two locks, and two processes trained one network twice."""
+    real = tmp_path / "a" / "study.db"
+    real.parent.mkdir()
+    real.touch()
+    (tmp_path / "b").mkdir()
+    link = tmp_path / "b" / "study.db"
+    link.symlink_to(real)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom nas.search.storage import exclusive\n"
+                               f"with exclusive({'sqlite:///' + str(real)!r}):\n print('held', flush=True)\n"
+                               " time.sleep(120)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(NasError, match=f"pid {holder.pid} on host"):
+            with exclusive(f"sqlite:///{link}"):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()

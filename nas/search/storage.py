@@ -114,6 +114,8 @@ def exclusive(url: str) -> Iterator[None]:
         return
     import fcntl
 
+    path = path.resolve()  # two paths to one file (a symlink, `..`) must find one lock, not two
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
     try:
