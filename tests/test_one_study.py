@@ -1,10 +1,12 @@
 """One study is one experiment (issue 27 A): a resume that would mix other settings is refused before anything is
-written, atomically in the database; and one SQLite file has one lock whatever path names it."""
+written, atomically in the database; one SQLite file has one lock whatever path names it;
+and --workers is bounded by the machine."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import os
 import subprocess
 import sys
 
@@ -113,3 +115,14 @@ def test_a_symlink_to_a_held_sqlite_study_finds_its_lock(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_more_workers_than_the_machine_can_run_are_refused_in_one_line_saying_why(small_cifar, tmp_path, search_args):
+    """--workers 10000 attempted 10,000 process starts, each importing torch and loading the data."""
+    cores = len(os.sched_getaffinity(0))
+    r = CliRunner().invoke(app, search_args(small_cifar, tmp_path / "res", "--workers", "10000",
+                                            "--storage", "postgresql://nas@127.0.0.1:9/nas"))
+    assert r.exit_code == 2, r.output
+    line = r.output.strip()
+    assert "\n" not in line and f"{cores} usable core(s)" in line and "GiB of available memory" in line, line
+    assert not (tmp_path / "res").exists()
