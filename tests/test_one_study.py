@@ -1,14 +1,14 @@
 """One study is one experiment (issue 27 A): a resume that would mix other settings is refused before anything is
-written, atomically in the database; one SQLite file has one lock whatever path names it;
-and --workers is bounded by the machine."""
+written, atomically in the database; one SQLite file has one lock whatever path names it; --workers is bounded by
+the machine; and workers die with their parent."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -21,7 +21,7 @@ from nas.errors import NasError
 from nas.search import job
 from nas.search.storage import exclusive
 
-# search_args, outcomes, trained, tiny_space and pg_url are conftest fixtures
+# search_args, outcomes, trained, tiny_space, pg_url, fast_heartbeat and wait_for_training are conftest fixtures
 
 
 def _with(args: list[str], flag: str, value: str) -> list[str]:
@@ -126,3 +126,50 @@ def test_more_workers_than_the_machine_can_run_are_refused_in_one_line_saying_wh
     line = r.output.strip()
     assert "\n" not in line and f"{cores} usable core(s)" in line and "GiB of available memory" in line, line
     assert not (tmp_path / "res").exists()
+
+
+def _workers_of(parent: int) -> list[int]:
+    """The worker processes `parent` spawned (multiprocessing's spawn_main; not its resource tracker)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat, cmdline = (entry / "stat").read_text(), (entry / "cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent and b"spawn_main" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the workers in /proc")
+def test_workers_stop_when_their_parent_is_killed(small_cifar, pg_url, tmp_path, search_args, fast_heartbeat,
+                                                 wait_for_training):
+    """kill -9 of the parent left its workers training and writing to the study with nobody to stop them."""
+    args = search_args(small_cifar, tmp_path / "res", "--storage", pg_url, "--workers", "2", "--no-confirm",
+                       "--pruner", "none", trials=100, epochs=50)
+    with open(tmp_path / "out.txt", "w") as out:  # as a terminal: nothing the parent's death closes
+        parent = subprocess.Popen([sys.executable, "-m", "nas", *args], cwd=tmp_path, stdout=out, stderr=out,
+                                  env={**os.environ, **fast_heartbeat})
+    workers: list[int] = []
+    try:
+        wait_for_training(pg_url, parent, timeout=240)
+        workers = _workers_of(parent.pid)
+        assert len(workers) == 2, workers
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 60
+        while any(map(_alive, workers)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(map(_alive, workers)), "workers outlived their parent"
+    finally:
+        parent.kill()
+        parent.wait()
+        for pid in filter(_alive, workers):
+            os.kill(pid, 9)

@@ -8,17 +8,22 @@ Why it is built this way:
   threads (or its own GPU) so N workers do not oversubscribe the cores.
 - Ctrl+C reaches the parent only; it forwards SIGTERM once to each worker, which stops the way a single
   search does (nas.stopping): trial FAIL, candidate queued again, exit 128+signal.
+- A parent killed with kill -9 forwards nothing: each worker asks the kernel for SIGTERM when its parent dies
+  (prctl PR_SET_PDEATHSIG on Linux; elsewhere a thread watches the parent id) and stops as on Ctrl+C.
 - A worker that ends on a NasError (a SearchFailed: its trials keep failing) sends its one line to the
   parent, which raises it as its own: the person sees the cause, not a list of exit codes.
 """
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import multiprocessing
 import os
 import signal
 import sys
+import threading
+import time
 from typing import Callable
 
 import optuna
@@ -35,6 +40,7 @@ STOP_GRACE_SECONDS = 30  # how long a stopping worker may take to record its tri
 # A worker's resident memory: 0.5 GiB measured after importing torch and nas, plus its decoded data and a
 # training's activations.
 WORKER_GIB = 1.0
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def usable_cores() -> int:
@@ -90,11 +96,31 @@ def check_worker_count(workers: int) -> None:
                        f"{limit}; use --workers {limit}, and start more workers on other machines (see README, Many workers)")
 
 
+def exit_with_parent(parent: int) -> None:
+    """SIGTERM this worker when its parent dies, so a parent killed with kill -9 leaves no worker training into
+    the study: the kernel sends it on Linux (prctl); elsewhere a daemon thread polls the parent id."""
+    try:
+        armed = ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) == 0
+    except (OSError, AttributeError):  # no prctl: not Linux
+        armed = False
+    if not armed:
+        threading.Thread(target=_watch_parent, args=(parent,), name="nas-parent-watch", daemon=True).start()
+    if os.getppid() != parent:  # it died before the request was made
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _watch_parent(parent: int, every: float = 1.0) -> None:
+    while os.getppid() == parent:
+        time.sleep(every)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _worker(space: Space, cfg: SearchConfig, source: str, device: torch.device, threads: int,
-            errors: multiprocessing.SimpleQueue) -> None:
+            errors: multiprocessing.SimpleQueue, parent: int) -> None:
     """One worker process: Ctrl+C reaches it only through the parent, which forwards it once as SIGTERM.
     What it waits for and which dead workers' trials it failed, it prints itself; a NasError goes to the
     parent (`errors`), which reports it."""
+    exit_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # outcomes and reasons are in the study
@@ -120,7 +146,7 @@ def run_workers(space: Space, cfg: SearchConfig, source: str, device: torch.devi
     ctx = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools and locks
     threads, errors = cpu_threads(workers), ctx.SimpleQueue()
     procs = [ctx.Process(target=_worker, name=f"nas-worker-{i}", args=(
-        space, dataclasses.replace(cfg, worker=i), source, worker_device(device, i), threads, errors))
+        space, dataclasses.replace(cfg, worker=i), source, worker_device(device, i), threads, errors, os.getpid()))
              for i in range(workers)]
 
     def kill_all() -> None:
