@@ -168,9 +168,12 @@ def fixed_settings(cfg: SearchConfig, space: Space) -> dict[str, Any]:
     """What decides the meaning of a study's scores, as JSON values: fixed when the study is created, since trials
     trained for 1 epoch at width 0.25 and for 3 at width 1 cannot be ranked together. Only --trials and --timeout
     (how long to search) may change. The space is named by its choices (not its seed designs, which only start a new
-    study), so an edited space file is another space."""
+    study), so an edited space file is another space; fields left at their defaults are not hashed, so a field a
+    later version adds does not make every older study's space another one."""
     f = cfg.fidelity
-    space_json = json.dumps(artifacts.as_jsonable(dataclasses.replace(space, name="", seeds=())), sort_keys=True, default=str)
+    choices = {field.name: getattr(space, field.name) for field in dataclasses.fields(space)
+               if field.name not in ("name", "seeds") and getattr(space, field.name) != field.default}
+    space_json = json.dumps(artifacts.as_jsonable(choices), sort_keys=True, default=str)
     return {"budget": cfg.budget, "max_macs": cfg.max_macs, "objectives": list(cfg.objectives),
             "epochs": f.epochs, "train_subset": f.train_subset, "val_subset": f.val_subset, "width": f.width,
             "evals_per_epoch": f.evals_per_epoch, "pruner": cfg.pruner, "sampler": cfg.sampler, "seed": cfg.seed,
