@@ -62,7 +62,6 @@ COST_NAMES = {"params": PARAMS, "macs": MACS}  # a multi-objective search's cost
 STUDY_BUDGET, STUDY_SPACE, STUDY_DATA, STUDY_BEST = "budget", "space", "data", "best_trial"
 STUDY_MAX_MACS, STUDY_OBJECTIVES, STUDY_GRID = "max_macs", "objectives", "grid_points"
 STUDY_SETTINGS = "settings"  # {name: value}: what decides a score's meaning, fixed when the study is created
-STUDY_SETTINGS = "settings"  # {name: value}: what decides a score's meaning, fixed when the study is created
 GRID_POINT = "grid_point"  # trial attribute: its index in the grid a `--sampler grid` study queued
 FINAL_PREFIX = "confirm."  # "confirm.12" -> {"val_acc", "seconds", "epochs", "train_subset"}
 

@@ -365,7 +365,7 @@ def test_a_resumed_search_states_its_measured_trial_cost_without_timing_probes(s
     """Resuming used to time probe trainings first (seconds before anything ran) though the study held the real cost."""
     from typer.testing import CliRunner
 
-    import nas.cli.search_output
+    import nas.search.job
     from nas.cli import app
 
     args = search_args(small_cifar, tmp_path / "res", "--no-confirm", "--pruner", "none", trials=1)
@@ -377,7 +377,7 @@ def test_a_resumed_search_states_its_measured_trial_cost_without_timing_probes(s
     def no_probes(*args, **kwargs):
         raise AssertionError("timed probe trainings on resume")
 
-    monkeypatch.setattr(nas.cli.search_output, "estimate_trial_seconds", no_probes)
+    monkeypatch.setattr(nas.search.job, "estimate_trial_seconds", no_probes)
     again = CliRunner().invoke(app, [*args[:args.index("--trials") + 1], "2", *args[args.index("--trials") + 2:]])
     assert again.exit_code == 0, again.output
     assert f"~{measured:.1f} s per full trial" in again.output and "1 already done" in again.output
