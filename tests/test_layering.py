@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 NAS = Path(__file__).resolve().parents[1] / "nas"
-HELPERS = {"nas.errors", "nas.numbers", "nas.yamlfile", "nas.atomic", "nas.stopping", "nas.bundled"}
+HELPERS = {"nas.errors", "nas.numbers", "nas.yamlfile", "nas.atomic", "nas.stopping", "nas.bundled", "nas.registry"}
 # module prefix: the nas modules it may import besides itself and HELPERS
 ALLOWED = {
     "nas.arch": ("nas.arch", "nas.engine.recipe"),  # space files' train: knobs and the init schemes are recipe fields

@@ -31,6 +31,7 @@ from nas.arch.ops import (
     Site,
 )
 from nas.errors import NasError, shown
+from nas.registry import Registry
 
 KNOBS: dict[str, tuple[int, str]] = {  # a family's own knob: (its least value where read, what it means)
     "width_per_group": (1, "the width of one group at layer 1, e.g. 64 in ResNeXt-29 8x64d"),
@@ -60,23 +61,15 @@ class Family:
                            f"divisor={self.divisor} (>= 1), name an identifier")
 
 
-FAMILIES: dict[str, Family] = {}
+FAMILIES: Registry[Family] = Registry("block family", "block")
 
 
 def register_family(f: Family) -> Family:
-    """Add a family to the registry (tests add theirs with monkeypatch.setitem, which also removes it)."""
-    if f.name in FAMILIES:
-        raise NasError(f"block family {f.name!r} is registered already")
-    FAMILIES[f.name] = f
-    return f
+    return FAMILIES.add(f.name, f)
 
 
 def family(name: str) -> Family:
-    """The registered family `name`; an unknown name is one line naming the choices."""
-    try:
-        return FAMILIES[name]
-    except (KeyError, TypeError):
-        raise NasError(f"block={shown(name)} is unknown: choose one of {', '.join(FAMILIES)}") from None
+    return FAMILIES.named(name)
 
 
 def readers(knob: str) -> tuple[str, ...]:

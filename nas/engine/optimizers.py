@@ -14,6 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from nas.errors import NasError
+from nas.registry import Registry
+
 if TYPE_CHECKING:
     import torch
 
@@ -50,15 +53,13 @@ class Optimizer:
         return getattr(torch.optim, self.torch_class)(params, lr, **kwargs)
 
 
-OPTIMIZERS: dict[str, Optimizer] = {}
+OPTIMIZERS: Registry[Optimizer] = Registry("optimizer", "optimizer")
 
 
 def register_optimizer(o: Optimizer) -> Optimizer:
-    if o.name in OPTIMIZERS or o.momentum not in MOMENTUM_MEANINGS:
-        raise ValueError(f"optimizer {o.name!r}: registered already, or momentum={o.momentum!r} is not one of "
-                         f"{MOMENTUM_MEANINGS}")
-    OPTIMIZERS[o.name] = o
-    return o
+    if o.momentum not in MOMENTUM_MEANINGS:
+        raise NasError(f"optimizer {o.name!r}: momentum={o.momentum!r} is not one of {MOMENTUM_MEANINGS}")
+    return OPTIMIZERS.add(o.name, o)
 
 
 # Adagrad's fused CUDA kernel is newer than torch 2.5: it takes foreach. "sgd-nesterov" is SGD with Nesterov momentum

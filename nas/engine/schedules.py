@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+from nas.registry import Registry
+
 ONECYCLE_PCT, ONECYCLE_DIV, ONECYCLE_FINAL_DIV = 0.3, 25.0, 1e4  # torch OneCycleLR defaults
 EXPONENTIAL_END = 0.01  # exponential decay reaches 1% of the peak at the end
 CYCLES, CYCLIC_LOW = 4, 0.1  # cyclic: 4 triangles between 10% and 100% of the peak (CyclicLR's shape)
@@ -27,14 +29,12 @@ class Schedule:
     follows_loss: bool = False  # scaled down by LrSchedule.observe when the evaluation loss stalls
 
 
-SCHEDULES: dict[str, Schedule] = {}
+SCHEDULES: Registry[Schedule] = Registry("schedule", "schedule")
 
 
 def register_schedule(name: str, follows_loss: bool = False) -> Callable[[Callable[[float], float]], Callable[[float], float]]:
     def add(shape: Callable[[float], float]) -> Callable[[float], float]:
-        if name in SCHEDULES:
-            raise ValueError(f"schedule {name!r} is registered already")
-        SCHEDULES[name] = Schedule(name, shape, follows_loss)
+        SCHEDULES.add(name, Schedule(name, shape, follows_loss))
         return shape
     return add
 

@@ -16,6 +16,7 @@ import optuna
 
 from nas.arch.space import Space
 from nas.errors import NasError
+from nas.registry import Registry
 from nas.search.config import SearchConfig
 from nas.search.grid import Grid, grid
 from nas.search.sampling import CandidateSampler, SameDepthPruner, budget_check, tpe
@@ -38,34 +39,24 @@ class Pruner:
     make: Callable[[SearchConfig], optuna.pruners.BasePruner]
 
 
-STRATEGIES: dict[str, Strategy] = {}
-PRUNERS: dict[str, Pruner] = {}
+STRATEGIES: Registry[Strategy] = Registry("sampler", "--sampler")
+PRUNERS: Registry[Pruner] = Registry("pruner", "--pruner")
 
 
 def register_strategy(s: Strategy) -> Strategy:
-    if s.name in STRATEGIES:
-        raise NasError(f"sampler {s.name!r} is registered already")
-    STRATEGIES[s.name] = s
-    return s
+    return STRATEGIES.add(s.name, s)
 
 
 def register_pruner(p: Pruner) -> Pruner:
-    if p.name in PRUNERS:
-        raise NasError(f"pruner {p.name!r} is registered already")
-    PRUNERS[p.name] = p
-    return p
+    return PRUNERS.add(p.name, p)
 
 
 def strategy(name: str) -> Strategy:
-    if not isinstance(name, str) or name not in STRATEGIES:
-        raise NasError(f"--sampler={name!r} is unknown: choose one of {', '.join(STRATEGIES)}")
-    return STRATEGIES[name]
+    return STRATEGIES.named(name)
 
 
 def pruner(name: str) -> Pruner:
-    if not isinstance(name, str) or name not in PRUNERS:
-        raise NasError(f"--pruner={name!r} is unknown: choose one of {', '.join(PRUNERS)}")
-    return PRUNERS[name]
+    return PRUNERS.named(name)
 
 
 def check(cfg: SearchConfig) -> None:
