@@ -59,7 +59,7 @@ def summary(name: str, study: optuna.Study, seconds: float) -> dict:
     rs = [r for r in record.records(study) if r.finished]
     return {"search": name, "trained": record.trained(study.get_trials(deepcopy=False)), "complete": len(rs),
             "seconds": round(seconds, 1), "budget": study.user_attrs[record.STUDY_BUDGET],
-            "front": [(r.number, r.params, r.macs, round(r.short_acc, 4)) for r in record.front(rs, short_only=True)],
+            "front": [(r.number, r.params, r.macs, round(r.short_acc, 4)) for r in record.front(rs)],
             "points": [(r.params, r.macs, r.short_acc) for r in rs]}
 
 

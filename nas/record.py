@@ -209,12 +209,12 @@ def nondominated(points: Sequence[Sequence[float]]) -> list[int]:
     return [i for i, p in enumerate(points) if not beaten(p)]
 
 
-def front(rs: Iterable[Record], costs: Sequence[str] = ("params",), *, short_only: bool = True) -> list[Record]:
+def front(rs: Iterable[Record], costs: Sequence[str] = ("params",)) -> list[Record]:
     """The finished trials no other beats on accuracy and every cost at once (ties kept), by `costs` ("params",
     "macs"): what a multi-objective search searches for, what `nas leaderboard --front` lists and what the report
     draws (nas.report.tables.pareto_front, the same rule on the trials table). Accuracy is the short score, the
     one every finished trial has: the final rung's, where it ran, would compare trials trained for different
-    lengths. `short_only` is kept for callers; the front is always on the short score."""
+    lengths. The front is always on the short score."""
     done = [r for r in rs if r.finished]
     points = [(-(r.short_acc or 0.0), *(getattr(r, COST_NAMES[c]) or 0 for c in costs)) for r in done]
     return sorted((done[i] for i in nondominated(points)), key=lambda r: (r.params or 0, r.number))

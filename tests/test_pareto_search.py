@@ -75,7 +75,7 @@ def test_a_multi_objective_search_trains_every_trial_and_its_rung_trains_the_fro
     assert len(trained) == 6 and all(t.user_attrs["outcome"] == "complete" for t in trained)  # no pruning
     assert all(t.values[1] == t.user_attrs["params"] for t in trained)
     study.set_user_attr("objectives", ["accuracy", "params"])  # what `nas search` writes when it starts
-    on_front = front(records(study), ("params",), short_only=True)
+    on_front = front(records(study), ("params",))
     assert on_front and {r.number for r in confirm_pool(study)} == {r.number for r in on_front}
     for r in on_front:  # none beaten on both at once
         assert not any(o.short_acc >= r.short_acc and o.params <= r.params and (o.short_acc, o.params) != (r.short_acc, r.params)

@@ -44,7 +44,7 @@ def confirm_pool(study: optuna.Study) -> list[Record]:
     costs = record.objectives_of(study)[1:]
     best: dict[Any, Record] = {}
     if costs:
-        best = {r.number: r for r in _spread(record.front(rs, costs, short_only=True), MAX_FRONT_RUNG)}
+        best = {r.number: r for r in _spread(record.front(rs, costs), MAX_FRONT_RUNG)}
     for r in record.ranked(rs, short_only=True):
         if not costs:
             best.setdefault(r.depth, r)
